@@ -1,0 +1,66 @@
+"""The typed objects handed to every rule: configuration, the run's clock, a file's result."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from transforms.rejects import empty_rejects
+
+
+@dataclass(frozen=True)
+class FunctionsConfig:
+    """The "Function control file" switches of the CMI guide (SPEC §2 `[functions]`)."""
+
+    cmi_mult: bool = False
+    icfullqt: bool = False
+    cmi_bath: bool = False
+
+
+@dataclass(frozen=True)
+class SerialsConfig:
+    """In-house serial generation (SPEC §2 `[serials]`, §5.2)."""
+
+    generated_length: int = 12
+    generated_charset: str = "numeric"
+    min_randomness_factor: int = 10000
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    settle_seconds: float = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    functions: FunctionsConfig = field(default_factory=FunctionsConfig)
+    serials: SerialsConfig = field(default_factory=SerialsConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a rule may know about the run: its id, its clock and the file at hand."""
+
+    run_id: str
+    as_of: dt.datetime
+    config: Config = field(default_factory=Config)
+    source_file: str = ""
+
+    @property
+    def business_date(self) -> dt.date:
+        return self.as_of.date()
+
+    def for_file(self, name: str) -> RunContext:
+        return RunContext(self.run_id, self.as_of, self.config, name)
+
+
+@dataclass
+class FileResult:
+    """What applying one file's valid rows did: its rejects, how many rows took effect, warnings."""
+
+    rejects: pl.DataFrame = field(default_factory=empty_rejects)
+    rows_applied: int = 0
+    warnings: list[str] = field(default_factory=list)
