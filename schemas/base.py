@@ -23,6 +23,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
+from transforms.codes import product_code_message_expr
 from transforms.rejects import LINE, REJECT_SCHEMA, empty_rejects, without_rejected
 
 _HEADER = "header"
@@ -125,6 +126,8 @@ def validate_rows(
             .alias("rule"),
             pl.when(check == "not_nullable")
             .then(column + pl.lit(" is required"))
+            .when(check.str.starts_with("gtin14|"))
+            .then(product_code_message_expr(value, column))
             .when(custom)
             .then(message_template.str.replace_all("{value}", value.fill_null(""), literal=True))
             .otherwise(column + pl.lit(" fails the check ") + check)

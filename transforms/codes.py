@@ -12,7 +12,9 @@ import re
 import polars as pl
 
 # GS1 AI(21) character set 82 (SPEC §5).
-GS1_CHARSET_82 = "!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+GS1_CHARSET_82 = (
+    "!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+)
 SERIAL_PATTERN = r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$"
 CMO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,34}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
@@ -74,12 +76,13 @@ def mangled_code_hint(code: str | None) -> str | None:
     return None
 
 
-def product_code_message_expr(code: pl.Expr) -> pl.Expr:
+def product_code_message_expr(code: pl.Expr, column: str | pl.Expr = "product_code") -> pl.Expr:
     """The rejection sentence for an invalid product code, with the spreadsheet hint."""
+    name = pl.lit(column) if isinstance(column, str) else column
     return (
         pl.when(code.str.contains(SCIENTIFIC_PATTERN))
         .then(
-            pl.lit("product_code '")
+            (name + pl.lit(" '"))
             + code
             + pl.lit(
                 "' is in scientific notation: a spreadsheet turned the code into a number; "
@@ -88,14 +91,14 @@ def product_code_message_expr(code: pl.Expr) -> pl.Expr:
         )
         .when(code.str.contains(r"^[0-9]{13}$"))
         .then(
-            pl.lit("product_code '")
+            (name + pl.lit(" '"))
             + code
             + pl.lit("' has 13 digits: a spreadsheet probably dropped the leading zero of '0")
             + code
             + pl.lit("'; format the column as text before saving the file")
         )
         .otherwise(
-            pl.lit("product_code '")
+            (name + pl.lit(" '"))
             + code
             + pl.lit("' is not a GTIN-14 (14 digits with a valid GS1 check digit)")
         )
@@ -117,7 +120,12 @@ def parse_bool(value: str | None) -> bool | None:
 def bool_expr(col: pl.Expr) -> pl.Expr:
     """Vectorised boolean parse; invalid words become null (validate first)."""
     low = col.str.to_lowercase()
-    return pl.when(low.is_in(list(TRUE_WORDS))).then(True).when(low.is_in(list(FALSE_WORDS))).then(False)
+    return (
+        pl.when(low.is_in(list(TRUE_WORDS)))
+        .then(True)
+        .when(low.is_in(list(FALSE_WORDS)))
+        .then(False)
+    )
 
 
 def is_bool_expr(col: pl.Expr) -> pl.Expr:
@@ -126,9 +134,10 @@ def is_bool_expr(col: pl.Expr) -> pl.Expr:
 
 def is_date_expr(col: pl.Expr) -> pl.Expr:
     """`YYYY-MM-DD` and a real calendar date."""
-    return col.str.contains(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$") & col.str.strptime(
-        pl.Date, "%Y-%m-%d", strict=False
-    ).is_not_null()
+    return (
+        col.str.contains(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+        & col.str.strptime(pl.Date, "%Y-%m-%d", strict=False).is_not_null()
+    )
 
 
 def date_expr(col: pl.Expr) -> pl.Expr:

@@ -47,15 +47,12 @@ def reject_where(
         if value is not None
         else (pl.col(column).cast(pl.String) if column in rows.columns else pl.lit(None, pl.String))
     )
-    return (
-        rows.filter(condition)
-        .select(
-            pl.col(LINE).cast(pl.Int64).alias("line"),
-            pl.lit(column, pl.String).alias("column"),
-            val.cast(pl.String).alias("value"),
-            pl.lit(rule, pl.String).alias("rule"),
-            msg.cast(pl.String).alias("message"),
-        )
+    return rows.filter(condition).select(
+        pl.col(LINE).cast(pl.Int64).alias("line"),
+        pl.lit(column, pl.String).alias("column"),
+        val.cast(pl.String).alias("value"),
+        pl.lit(rule, pl.String).alias("rule"),
+        msg.cast(pl.String).alias("message"),
     )
 
 

@@ -1,0 +1,97 @@
+"""Reading inbox CSV files by the conventions of SPEC §3.1.
+
+UTF-8 with or without BOM; header required; names matched case-insensitively
+after trimming; cells trimmed, empty = not given; a semicolon header makes the
+file semicolon-separated (with a warning).  Every cell stays a string: codes
+never become numbers.  The parsed frame carries `_line`, the row's file line
+(header = 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from transforms.rejects import LINE
+
+
+class FileRejected(Exception):
+    """The whole file is rejected (quarantine); the message is the reason."""
+
+
+@dataclass
+class ParsedCsv:
+    header: list[str]  # normalised column names, in file order
+    rows: pl.DataFrame  # all String columns + `_line`
+    semicolon: bool
+
+
+def _first_line(path: Path) -> str:
+    with path.open("rb") as fh:
+        raw = fh.readline(1 << 20)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FileRejected(
+            "the file is not UTF-8 text: save it as UTF-8 (CSV UTF-8 in spreadsheet tools)"
+        ) from err
+    return text.rstrip("\r\n")
+
+
+def read_inbox_csv(path: Path) -> ParsedCsv:
+    """Parse an inbox CSV into strings; raise `FileRejected` when it cannot be read at all."""
+    first = _first_line(path)
+    if not first.strip():
+        raise FileRejected("the file has no header row: the first line must name the columns")
+    semicolon = ";" in first and "," not in first
+    sep = ";" if semicolon else ","
+    header = [h.strip().lower() for h in next(csv.reader(io.StringIO(first), delimiter=sep))]
+    if any(h == "" for h in header):
+        raise FileRejected(
+            "the header row has an empty column name: name every column or remove it"
+        )
+    names = [f"c{i}" for i in range(len(header))]
+    try:
+        frame = pl.read_csv(
+            path,
+            separator=sep,
+            has_header=True,
+            new_columns=names,
+            infer_schema=False,
+            quote_char='"',
+            encoding="utf8",
+        )
+    except pl.exceptions.ComputeError as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "utf-8" in text.lower() or "utf8" in text.lower():
+            raise FileRejected(
+                "the file is not UTF-8 text: save it as UTF-8 (CSV UTF-8 in spreadsheet tools)"
+            ) from err
+        if "more fields" in text:
+            raise FileRejected(
+                "a row has more cells than the header has columns (a separator inside an "
+                "unquoted value?): quote such values or fix the row"
+            ) from err
+        raise FileRejected(f"the file cannot be read as CSV ({text}): fix the file") from err
+    except pl.exceptions.NoDataError:
+        frame = pl.DataFrame(schema={n: pl.String for n in names})
+    if frame.width != len(names):  # pragma: no cover - polars guarantees the width
+        raise FileRejected("the rows do not match the header: fix the file")
+    frame = frame.select(
+        [
+            pl.col(n).cast(pl.String).str.strip_chars().replace("", None).alias(h)
+            for n, h in zip(names, header, strict=True)
+        ]
+        if len(set(header)) == len(header)
+        else [pl.col(n).cast(pl.String).str.strip_chars().replace("", None) for n in names]
+    )
+    frame = frame.with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
+    data_cols = [c for c in frame.columns if c != LINE]
+    if data_cols:
+        # blank lines keep their numbers but are not rows
+        frame = frame.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in data_cols]))
+    return ParsedCsv(header=header, rows=frame, semicolon=semicolon)

@@ -1,0 +1,125 @@
+"""The outbox: serial export files, partner answers and reports, written atomically (SPEC §8, §10).
+
+Every file is written to a temporary name in its final folder, flushed, fsynced
+and renamed, so a reader never sees half a file and a crash leaves either the
+old state or the new one.  Export files and partner answers are *recorded* in
+the state first; `materialize_missing` writes any recorded file that is not on
+disk (at the start of every run, and after each file's commit).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` by temp-file-and-rename in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def serial_csv_bytes(frame: pl.DataFrame) -> bytes:
+    """The export/answer format: `product_code,serial`, RFC 4180 quoting, `\\n`, UTF-8 without BOM."""
+    buf = io.BytesIO()
+    frame.select("product_code", "serial").write_csv(
+        buf, include_header=True, line_terminator="\n", quote_style="necessary"
+    )
+    return buf.getvalue()
+
+
+def _inside(root: Path, rel_path: str) -> Path:
+    target = (root / rel_path).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ValueError(f"refusing to write {rel_path} outside the outbox")
+    return target
+
+
+def materialize_missing(con: duckdb.DuckDBPyConnection, outbox: Path, file_ids: Iterable[int] | None = None) -> list[str]:
+    """Write every recorded export file / partner answer that is missing from the outbox.
+
+    Returns the relative paths written.  `file_ids` limits the check to those files.
+    """
+    if file_ids is None:
+        recorded = con.execute("SELECT file_id, rel_path FROM outbox_files ORDER BY file_id").fetchall()
+    else:
+        ids = sorted(set(file_ids))
+        if not ids:
+            return []
+        recorded = con.execute(
+            "SELECT file_id, rel_path FROM outbox_files WHERE file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY file_id",
+            [ids],
+        ).fetchall()
+    missing = [(int(fid), rel) for fid, rel in recorded if not _inside(outbox, rel).exists()]
+    if not missing:
+        return []
+    items = con.execute(
+        """SELECT file_id, product_code, serial FROM outbox_items
+           WHERE file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY file_id, ord""",
+        [[fid for fid, _ in missing]],
+    ).pl()
+    parts = {int(k[0]): v for k, v in items.partition_by("file_id", as_dict=True).items()}
+    empty = pl.DataFrame(schema={"product_code": pl.String, "serial": pl.String})
+    for fid, rel in missing:
+        write_atomic(_inside(outbox, rel), serial_csv_bytes(parts.get(fid, empty)))
+    return [rel for _, rel in missing]
+
+
+def formula_safe(frame: pl.DataFrame, free_text: Iterable[str]) -> pl.DataFrame:
+    """Prefix a `'` to free-text cells that a spreadsheet would read as a formula (§10)."""
+    exprs = []
+    for col in free_text:
+        if col in frame.columns:
+            c = pl.col(col).cast(pl.String)
+            exprs.append(
+                pl.when(c.str.contains(r"^[=+\-@]")).then(pl.lit("'") + c).otherwise(c).alias(col)
+            )
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def report_csv_bytes(frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()) -> bytes:
+    """A report: exactly `columns` (header always present), formula-safe free text."""
+    if frame.height == 0:
+        frame = pl.DataFrame(schema={c: frame.schema.get(c, pl.String) for c in columns})
+    frame = formula_safe(frame.select(columns), free_text)
+    buf = io.BytesIO()
+    frame.write_csv(buf, include_header=True, line_terminator="\n", quote_style="necessary")
+    return buf.getvalue()
+
+
+def write_report(folder: Path, name: str, frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()) -> None:
+    write_atomic(folder / name, report_csv_bytes(frame, columns, free_text))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def write_latest(outbox: Path, run_id: str) -> None:
+    write_atomic(outbox / "reports" / "LATEST", (run_id + "\n").encode("utf-8"))

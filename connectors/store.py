@@ -1,0 +1,114 @@
+"""The persistent state store: an embedded DuckDB file, one writer at a time (SPEC §8).
+
+`open_store` takes an exclusive lock beside the database file (released by the
+OS when the process dies, so a killed run never leaves a stale lock), opens the
+database and creates every table of every side.  `transaction` wraps one file's
+effects: committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import duckdb
+
+from connectors.ddl import SERIAL_DDL
+
+
+class StateLocked(Exception):
+    """Another run holds the state store's lock (exit code 3)."""
+
+
+def all_ddl() -> list[str]:
+    """The DDL of every side of the product (serials, contracts, shipping)."""
+    ddl = list(SERIAL_DDL)
+    for module, name in (
+        ("connectors.ddl_contracts", "CONTRACT_DDL"),
+        ("connectors.ddl_shipping", "SHIPPING_DDL"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        ddl.extend(getattr(mod, name))
+    return ddl
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in all_ddl():
+        con.execute(statement)
+
+
+def memory_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory store with every table: for tests and pure rules."""
+    con = duckdb.connect(":memory:")
+    create_schema(con)
+    return con
+
+
+@dataclass
+class Store:
+    path: Path
+    con: duckdb.DuckDBPyConnection
+    _lock: IO[str]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.con.execute("CHECKPOINT")
+        self.con.close()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+        self._lock.close()
+
+
+def _configure(con: duckdb.DuckDBPyConnection, temp_dir: Path | None) -> None:
+    memory = os.environ.get("CMI_DUCKDB_MEMORY", "1GB")
+    con.execute(f"SET memory_limit = '{memory}'")
+    con.execute("SET preserve_insertion_order = true")
+    if temp_dir is not None:
+        con.execute(f"SET temp_directory = '{temp_dir.as_posix()}'")
+
+
+def open_store(path: Path, *, read_only: bool = False) -> Store:
+    """Lock and open the state store at `path`, creating it when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = (path.parent / (path.name + ".lock")).open("a+")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        lock.close()
+        raise StateLocked(
+            f"another run holds the lock of the state store {path}; wait for it to finish "
+            "(only one run at a time may use a state store)"
+        ) from err
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+        _configure(con, path.parent / (path.name + ".tmp"))
+        if not read_only:
+            create_schema(con)
+    except BaseException:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        lock.close()
+        raise
+    return Store(path, con, lock)
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One atomic unit of state change: commit on success, roll back on any error."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")
+        raise
+    else:
+        con.execute("COMMIT")

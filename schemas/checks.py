@@ -1,0 +1,85 @@
+"""Reusable column predicates for the file models (Polars expressions over one column)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms.codes import (
+    CMO_ID_PATTERN,
+    REQUEST_ID_PATTERN,
+    SERIAL_PATTERN,
+    SGLN_PATTERN,
+    is_bool_expr,
+    is_gtin14_expr,
+    is_positive_int_expr,
+)
+
+COUNTRIES = frozenset(
+    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
+    BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK
+    DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR
+    GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM
+    KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP
+    MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL
+    PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST
+    SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG
+    VI VN VU WF WS YE YT ZA ZM ZW""".split()
+)
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$"
+DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+\-][0-9]{2}:?[0-9]{2})?)?$"
+
+
+def gtin14(col: pl.Expr) -> pl.Expr:
+    return is_gtin14_expr(col)
+
+
+def cmo_id(col: pl.Expr) -> pl.Expr:
+    return col.str.contains(CMO_ID_PATTERN)
+
+
+def request_id(col: pl.Expr) -> pl.Expr:
+    return col.str.contains(REQUEST_ID_PATTERN)
+
+
+def serial(col: pl.Expr) -> pl.Expr:
+    return col.str.contains(SERIAL_PATTERN)
+
+
+def positive_int(col: pl.Expr) -> pl.Expr:
+    return is_positive_int_expr(col)
+
+
+def boolean(col: pl.Expr) -> pl.Expr:
+    return is_bool_expr(col)
+
+
+def one_of(col: pl.Expr, *words: str) -> pl.Expr:
+    return col.str.to_lowercase().is_in(list(words))
+
+
+def max_len(col: pl.Expr, n: int) -> pl.Expr:
+    return col.str.len_chars() <= n
+
+
+def country(col: pl.Expr) -> pl.Expr:
+    return col.str.to_uppercase().is_in(sorted(COUNTRIES))
+
+
+def email(col: pl.Expr) -> pl.Expr:
+    return col.str.contains(EMAIL_PATTERN) & (col.str.len_chars() <= 254)
+
+
+def sgln(col: pl.Expr) -> pl.Expr:
+    """`<company prefix>.<location reference>.<extension or 0>`, prefix + reference = 12 digits."""
+    parts = col.str.extract_groups(SGLN_PATTERN)
+    prefix = parts.struct.field("1")
+    ref = parts.struct.field("2")
+    return (
+        col.str.contains(SGLN_PATTERN)
+        & ((prefix.str.len_chars() + ref.str.len_chars()) == 12)
+        & (prefix.str.len_chars() >= 6)
+    )
+
+
+def iso_datetime(col: pl.Expr) -> pl.Expr:
+    return col.str.contains(DATETIME_PATTERN)

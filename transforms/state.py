@@ -1,0 +1,29 @@
+"""Small shared helpers over the state tables: counters and frame registration."""
+
+from __future__ import annotations
+
+import itertools
+
+import duckdb
+import polars as pl
+
+_names = itertools.count(1)
+
+
+def take_counter(con: duckdb.DuckDBPyConnection, key: str, n: int) -> int:
+    """Reserve `n` consecutive numbers of counter `key`; return the first.
+
+    Counters live in the `meta` table, so they move with the transaction that
+    uses them (a rolled-back file gives its numbers back).
+    """
+    row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    first = int(row[0]) if row else 1
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, str(first + n)])
+    return first
+
+
+def register(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, prefix: str = "f") -> str:
+    """Register a Polars frame under a fresh view name and return the name."""
+    name = f"_{prefix}_{next(_names)}"
+    con.register(name, frame)
+    return name
