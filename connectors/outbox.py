@@ -61,13 +61,17 @@ def _inside(root: Path, rel_path: str) -> Path:
     return target
 
 
-def materialize_missing(con: duckdb.DuckDBPyConnection, outbox: Path, file_ids: Iterable[int] | None = None) -> list[str]:
+def materialize_missing(
+    con: duckdb.DuckDBPyConnection, outbox: Path, file_ids: Iterable[int] | None = None
+) -> list[str]:
     """Write every recorded export file / partner answer that is missing from the outbox.
 
     Returns the relative paths written.  `file_ids` limits the check to those files.
     """
     if file_ids is None:
-        recorded = con.execute("SELECT file_id, rel_path FROM outbox_files ORDER BY file_id").fetchall()
+        recorded = con.execute(
+            "SELECT file_id, rel_path FROM outbox_files ORDER BY file_id"
+        ).fetchall()
     else:
         ids = sorted(set(file_ids))
         if not ids:
@@ -103,7 +107,9 @@ def formula_safe(frame: pl.DataFrame, free_text: Iterable[str]) -> pl.DataFrame:
     return frame.with_columns(exprs) if exprs else frame
 
 
-def report_csv_bytes(frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()) -> bytes:
+def report_csv_bytes(
+    frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()
+) -> bytes:
     """A report: exactly `columns` (header always present), formula-safe free text."""
     if frame.height == 0:
         frame = pl.DataFrame(schema={c: frame.schema.get(c, pl.String) for c in columns})
@@ -113,7 +119,9 @@ def report_csv_bytes(frame: pl.DataFrame, columns: list[str], free_text: Iterabl
     return buf.getvalue()
 
 
-def write_report(folder: Path, name: str, frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()) -> None:
+def write_report(
+    folder: Path, name: str, frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()
+) -> None:
     write_atomic(folder / name, report_csv_bytes(frame, columns, free_text))
 
 

@@ -18,7 +18,14 @@ SERIAL_BALANCE_COLUMNS = [
     "cmo_id", "cmo_name", "product_code", "product_name", "available", "assigned",
     "assigned_not_exported", "exported", "requested", "commissioned", "shipped",
 ]  # fmt: skip
-EXPORTED_FILES_COLUMNS = ["cmo_id", "file_name", "product_code", "count", "created", "can_contain_duplicates"]
+EXPORTED_FILES_COLUMNS = [
+    "cmo_id",
+    "file_name",
+    "product_code",
+    "count",
+    "created",
+    "can_contain_duplicates",
+]
 REJECTS_COLUMNS = ["file", "line", "column", "value", "rule", "message"]
 
 
