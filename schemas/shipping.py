@@ -1,0 +1,171 @@
+"""Contracts of the TraceLink shipping side (SPEC §6, §10).
+
+- The three shipping reports as Pandera models, columns exactly as §10:
+  `ShippingReconciliationReport`, `ShippingExceptionsReport`, `LotReconciliationReport`.
+- The staging tables that the EPCIS parser (`connectors.epcis`) fills and the
+  shipping rules (`transforms.shipping`) read, and `DocumentInfo`, what the
+  parser learnt about a document besides its staged rows.  They sit here, between
+  the two, so that `transforms` never imports `connectors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandera.polars as pa
+import polars as pl
+
+OUTCOMES = [
+    "OK",
+    "UNKNOWN_SERIAL",
+    "ALREADY_SHIPPED",
+    "NOT_PRODUCEABLE",
+    "NOT_ASSIGNED",
+    "OTHER_CMO",
+]
+"""SGTIN outcomes in order of precedence (§6); `OK` last in effect, first here for reading."""
+
+OCCURRENCE_OUTCOMES = ["UNKNOWN_CONTAINER", "MALFORMED_EPC"]
+EVENT_KINDS = ["commissioning", "aggregation", "shipping"]
+
+
+class ShippingReconciliationReport(pa.DataFrameModel):
+    """`shipping_reconciliation.csv` (run report): one row per shipping file."""
+
+    file: str
+    sender_cmo_id: str = pa.Field(nullable=True)
+    events_read: pl.Int64 = pa.Field(ge=0)
+    events_skipped: pl.Int64 = pa.Field(ge=0)
+    commissioned: pl.Int64 = pa.Field(ge=0)
+    shipped: pl.Int64 = pa.Field(ge=0)
+    ok: pl.Int64 = pa.Field(ge=0)
+    unknown_serial: pl.Int64 = pa.Field(ge=0)
+    already_shipped: pl.Int64 = pa.Field(ge=0)
+    not_produceable: pl.Int64 = pa.Field(ge=0)
+    not_assigned: pl.Int64 = pa.Field(ge=0)
+    other_cmo: pl.Int64 = pa.Field(ge=0)
+    unknown_container: pl.Int64 = pa.Field(ge=0)
+    malformed_epc: pl.Int64 = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+        ordered = True
+
+    @pa.dataframe_check(error="the six SGTIN outcomes must add up to commissioned + shipped")
+    def _outcomes_add_up(cls, data):  # type: ignore[no-untyped-def]
+        total = (
+            pl.col("ok")
+            + pl.col("unknown_serial")
+            + pl.col("already_shipped")
+            + pl.col("not_produceable")
+            + pl.col("not_assigned")
+            + pl.col("other_cmo")
+        )
+        return data.lazyframe.select(total == pl.col("commissioned") + pl.col("shipped"))
+
+
+class ShippingExceptionsReport(pa.DataFrameModel):
+    """`shipping_exceptions.csv` (run report): one row per non-`OK` outcome or occurrence."""
+
+    file: str
+    event_index: pl.Int64 = pa.Field(ge=1)
+    event_kind: str = pa.Field(isin=EVENT_KINDS)
+    product_code: str = pa.Field(nullable=True)
+    serial: str = pa.Field(nullable=True)
+    epc: str
+    outcome: str = pa.Field(isin=OUTCOMES[1:] + OCCURRENCE_OUTCOMES)
+
+    class Config:
+        strict = True
+        ordered = True
+
+
+class LotReconciliationReport(pa.DataFrameModel):
+    """`lot_reconciliation.csv` (state report): per lot of the commissioning ILMD."""
+
+    cmo_id: str = pa.Field(nullable=True)
+    product_code: str
+    lot: str
+    expiry: pl.Date = pa.Field(nullable=True)
+    commissioned: pl.Int64 = pa.Field(ge=0)
+    shipped: pl.Int64 = pa.Field(ge=0)
+    exceptions: pl.Int64 = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+        ordered = True
+
+
+SHIPPING_RECONCILIATION_COLUMNS = list(ShippingReconciliationReport.to_schema().columns)
+SHIPPING_EXCEPTIONS_SCHEMA: dict[str, pl.DataType] = {
+    "file": pl.String(),
+    "event_index": pl.Int64(),
+    "event_kind": pl.String(),
+    "product_code": pl.String(),
+    "serial": pl.String(),
+    "epc": pl.String(),
+    "outcome": pl.String(),
+}
+
+# ------------------------------------------------------------------ staging (parser → rules)
+
+STAGE_EVENTS = "stage_epcis_event"
+STAGE_EPCS = "stage_epcis_epc"
+STAGE_PARTIES = "stage_epcis_party"
+
+STAGING_DDL = [
+    # One row per ObjectEvent / AggregationEvent (other event types are only counted).
+    f"""CREATE OR REPLACE TEMP TABLE {STAGE_EVENTS} (
+        event_index INTEGER,   -- position among all events of the document, from 1
+        event_type VARCHAR,    -- ObjectEvent | AggregationEvent
+        action VARCHAR,        -- ADD | OBSERVE | DELETE
+        biz_step VARCHAR,      -- bare CBV word: commissioning, shipping, packing, ...
+        parent_id VARCHAR,     -- AggregationEvent parentID
+        read_point VARCHAR, biz_location VARCHAR,
+        lot VARCHAR, expiry VARCHAR)""",
+    # One row per <epc> of any event (epcList, childEPCs, ... as written, untrimmed).
+    f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (event_index INTEGER, epc VARCHAR)""",
+    f"""CREATE OR REPLACE TEMP TABLE {STAGE_PARTIES} (
+        event_index INTEGER, role VARCHAR,  -- source | destination
+        type VARCHAR, id VARCHAR)""",
+]
+
+
+@dataclass
+class DocumentInfo:
+    """What the parser learnt about one EPCIS document besides the staged rows.
+
+    Sender candidates (§6), in their order: `shipping_sources` (sources of type
+    owning party or location of the shipping events), then `sbdh_sender` when it
+    is an SGLN, then `location_candidates` (each event's bizLocation then readPoint,
+    in document order).  Lists keep the first occurrence of each value.
+    """
+
+    file: str
+    namespace: str
+    schema_version: str | None
+    sbdh_sender: str | None = None
+    sbdh_sender_authority: str | None = None
+    events_read: int = 0
+    events_skipped: int = 0
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    epcs_staged: int = 0
+    shipping_sources: list[str] = field(default_factory=list)
+    location_candidates: list[str] = field(default_factory=list)
+
+    @property
+    def epcis_version(self) -> str:
+        return "2.0" if self.namespace.endswith(":2") else "1.2"
+
+    def sender_candidates(self) -> list[str]:
+        """All sender candidates of §6 in order, each once (raw text as written)."""
+        out: list[str] = []
+        sbdh = (
+            [self.sbdh_sender]
+            if self.sbdh_sender and self.sbdh_sender.strip().startswith("urn:epc:id:sgln:")
+            else []
+        )
+        for value in [*self.shipping_sources, *sbdh, *self.location_candidates]:
+            if value not in out:
+                out.append(value)
+        return out

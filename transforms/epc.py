@@ -1,0 +1,189 @@
+"""EPC URIs of EPCIS documents: SGTIN, SSCC and SGLN (SPEC §6 *Identifiers*).
+
+Rules (GS1 EPC Tag Data Standard, pure-identity URIs):
+
+- `urn:epc:id:sgtin:<company prefix>.<indicator + item reference>.<serial>` —
+  company prefix 6–12 digits, prefix + indicator/item reference = 13 digits.
+  GTIN-14 = indicator digit + company prefix + item reference + GS1 check digit.
+  The serial is percent-decoded (`%22` → `"`) and must then be 1–20 characters of
+  GS1 character set 82.
+- `urn:epc:id:sscc:<company prefix>.<extension + serial reference>` — 17 digits
+  in all; SSCC-18 = extension digit + company prefix + serial reference + check digit.
+- `urn:epc:id:sgln:<company prefix>.<location reference>.<extension>` — 12 digits
+  plus an extension; it is written `prefix.location.extension` (the form of
+  `cmos.sgln`), GLN-13 = the 12 digits + check digit.
+
+Anything else that is a URI (`urn:epc:id:grai:…`, Digital Link URLs) is an
+*other* identifier: not an error, not a serial.  Text that is not a URI at all,
+or an SGTIN/SSCC/SGLN URI that breaks the rules, is *malformed*.
+
+Two implementations of the same rules: `parse_epcs_sql` (vectorised DuckDB SQL,
+used on whole documents) and `parse_epc` (one value, pure Python).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from transforms.codes import gs1_check_digit
+
+SGTIN_PREFIX = "urn:epc:id:sgtin:"
+SSCC_PREFIX = "urn:epc:id:sscc:"
+SGLN_PREFIX = "urn:epc:id:sgln:"
+
+# GS1 AI(21) character set 82, as a regex class (SPEC §5).
+_CS82 = r"""[!"%&'()*+,\-./0-9:;<=>?A-Z_a-z]"""
+# A raw serial: characters of set 82 (a literal % only as a %xx escape of ASCII).
+_RAW_SERIAL = r"""([!"&'()*+,\-./0-9:;<=>?A-Z_a-z]|%[2-7][0-9A-Fa-f])+"""
+_URI = r"[A-Za-z][A-Za-z0-9+.\-]*:.+"
+
+_SGTIN_RE = re.compile(r"urn:epc:id:sgtin:([0-9]+)\.([0-9]+)\.(.*)", re.S)
+_SSCC_RE = re.compile(r"urn:epc:id:sscc:([0-9]+)\.([0-9]+)", re.S)
+_SGLN_RE = re.compile(r"urn:epc:id:sgln:([0-9]+)\.([0-9]*)\.(.+)", re.S)
+
+
+@dataclass(frozen=True)
+class Epc:
+    """One EPC URI, parsed.  `scheme` is `sgtin`, `sscc`, `sgln`, `other` or `malformed`."""
+
+    uri: str
+    scheme: str
+    product_code: str | None = None  # GTIN-14 of an SGTIN
+    serial: str | None = None  # percent-decoded AI(21) serial of an SGTIN
+    sscc: str | None = None  # SSCC-18
+    sgln: str | None = None  # `prefix.location.extension`
+    gln: str | None = None  # GLN-13 of an SGLN
+    reason: str | None = None  # why it is malformed
+
+    @property
+    def malformed(self) -> bool:
+        return self.scheme == "malformed"
+
+
+def _bad(uri: str, reason: str) -> Epc:
+    return Epc(uri, "malformed", reason=reason)
+
+
+def _prefix_ok(cp: str, digits: int, rest: str) -> bool:
+    return 6 <= len(cp) <= 12 and len(cp) + len(rest) == digits
+
+
+def parse_epc(uri: str) -> Epc:
+    """Parse one EPC URI (surrounding blanks ignored) by the rules of the module docstring."""
+    text = uri.strip()
+    if text.startswith(SGTIN_PREFIX):
+        m = _SGTIN_RE.fullmatch(text)
+        if not m or not _prefix_ok(m[1], 13, m[2]):
+            return _bad(
+                text,
+                "an SGTIN needs a 6-12 digit company prefix and 13 digits with the item reference",
+            )
+        if not re.fullmatch(_RAW_SERIAL, m[3]):
+            return _bad(text, "the SGTIN serial is empty or has characters outside GS1 set 82")
+        serial = unquote(m[3])
+        if not re.fullmatch(_CS82 + "{1,20}", serial):
+            return _bad(text, "the SGTIN serial must have 1 to 20 characters of GS1 set 82")
+        body = m[2][0] + m[1] + m[2][1:]
+        return Epc(text, "sgtin", product_code=body + gs1_check_digit(body), serial=serial)
+    if text.startswith(SSCC_PREFIX):
+        m = _SSCC_RE.fullmatch(text)
+        if not m or not _prefix_ok(m[1], 17, m[2]):
+            return _bad(text, "an SSCC needs a 6-12 digit company prefix and 17 digits in all")
+        body = m[2][0] + m[1] + m[2][1:]
+        return Epc(text, "sscc", sscc=body + gs1_check_digit(body))
+    if text.startswith(SGLN_PREFIX):
+        m = _SGLN_RE.fullmatch(text)
+        if not m or not _prefix_ok(m[1], 12, m[2]) or not re.fullmatch(_RAW_SERIAL, m[3]):
+            return _bad(
+                text, "an SGLN needs a 6-12 digit company prefix, 12 digits and an extension"
+            )
+        body = m[1] + m[2]
+        return Epc(text, "sgln", sgln=text[len(SGLN_PREFIX) :], gln=body + gs1_check_digit(body))
+    if re.fullmatch(_URI, text, re.S):
+        return Epc(text, "other")
+    return _bad(text, "not a URI")
+
+
+def sgln_key(value: str | None) -> str | None:
+    """The `prefix.location.extension` form of an SGLN given as URI or already bare; None if not valid."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.startswith(SGLN_PREFIX):
+        text = SGLN_PREFIX + text
+    epc = parse_epc(text)
+    return epc.sgln if epc.scheme == "sgln" else None
+
+
+# ---------------------------------------------------------------- vectorised (DuckDB SQL)
+
+
+def check_digit_sql(body: str, length: int) -> str:
+    """SQL for the GS1 mod-10 check digit of `body`, a string of exactly `length` digits."""
+    terms = []
+    for i in range(length):
+        weight = 3 if (length - 1 - i) % 2 == 0 else 1
+        terms.append(f"{weight} * (ascii(substr({body}, {i + 1}, 1)) - 48)")
+    return f"CAST((10 - ({' + '.join(terms)}) % 10) % 10 AS VARCHAR)"
+
+
+def _sql_str(pattern: str) -> str:
+    return "'" + pattern.replace("'", "''") + "'"
+
+
+def parse_epcs_sql(relation: str, column: str = "epc") -> str:
+    """A SELECT that adds the parsed columns to every row of `relation`.
+
+    `relation` is a table name or a parenthesised query; `column` holds trimmed
+    EPC text.  Added columns: `epc_scheme` (`sgtin`, `sscc`, `sgln`, `other`,
+    `malformed`), `product_code` and `serial` (SGTIN), `sscc` (SSCC-18), `sgln`
+    (`prefix.location.extension`).  Same rules as `parse_epc`.
+    """
+    e = f"_r.{column}"
+    cs82 = _sql_str(_CS82 + "{1,20}")
+    raw = _sql_str(_RAW_SERIAL)
+    sgtin_body = "substr(_ir, 1, 1) || _cp || substr(_ir, 2)"
+    sscc_body = "substr(_sr, 1, 1) || _cp || substr(_sr, 2)"
+    return f"""
+    SELECT * EXCLUDE (_scheme, _cp, _ir, _sr, _lr, _ext, _ser, _ok),
+        CASE WHEN _ok THEN _scheme ELSE 'malformed' END AS epc_scheme,
+        CASE WHEN _ok AND _scheme = 'sgtin'
+             THEN {sgtin_body} || {check_digit_sql(sgtin_body, 13)} END AS product_code,
+        CASE WHEN _ok AND _scheme = 'sgtin' THEN _ser END AS serial,
+        CASE WHEN _ok AND _scheme = 'sscc'
+             THEN {sscc_body} || {check_digit_sql(sscc_body, 17)} END AS sscc,
+        CASE WHEN _ok AND _scheme = 'sgln' THEN _cp || '.' || _lr || '.' || _ext END AS sgln
+    FROM (
+        SELECT *,
+            CASE _scheme
+                WHEN 'sgtin' THEN length(_cp) BETWEEN 6 AND 12 AND length(_cp) + length(_ir) = 13
+                                  AND coalesce(regexp_full_match(_ser, {cs82}), FALSE)
+                WHEN 'sscc' THEN length(_cp) BETWEEN 6 AND 12 AND length(_cp) + length(_sr) = 17
+                WHEN 'sgln' THEN length(_cp) BETWEEN 6 AND 12 AND length(_cp) + length(_lr) = 12
+                                 AND regexp_full_match(_ext, {raw})
+                ELSE _scheme = 'other'
+            END AS _ok
+        FROM (
+            SELECT *,
+                CASE WHEN _scheme = 'sgtin' AND regexp_full_match(_ext, {raw})
+                     THEN url_decode(_ext) END AS _ser
+            FROM (
+                SELECT _r.*,
+                    CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN 'sgtin'
+                         WHEN starts_with({e}, '{SSCC_PREFIX}') THEN 'sscc'
+                         WHEN starts_with({e}, '{SGLN_PREFIX}') THEN 'sgln'
+                         WHEN regexp_full_match({e}, {_sql_str(_URI)}) THEN 'other'
+                         ELSE 'bad' END AS _scheme,
+                    regexp_extract({e}, '^urn:epc:id:(?:sgtin|sscc|sgln):([0-9]+)\\.', 1) AS _cp,
+                    regexp_extract({e}, '^urn:epc:id:sgtin:[0-9]+\\.([0-9]+)\\.', 1) AS _ir,
+                    regexp_extract({e}, '^urn:epc:id:sscc:[0-9]+\\.([0-9]+)$', 1) AS _sr,
+                    regexp_extract({e}, '^urn:epc:id:sgln:[0-9]+\\.([0-9]*)\\.', 1) AS _lr,
+                    regexp_extract({e}, '^urn:epc:id:(?:sgtin:[0-9]+\\.[0-9]+|sgln:[0-9]+\\.[0-9]*)\\.(.+)$', 1)
+                        AS _ext
+                FROM {relation} _r
+            )
+        )
+    )
+    """
