@@ -1,0 +1,404 @@
+"""TraceLink shipping files: sender, hierarchy and three-way serial reconciliation (SPEC §6).
+
+Pure rules over a DuckDB connection: they read the staging tables that
+`connectors.epcis.stage_document` filled (`schemas.shipping.STAGE_*`) and the
+state tables (`serials`, `cmos`, `cmo_products`, `shipping_aggregation`,
+`shipping_exception_log`), and change the state only for a document whose
+sender is known.  The caller wraps `reconcile_document` in one transaction per
+file and writes the reports.
+
+Event kinds: *commissioning* = ObjectEvent, action ADD, bizStep commissioning;
+*shipping* = ObjectEvent with bizStep shipping; *aggregation* = AggregationEvent
+(ADD and OBSERVE record that the children are in the parent, DELETE takes the
+listed children out, or all of them when none is listed).  Other ObjectEvents
+are read (counted) without effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+import polars as pl
+
+from schemas.shipping import (
+    SHIPPING_EXCEPTIONS_SCHEMA,
+    SHIPPING_RECONCILIATION_COLUMNS,
+    STAGE_EPCS,
+    STAGE_EVENTS,
+    STAGE_PARTIES,
+    DocumentInfo,
+)
+from transforms.context import RunContext
+from transforms.epc import parse_epcs_sql, sgln_key
+
+_SGTIN_OUTCOMES = {
+    "OK": "ok",
+    "UNKNOWN_SERIAL": "unknown_serial",
+    "ALREADY_SHIPPED": "already_shipped",
+    "NOT_PRODUCEABLE": "not_produceable",
+    "NOT_ASSIGNED": "not_assigned",
+    "OTHER_CMO": "other_cmo",
+}
+_TEMP = (
+    "_ship_events",
+    "_ship_epc",
+    "_ship_links",
+    "_ship_intervals",
+    "_ship_expanded",
+    "_ship_outcomes",
+    "_ship_exceptions",
+)
+
+
+@dataclass
+class ShippingResult:
+    """What one shipping document did (SPEC §10).
+
+    `row` is its `shipping_reconciliation.csv` row; `exceptions` its rows of
+    `shipping_exceptions.csv`; `quarantine_reason` is set (and nothing changed)
+    when the document must be quarantined.
+    """
+
+    row: dict[str, object]
+    exceptions: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=SHIPPING_EXCEPTIONS_SCHEMA)
+    )
+    quarantine_reason: str | None = None
+    sender_cmo_id: str | None = None
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> None:
+    con.execute(sql, params or []).fetchall()
+
+
+def identify_sender(
+    con: duckdb.DuckDBPyConnection, doc: DocumentInfo
+) -> tuple[str | None, str | None]:
+    """The sender CMO of a document and, when there is none, the quarantine reason (§6 *Sender*).
+
+    The first candidate (in `DocumentInfo.sender_candidates` order) that is the
+    `sgln` of a CMO that is not deleted; candidates and `cmos.sgln` are compared in
+    the `prefix.location.extension` form.  Two CMOs with one SGLN: the smaller id.
+    """
+    cmos: dict[str, str] = {}
+    for cmo_id, sgln in con.sql(
+        "SELECT cmo_id, sgln FROM cmos WHERE NOT deleted AND sgln IS NOT NULL ORDER BY cmo_id"
+    ).fetchall():
+        key = sgln_key(sgln)
+        if key is not None and key not in cmos:
+            cmos[key] = cmo_id
+    candidates = doc.sender_candidates()
+    for candidate in candidates:
+        key = sgln_key(candidate)
+        if key is not None and key in cmos:
+            return cmos[key], None
+    if not candidates:
+        return None, (
+            "sender unknown: the document names no SGLN (no shipping source, no SGLN in the SBDH "
+            "sender, no bizLocation or readPoint)"
+        )
+    shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+    return None, (
+        f"sender matches no CMO: none of {shown} is the SGLN of a CMO that is not deleted "
+        "(add the CMO's sgln to its master data, then send the file again)"
+    )
+
+
+def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """Classify events and parse every identifier of the events that matter, once."""
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_events AS
+        SELECT *,
+            CASE WHEN event_type = 'ObjectEvent' AND action = 'ADD' AND biz_step = 'commissioning'
+                     THEN 'commissioning'
+                 WHEN event_type = 'ObjectEvent' AND biz_step = 'shipping' THEN 'shipping'
+                 WHEN event_type = 'AggregationEvent' AND action IN ('ADD', 'OBSERVE', 'DELETE')
+                     THEN 'aggregation'
+            END AS kind
+        FROM {STAGE_EVENTS}""",
+    )
+    rows = f"""(
+        SELECT p.event_index, e.kind, 'epc' AS role, trim(p.epc) AS epc
+        FROM {STAGE_EPCS} p JOIN _ship_events e USING (event_index) WHERE e.kind IS NOT NULL
+        UNION ALL
+        SELECT event_index, kind, 'parent', trim(parent_id) FROM _ship_events
+        WHERE kind = 'aggregation' AND parent_id IS NOT NULL
+        UNION ALL
+        SELECT event_index, kind, 'location', unnest([read_point, biz_location]) FROM _ship_events
+        WHERE kind IS NOT NULL
+        UNION ALL
+        SELECT q.event_index, e.kind, 'location', q.id
+        FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
+        WHERE e.kind IS NOT NULL AND starts_with(q.id, 'urn:epc:id:sgln:')
+    )"""
+    _run(con, f"CREATE OR REPLACE TEMP TABLE _ship_epc AS {parse_epcs_sql(rows)}")
+
+
+def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
+    """Containment intervals: the stored hierarchy, then the document's aggregations in order.
+
+    `_ship_intervals(child, parent, from_idx, to_idx, ...)`: `child` is inside
+    `parent` after event `from_idx` (0 = before the document) and until event
+    `to_idx` (NULL = still).  A shipping event at index `e` sees the links with
+    `from_idx < e < to_idx` — the hierarchy as of that event.  A DELETE ends the
+    child's current link; a DELETE without children ends every link of the parent.
+    """
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_links AS
+        WITH agg AS (
+            SELECT e.event_index, e.action, trim(e.parent_id) AS parent
+            FROM _ship_events e
+            JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
+            WHERE e.kind = 'aggregation' AND p.epc_scheme <> 'malformed'
+        ),
+        listed AS (
+            SELECT DISTINCT a.event_index, a.action, a.parent, c.epc AS child,
+                c.epc_scheme AS child_scheme, c.product_code, c.serial
+            FROM agg a JOIN _ship_epc c
+              ON c.event_index = a.event_index AND c.role = 'epc' AND c.epc_scheme <> 'malformed'
+        ),
+        known AS (
+            SELECT 0 AS event_index, 'ADD' AS action, parent, child, child_scheme, product_code, serial
+            FROM shipping_aggregation WHERE cmo_id = ?
+            UNION ALL
+            SELECT event_index, action, parent, child, child_scheme, product_code, serial FROM listed
+        )
+        SELECT * FROM known
+        UNION ALL
+        -- a DELETE that lists no child: every child the parent holds at that moment
+        -- (the child's latest mention before the DELETE put it into that parent)
+        SELECT d.event_index, 'DELETE', d.parent, l.child, l.child_scheme, l.product_code, l.serial
+        FROM (
+            SELECT DISTINCT d.event_index, d.parent, l.child
+            FROM (SELECT * FROM agg WHERE action = 'DELETE'
+                  AND event_index NOT IN (SELECT event_index FROM listed)) d
+            JOIN known l ON l.parent = d.parent AND l.event_index < d.event_index
+        ) d
+        ASOF JOIN known l ON l.child = d.child AND l.event_index < d.event_index
+        WHERE l.parent = d.parent AND l.action <> 'DELETE'
+        """,
+        [sender],
+    )
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_intervals AS
+        SELECT child, parent, child_scheme, product_code, serial, from_idx, to_idx FROM (
+            SELECT child, parent, child_scheme, product_code, serial, action,
+                event_index AS from_idx,
+                lead(event_index) OVER (PARTITION BY child ORDER BY event_index) AS to_idx
+            FROM (SELECT DISTINCT ON (child, event_index) * FROM _ship_links
+                  ORDER BY child, event_index, action = 'DELETE' DESC)
+        ) WHERE action <> 'DELETE'""",
+    )
+
+
+def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
+    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive)."""
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_expanded AS
+        WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial) AS (
+            SELECT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial
+            FROM _ship_epc WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
+            UNION
+            SELECT x.event_index, i.child, i.parent, i.child_scheme, i.product_code, i.serial
+            FROM x JOIN _ship_intervals i
+              ON i.parent = x.epc AND i.from_idx < x.event_index
+             AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
+        )
+        SELECT * FROM x""",
+    )
+
+
+def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
+    """One outcome per SGTIN and event kind, the first that applies (§6 *Reconciliation*)."""
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_outcomes AS
+        WITH reported AS (
+            SELECT 'commissioning' AS kind, c.product_code, c.serial,
+                min(c.event_index) AS event_index, arg_min(c.epc, c.event_index) AS epc,
+                arg_min(e.lot, c.event_index) AS lot,
+                arg_min(TRY_CAST(e.expiry AS DATE), c.event_index) AS expiry
+            FROM _ship_epc c JOIN _ship_events e USING (event_index)
+            WHERE c.kind = 'commissioning' AND c.role = 'epc' AND c.epc_scheme = 'sgtin'
+            GROUP BY c.product_code, c.serial
+            UNION ALL
+            SELECT 'shipping', product_code, serial, min(event_index), arg_min(epc, event_index),
+                NULL, NULL
+            FROM _ship_expanded WHERE epc_scheme = 'sgtin'
+            GROUP BY product_code, serial
+        )
+        SELECT r.*, s.lot AS serial_lot, s.expiry AS serial_expiry,
+            CASE WHEN s.serial IS NULL THEN 'UNKNOWN_SERIAL'
+                 WHEN r.kind = 'shipping' AND s.shipped THEN 'ALREADY_SHIPPED'
+                 WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
+                 WHEN s.cmo_id IS NULL THEN 'NOT_ASSIGNED'
+                 WHEN s.cmo_id <> ? THEN 'OTHER_CMO'
+                 ELSE 'OK'
+            END AS outcome
+        FROM reported r
+        LEFT JOIN serials s ON s.product_code = r.product_code AND s.serial = r.serial
+        LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
+          ON cp.product_code = r.product_code""",
+        [sender, sender],
+    )
+
+
+def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_exceptions AS
+        SELECT ?::VARCHAR AS file, event_index::BIGINT AS event_index, kind AS event_kind,
+            product_code, serial, epc, outcome,
+            coalesce(lot, serial_lot) AS lot, coalesce(expiry, serial_expiry) AS expiry
+        FROM _ship_outcomes WHERE outcome <> 'OK'
+        UNION ALL
+        SELECT ?, event_index, 'shipping', NULL, NULL, epc, 'UNKNOWN_CONTAINER', NULL, NULL
+        FROM (SELECT DISTINCT event_index, epc FROM _ship_expanded x
+              WHERE epc_scheme = 'sscc' AND NOT EXISTS (
+                  SELECT 1 FROM _ship_expanded c
+                  WHERE c.event_index = x.event_index AND c.parent = x.epc))
+        UNION ALL
+        SELECT ?, event_index, kind, NULL, NULL, coalesce(epc, ''), 'MALFORMED_EPC', NULL, NULL
+        FROM _ship_epc WHERE epc_scheme = 'malformed'""",
+        [file, file, file],
+    )
+
+
+def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
+    """Persist: OK serials become commissioned (with lot/expiry) or shipped; hierarchy; exception log."""
+    _run(
+        con,
+        """UPDATE serials SET commissioned = TRUE,
+            lot = coalesce(o.lot, serials.lot), expiry = coalesce(o.expiry, serials.expiry)
+        FROM _ship_outcomes o
+        WHERE o.kind = 'commissioning' AND o.outcome = 'OK'
+          AND serials.product_code = o.product_code AND serials.serial = o.serial""",
+    )
+    _run(
+        con,
+        """UPDATE serials SET shipped = TRUE FROM _ship_outcomes o
+        WHERE o.kind = 'shipping' AND o.outcome = 'OK'
+          AND serials.product_code = o.product_code AND serials.serial = o.serial""",
+    )
+    _run(
+        con,
+        """DELETE FROM shipping_aggregation WHERE cmo_id = ?
+           AND child IN (SELECT child FROM _ship_links WHERE event_index > 0)""",
+        [sender],
+    )
+    _run(
+        con,
+        """INSERT INTO shipping_aggregation
+            (cmo_id, child, parent, child_scheme, product_code, serial, source_file, event_index)
+        SELECT ?, child, parent, child_scheme, product_code, serial, ?, from_idx
+        FROM _ship_intervals
+        WHERE to_idx IS NULL
+          AND child IN (SELECT child FROM _ship_links WHERE event_index > 0)""",
+        [sender, file],
+    )
+    _run(
+        con,
+        """INSERT INTO shipping_exception_log
+            (run_id, file, cmo_id, event_index, event_kind, product_code, serial, epc, outcome, lot, expiry)
+        SELECT ?, file, ?, event_index, event_kind, product_code, serial, epc, outcome, lot, expiry
+        FROM _ship_exceptions""",
+        [ctx.run_id, sender],
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _row(doc: DocumentInfo, file: str, sender: str | None) -> dict[str, object]:
+    row: dict[str, object] = dict.fromkeys(SHIPPING_RECONCILIATION_COLUMNS, 0)
+    row.update(
+        file=file,
+        sender_cmo_id=sender,
+        events_read=doc.events_read,
+        events_skipped=doc.events_skipped,
+    )
+    return row
+
+
+def reconcile_document(
+    con: duckdb.DuckDBPyConnection, doc: DocumentInfo, ctx: RunContext
+) -> ShippingResult:
+    """Apply one staged EPCIS document (SPEC §6) and describe it (§10).
+
+    No sender → `quarantine_reason` set and nothing changed.  Otherwise every
+    SGTIN commissioned and every SGTIN shipped (directly or inside a shipped unit,
+    as of the shipping event) gets one outcome per event kind; `OK` serials become
+    commissioned (with the ILMD lot and expiry) or shipped; the document's
+    aggregations are stored; every non-`OK` outcome, `UNKNOWN_CONTAINER` and
+    `MALFORMED_EPC` occurrence is an exception row.
+    """
+    file = ctx.source_file or doc.file
+    sender, reason = identify_sender(con, doc)
+    row = _row(doc, file, sender)
+    if sender is None:
+        return ShippingResult(row=row, quarantine_reason=reason)
+    try:
+        _stage_rows(con)
+        _build_hierarchy(con, sender)
+        _expand_shipments(con)
+        _reconcile_serials(con, sender)
+        _collect_exceptions(con, file)
+        _apply(con, sender, ctx, file)
+        for kind, outcome, n in con.sql(
+            "SELECT kind, outcome, count(*) FROM _ship_outcomes GROUP BY ALL"
+        ).fetchall():
+            total = "shipped" if kind == "shipping" else "commissioned"
+            row[total] = _int(row[total]) + n
+            row[_SGTIN_OUTCOMES[outcome]] = _int(row[_SGTIN_OUTCOMES[outcome]]) + n
+        for outcome, n in con.sql(
+            """SELECT outcome, count(*) FROM _ship_exceptions
+            WHERE outcome IN ('UNKNOWN_CONTAINER', 'MALFORMED_EPC') GROUP BY ALL"""
+        ).fetchall():
+            row[outcome.lower()] = n
+        exceptions = (
+            con.sql(
+                """SELECT file, event_index, event_kind, product_code, serial, epc, outcome
+                FROM _ship_exceptions ORDER BY event_index, epc, outcome"""
+            )
+            .pl()
+            .cast(SHIPPING_EXCEPTIONS_SCHEMA)  # type: ignore[arg-type]
+        )
+    finally:
+        for table in _TEMP:
+            _run(con, f"DROP TABLE IF EXISTS {table}")
+    return ShippingResult(row=row, exceptions=exceptions, sender_cmo_id=sender)
+
+
+def lot_reconciliation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """`lot_reconciliation.csv` (§10, state): per CMO, product, lot and expiry of the commissioning ILMD.
+
+    `commissioned` / `shipped`: serials of that lot with an `OK` outcome;
+    `exceptions`: non-`OK` serial outcomes ever reported for serials of that lot.
+    Sorted by cmo_id, product_code, lot, expiry.
+    """
+    return (
+        con.sql(
+            """SELECT cmo_id, product_code, lot, expiry,
+                sum(c)::BIGINT AS commissioned, sum(s)::BIGINT AS shipped, sum(x)::BIGINT AS exceptions
+            FROM (
+                SELECT cmo_id, product_code, lot, expiry,
+                    commissioned::INTEGER AS c, shipped::INTEGER AS s, 0 AS x
+                FROM serials WHERE lot IS NOT NULL AND (commissioned OR shipped)
+                UNION ALL
+                SELECT cmo_id, product_code, lot, expiry, 0, 0, 1
+                FROM shipping_exception_log
+                WHERE lot IS NOT NULL AND outcome IN
+                    ('UNKNOWN_SERIAL', 'ALREADY_SHIPPED', 'NOT_PRODUCEABLE', 'NOT_ASSIGNED', 'OTHER_CMO')
+            )
+            GROUP BY ALL
+            ORDER BY cmo_id NULLS FIRST, product_code, lot, expiry NULLS FIRST"""
+        )
+        .pl()
+        .cast({"commissioned": pl.Int64, "shipped": pl.Int64, "exceptions": pl.Int64})
+    )
