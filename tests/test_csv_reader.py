@@ -1,0 +1,119 @@
+"""Reading inbox CSV files by the conventions of SPEC §3.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.csv_reader import FileRejected, read_inbox_csv
+
+
+def _write(tmp_path: Path, data: bytes, name: str = "serial_pool_1.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, "\ufeffproduct_code,serial\n11223344556675,A1\n".encode())
+    parsed = read_inbox_csv(path)
+    assert parsed.header == ["product_code", "serial"]
+    assert parsed.rows.get_column("product_code").to_list() == ["11223344556675"]
+
+
+def test_header_names_are_matched_case_insensitively_after_trimming(tmp_path: Path) -> None:
+    path = _write(tmp_path, b" Product_Code ,  SERIAL\n11223344556675,A1\n")
+    parsed = read_inbox_csv(path)
+    assert parsed.header == ["product_code", "serial"]
+    assert sorted(parsed.rows.columns) == ["_line", "product_code", "serial"]
+
+
+def test_cells_are_trimmed_and_an_empty_cell_means_not_given(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"cmo_id,cmo_name,street1\n  CMO1 ,  Acme Pharma  ,   \nCMO2,,x\n")
+    frame = read_inbox_csv(path).rows
+    assert frame.get_column("cmo_id").to_list() == ["CMO1", "CMO2"]
+    assert frame.get_column("cmo_name").to_list() == ["Acme Pharma", None]
+    assert frame.get_column("street1").to_list() == [None, "x"]
+
+
+def test_codes_stay_strings_with_their_leading_zeros(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"product_code,quantity\n00000000000017,0010\n")
+    frame = read_inbox_csv(path).rows
+    assert frame.row(0, named=True) == {
+        "product_code": "00000000000017",
+        "quantity": "0010",
+        "_line": 2,
+    }
+
+
+def test_a_semicolon_header_makes_the_file_semicolon_separated(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"product_code;serial\n11223344556675;A,1\n")
+    parsed = read_inbox_csv(path)
+    assert parsed.semicolon is True
+    assert parsed.header == ["product_code", "serial"]
+    assert parsed.rows.get_column("serial").to_list() == ["A,1"]
+
+
+def test_a_comma_header_is_read_comma_separated_without_warning(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"product_code,serial\n11223344556675,A;1\n")
+    parsed = read_inbox_csv(path)
+    assert parsed.semicolon is False
+    assert parsed.rows.get_column("serial").to_list() == ["A;1"]
+
+
+def test_quoted_cells_may_hold_commas_and_quotes(tmp_path: Path) -> None:
+    path = _write(tmp_path, b'product_code,serial\n11223344556675,"A,""1"\n')
+    assert read_inbox_csv(path).rows.get_column("serial").to_list() == ['A,"1']
+
+
+def test_a_file_that_is_not_utf8_is_rejected_whole(tmp_path: Path) -> None:
+    path = _write(tmp_path, "cmo_id,cmo_name\nC1,Müller Pharma\n".encode("latin-1"))
+    with pytest.raises(FileRejected, match="UTF-8"):
+        read_inbox_csv(path)
+
+
+def test_a_header_that_is_not_utf8_is_rejected_whole(tmp_path: Path) -> None:
+    path = _write(tmp_path, "cmo_id,naïve\nC1,x\n".encode("latin-1"))
+    with pytest.raises(FileRejected, match="UTF-8"):
+        read_inbox_csv(path)
+
+
+def test_an_empty_file_has_no_header_and_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(FileRejected, match="header"):
+        read_inbox_csv(_write(tmp_path, b""))
+
+
+def test_a_header_only_file_has_no_rows(tmp_path: Path) -> None:
+    parsed = read_inbox_csv(_write(tmp_path, b"product_code,serial\n"))
+    assert parsed.header == ["product_code", "serial"]
+    assert parsed.rows.height == 0
+
+
+def test_first_data_row_is_line_2_and_blank_lines_keep_the_numbering(tmp_path: Path) -> None:
+    data = b"product_code,serial\n11223344556675,A1\n\n11223344556675,A2\n,\n11223344556675,A3\n"
+    frame = read_inbox_csv(_write(tmp_path, data)).rows
+    assert frame.get_column("serial").to_list() == ["A1", "A2", "A3"]
+    assert frame.get_column("_line").to_list() == [2, 4, 6]
+
+
+def test_crlf_line_ends_are_read_like_lf(tmp_path: Path) -> None:
+    data = b"product_code,serial\r\n11223344556675,A1\r\n11223344556675,A2\r\n"
+    parsed = read_inbox_csv(_write(tmp_path, data))
+    assert parsed.header == ["product_code", "serial"]
+    assert parsed.rows.get_column("serial").to_list() == ["A1", "A2"]
+
+
+def test_a_duplicate_column_stays_visible_in_the_header(tmp_path: Path) -> None:
+    parsed = read_inbox_csv(_write(tmp_path, b"serial,Serial\nA,B\n"))
+    assert parsed.header == ["serial", "serial"]
+
+
+def test_a_row_with_more_cells_than_the_header_rejects_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileRejected, match="more cells"):
+        read_inbox_csv(_write(tmp_path, b"product_code,serial\n11223344556675,A,B\n"))
+
+
+def test_an_empty_column_name_rejects_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileRejected, match="empty column name"):
+        read_inbox_csv(_write(tmp_path, b"product_code,,serial\n1,2,3\n"))
