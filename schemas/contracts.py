@@ -376,3 +376,12 @@ class AllocationsReport(pa.DataFrameModel):
     class Config:
         strict = True
         ordered = True
+
+
+REPORT_COLUMNS: dict[str, list[str]] = {
+    "contracts.csv": list(ContractsReport.to_schema().columns),
+    "contract_balance.csv": list(ContractBalanceReport.to_schema().columns),
+    "contract_log.csv": list(ContractLogReport.to_schema().columns),
+    "allocations.csv": list(AllocationsReport.to_schema().columns),
+}
+"""The §10 columns of each contract report, in order."""

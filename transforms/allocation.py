@@ -25,7 +25,7 @@ one sees):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -124,6 +124,13 @@ class Allocation:
     consumption: pl.DataFrame
     events: pl.DataFrame
     rejects: pl.DataFrame
+
+
+@dataclass
+class OrdersResult(FileResult):
+    """`FileResult` of the pooled order files, with the rows applied per file."""
+
+    rows_applied_by_file: dict[str, int] = field(default_factory=dict)
 
 
 def orders_from_rows(rows: pl.DataFrame) -> pl.DataFrame:
@@ -726,7 +733,15 @@ def apply_orders(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, ctx: RunCon
     _write_back(con, ctx, result, pooled)
     rejects = pl.concat([seen.select(result.rejects.columns), result.rejects], how="vertical")
     rejects = rejects.sort([*(["file"] if pooled else []), "line"])
-    return FileResult(rejects=rejects, rows_applied=result.allocations.height)
+    by_file: dict[str, int] = {}
+    if pooled:
+        counts = result.allocations.group_by(FILE).len()
+        by_file = dict(
+            zip(counts.get_column(FILE).to_list(), counts.get_column("len").to_list(), strict=True)
+        )
+    return OrdersResult(
+        rejects=rejects, rows_applied=result.allocations.height, rows_applied_by_file=by_file
+    )
 
 
 def _already_seen(con: duckdb.DuckDBPyConnection, orders: pl.DataFrame) -> pl.DataFrame:
@@ -812,6 +827,7 @@ def _write_back(
 
 __all__ = [
     "Allocation",
+    "OrdersResult",
     "CANDIDATE_SCHEMA",
     "ORDER_SCHEMA",
     "allocate_order_lines",
