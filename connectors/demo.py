@@ -41,10 +41,10 @@ def _serials(prefix: str, n: int, start: int = 1) -> list[str]:
 
 def _shipping_xml(serials: list[str], when: dt.date) -> str:
     ts = f"{when.isoformat()}T06:00:00.000Z"
-    epcs = "".join(f"<epc>urn:epc:id:sgtin:1223344.155667.{s}</epc>" for s in serials)
+    epcs = "".join(f"<epc>urn:epc:id:sgtin:4034567.000001.{s}</epc>" for s in serials)
     sscc = "urn:epc:id:sscc:1223344.0000000017"
     # one serial the MAH never assigned to this CMO: an exception in the demo reports
-    foreign = "<epc>urn:epc:id:sgtin:1223344.155667.NOTOURS0001</epc>"
+    foreign = "<epc>urn:epc:id:sgtin:4034567.000001.NOTOURS0001</epc>"
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" xmlns:sbdh="http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader" xmlns:cbvmda="urn:epcglobal:cbv:mda" schemaVersion="1.2" creationDate="{ts}">
   <EPCISHeader>
@@ -126,6 +126,7 @@ def demo_files(day: dt.date) -> dict[str, str]:
         [
             f"ACME-01,{p1},10",
             f"ACME-01,{p1},1100",  # the guide's example: 1360 available -> 260
+            f"ACME-01,{p2},100",  # ACME reports some of these commissioned and shipped
             f"BIOFILL,{p3},300",
             f"BIOFILL,{p4},200",
             f"PACKRIGHT,{p2},250",
@@ -155,7 +156,7 @@ def demo_files(day: dt.date) -> dict[str, str]:
             f"BIOFILL,{p3},100,N",
         ],
     )
-    files[f"shipping_acme_{day:%Y%m%d}.xml"] = _shipping_xml(_serials("1000", 24), day)
+    files[f"shipping_acme_{day:%Y%m%d}.xml"] = _shipping_xml(_serials("2000", 24), day)
     try:
         contracts = importlib.import_module("connectors.demo_contracts")
         files.update(contracts.demo_contract_day(day, [p for p, _ in PRODUCTS]))

@@ -1,0 +1,42 @@
+# Every target bootstraps its own tools: only Python 3.11 and pip are needed.
+PYTHON ?= python3
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+export UV_PROJECT_ENVIRONMENT := .venv
+export UV_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v $(PYTHON))
+
+.PHONY: setup demo test lint typecheck pytest bench bench-small clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+setup: $(UV)
+	$(UV) sync --frozen
+
+demo: setup
+	$(UV) run --frozen cmi demo --dir demo
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck: setup
+	$(UV) run --frozen mypy
+
+pytest: setup
+	$(UV) run --frozen pytest
+
+test: lint typecheck pytest
+
+bench: setup
+	$(UV) run --frozen python -m bench.bench_serials
+	$(UV) run --frozen python -m bench.bench_allocation
+	$(UV) run --frozen python -m bench.bench_epcis
+
+bench-small: setup
+	$(UV) run --frozen python -m bench.bench_serials --scale 0.05
+
+clean:
+	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

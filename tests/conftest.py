@@ -1,0 +1,29 @@
+"""Shared fixtures.  The Prefect harness is session-scoped and only starts when a test asks for it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session, with PREFECT_HOME in a temp folder."""
+    home = tempfile.mkdtemp(prefix="cmi-prefect-")
+    old = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = home
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+    if old is None:
+        os.environ.pop("PREFECT_HOME", None)
+    else:
+        os.environ["PREFECT_HOME"] = old

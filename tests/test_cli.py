@@ -1,0 +1,97 @@
+"""The `cmi` command line: paths, environment defaults, exit codes and messages (§1, §2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.store import open_store
+from flows.cli import app
+from tests.pipeline_helpers import csv, drop
+
+runner = CliRunner()
+
+
+def args(root: Path, *extra: str) -> list[str]:
+    return ["run", "--inbox", str(root / "in"), "--outbox", str(root / "out"),
+            "--state", str(root / "st" / "cmi.duckdb"), *extra]  # fmt: skip
+
+
+def test_run_exits_0_and_prints_a_summary(tmp_path: Path) -> None:
+    drop(
+        tmp_path / "in", {"products_a.csv": csv("product_code,product_name", "11223344556675,Demo")}
+    )
+    (tmp_path / "cmi.toml").write_text("[inbox]\nsettle_seconds = 0\n")
+    result = runner.invoke(
+        app, args(tmp_path, "--as-of", "2026-11-23", "--config", str(tmp_path / "cmi.toml"))
+    )
+    assert result.exit_code == 0, result.output
+    assert "run 20261123T000000" in result.output
+    assert (tmp_path / "out" / "reports" / "20261123T000000" / "run_summary.json").exists()
+
+
+def test_missing_config_file_named_by_flag_is_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, args(tmp_path, "--config", str(tmp_path / "nope.toml")))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_config_key_is_exit_2_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "cmi.toml").write_text("[functions]\ncmi_multi = true\n")
+    result = runner.invoke(app, args(tmp_path, "--config", str(tmp_path / "cmi.toml")))
+    assert result.exit_code == 2 and "cmi_multi" in result.output
+
+
+def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bad.toml").write_text("[serials]\ngenerated_length = 'twelve'\n")
+    monkeypatch.setenv("CMI_CONFIG", str(tmp_path / "bad.toml"))
+    result = runner.invoke(app, args(tmp_path))
+    assert result.exit_code == 2 and "generated_length" in result.output
+
+
+def test_paths_from_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMI_INBOX", str(tmp_path / "envin"))
+    monkeypatch.setenv("CMI_OUTBOX", str(tmp_path / "envout"))
+    monkeypatch.setenv("CMI_STATE", str(tmp_path / "envstate" / "s.duckdb"))
+    result = runner.invoke(app, ["run", "--as-of", "2026-11-23T01:02:03"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "envout" / "reports" / "20261123T010203").is_dir()
+    assert (tmp_path / "envstate" / "s.duckdb").exists()
+
+
+def test_bad_as_of_is_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, args(tmp_path, "--as-of", "23/11/2026"))
+    assert result.exit_code == 2 and "--as-of" in result.output
+
+
+def test_locked_state_store_is_exit_3(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "st" / "cmi.duckdb")
+    try:
+        result = runner.invoke(app, args(tmp_path))
+    finally:
+        store.close()
+    assert result.exit_code == 3 and "lock" in result.output
+
+
+def test_status_prints_the_serial_balance(tmp_path: Path) -> None:
+    runner.invoke(app, args(tmp_path, "--as-of", "2026-11-23"))
+    result = runner.invoke(app, ["status", "--state", str(tmp_path / "st" / "cmi.duckdb")])
+    assert result.exit_code == 0 and "Serial balance" in result.output
+
+
+def test_status_without_a_store_is_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", "--state", str(tmp_path / "none.duckdb")])
+    assert result.exit_code == 2
+
+
+def test_demo_runs_a_sample_day(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    exports = list((tmp_path / "demo" / "outbox" / "serials").rglob("*.csv"))
+    assert any(p.name.endswith("_CanContainDuplicateSerials.csv") for p in exports)
+    rejects = (
+        tmp_path / "demo" / "outbox" / "reports" / "20261123T020000" / "rejects.csv"
+    ).read_text()
+    assert rejects.count("\n") > 5

@@ -1,0 +1,52 @@
+"""Golden cases through the real Prefect flow: tests/cases/<case>/inbox → expected/ (one harness).
+
+`expected/<report>.csv` is compared with the run's report of that name;
+`expected/outbox/<path>` with the outbox file at that path. `case.toml` gives
+`as_of` and optional `[functions]` / `[serials]`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from connectors.config import parse_config
+from flows.pipeline import RunPaths
+from tests.pipeline_helpers import drop
+
+CASES = Path(__file__).parent / "cases"
+CASE_DIRS = sorted(p for p in CASES.iterdir() if (p / "inbox").is_dir()) if CASES.is_dir() else []
+
+
+@pytest.mark.parametrize("case", CASE_DIRS, ids=[p.name for p in CASE_DIRS])
+def test_golden_case(case: Path, tmp_path: Path, prefect_harness: None) -> None:
+    from flows.nightly import nightly
+
+    spec = tomllib.loads((case / "case.toml").read_text()) if (case / "case.toml").exists() else {}
+    as_of = dt.datetime.fromisoformat(spec.pop("as_of", "2026-11-23T02:00:00"))
+    spec.setdefault("inbox", {})["settle_seconds"] = 0
+    config = parse_config(spec, str(case / "case.toml"))
+    files = {p.name: p.read_bytes() for p in sorted((case / "inbox").iterdir()) if p.is_file()}
+    paths = RunPaths(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state" / "cmi.duckdb")
+    drop(paths.inbox, files)  # type: ignore[arg-type]
+    paths.outbox.mkdir(parents=True)
+    outline = nightly(paths, config, as_of)
+    reports = paths.outbox / "reports" / outline["run_id"]
+    expected = case / "expected"
+    checked = 0
+    for want in sorted(p for p in expected.rglob("*") if p.is_file()):
+        rel = want.relative_to(expected)
+        got = (
+            paths.outbox / rel.relative_to("outbox") if rel.parts[0] == "outbox" else reports / rel
+        )
+        assert got.exists(), f"{case.name}: {rel} was not written"
+        assert got.read_text(encoding="utf-8") == want.read_text(encoding="utf-8"), (
+            f"{case.name}: {rel} differs"
+        )
+        checked += 1
+    assert checked > 0
+    shutil.rmtree(tmp_path / "state")

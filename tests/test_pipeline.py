@@ -1,0 +1,183 @@
+"""The nightly pipeline end to end, without Prefect: inbox handling, reliability, reports (§3, §8–§10)."""
+
+from __future__ import annotations
+
+import csv as csvlib
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from connectors.store import StateLocked, open_store
+from tests.pipeline_helpers import csv, drop, paths_in, report, run_day, summary
+
+P1 = "11223344556675"
+P2 = "04034567000018"
+
+MASTER = {
+    "products_a.csv": csv(
+        "product_code,product_name", f"{P1},Medicine Demo Product", f"{P2},Amoxicillin"
+    ),
+    "cmos_a.csv": csv(
+        "cmo_id,cmo_name,city,country,produceable_products",
+        f"ACME,Acme Pharma,Mannheim,DE,{P1};{P2}",
+        f"BETA,=Beta Labs,Cork,IE,{P2}",
+    ),
+    "serial_pool_a.csv": csv("product_code,serial", *[f"{P1},S{i:05d}" for i in range(1, 101)]),
+}
+
+
+def rows_of(text: str) -> list[dict[str, str]]:
+    return list(csvlib.DictReader(io.StringIO(text)))
+
+
+def test_a_day_is_applied_archived_and_reported(tmp_path: Path) -> None:
+    files = dict(MASTER)
+    files["assignments_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},30")
+    files["exports_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},20")
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    assert out["run_id"] == "20261123T020000"
+    archived = sorted(
+        p.name for p in (tmp_path / "inbox" / "archive" / "20261123T020000").iterdir()
+    )
+    assert archived == sorted(files)
+    export = tmp_path / "outbox" / "serials" / "ACME" / f"{P1}_Acme-Pharma_20_20261123020000.csv"
+    lines = export.read_text().splitlines()
+    assert lines[0] == "product_code,serial" and lines[1] == f"{P1},S00001" and len(lines) == 21
+    balance = {
+        r["product_code"]: r
+        for r in rows_of(report(tmp_path, out["run_id"], "serial_balance.csv"))
+        if r["cmo_id"] == "ACME"
+    }
+    assert balance[P1]["available"] == "70" and balance[P1]["assigned"] == "30"
+    assert balance[P1]["exported"] == "20" and balance[P1]["assigned_not_exported"] == "10"
+    assert (tmp_path / "outbox" / "reports" / "LATEST").read_text().strip() == out["run_id"]
+    s = summary(tmp_path, out["run_id"])
+    assert s["totals"]["files_applied"] == len(files)
+    assert all(s["invariants"].values())
+
+
+def test_same_file_content_is_never_applied_twice(tmp_path: Path) -> None:
+    run_day(tmp_path, "2026-11-23T02:00:00", dict(MASTER))
+    again = {"serial_pool_copy.csv": MASTER["serial_pool_a.csv"]}
+    out = run_day(tmp_path, "2026-11-24T02:00:00", again)
+    s = summary(tmp_path, out["run_id"])
+    assert [f["outcome"] for f in s["files"]] == ["duplicate"]
+    assert any("20261123T020000" in w for w in s["warnings"])
+    assert (tmp_path / "inbox" / "archive" / out["run_id"] / "serial_pool_copy.csv").exists()
+    rejects = report(tmp_path, out["run_id"], "rejects.csv")
+    assert rejects == "file,line,column,value,rule,message\n"
+
+
+def test_empty_inbox_changes_nothing_and_reports_have_headers(tmp_path: Path) -> None:
+    first = run_day(tmp_path, "2026-11-23T02:00:00", dict(MASTER))
+    second = run_day(tmp_path, "2026-11-24T02:00:00")
+    assert report(tmp_path, first["run_id"], "serial_balance.csv") == report(
+        tmp_path, second["run_id"], "serial_balance.csv"
+    )
+    assert report(tmp_path, second["run_id"], "exported_files.csv").splitlines() == [
+        "cmo_id,file_name,product_code,count,created,can_contain_duplicates"
+    ]
+
+
+def test_unknown_column_quarantines_the_file_with_a_reason(tmp_path: Path) -> None:
+    files = {
+        "products_a.csv": csv("product_code,product_name,stok_unit", f"{P1},Demo,EA"),
+        "notes.txt": "hello",
+    }
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    q = tmp_path / "inbox" / "quarantine" / out["run_id"]
+    assert "stok_unit" in (q / "products_a.csv.reason.txt").read_text()
+    assert "unrecognised file kind" in (q / "notes.txt.reason.txt").read_text()
+    s = summary(tmp_path, out["run_id"])
+    assert s["totals"]["files_quarantined"] == 2
+
+
+def test_bad_rows_are_rejected_and_good_rows_of_the_same_file_applied(tmp_path: Path) -> None:
+    files = dict(MASTER)
+    files["assignments_a.csv"] = csv(
+        "cmo_id,product_code,quantity",
+        f"ACME,{P1},10",
+        f"NOPE,{P1},5",
+        f"ACME,{P1},abc",
+        f"ACME,{P1},500",
+    )
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    rejects = rows_of(report(tmp_path, out["run_id"], "rejects.csv"))
+    got = [(r["file"], r["line"], r["column"], r["rule"]) for r in rejects]
+    assert got == [
+        ("assignments_a.csv", "3", "cmo_id", "unknown_cmo"),
+        ("assignments_a.csv", "4", "quantity", "quantity"),
+        ("assignments_a.csv", "5", "quantity", "not_enough_available"),
+    ]
+    assert "only 90 are available" in rejects[-1]["message"]
+    s = summary(tmp_path, out["run_id"])
+    f = next(f for f in s["files"] if f["name"] == "assignments_a.csv")
+    assert (f["rows_read"], f["rows_applied"], f["rows_rejected"]) == (4, 1, 3)
+
+
+def test_free_text_cells_are_formula_safe_in_reports(tmp_path: Path) -> None:
+    out = run_day(tmp_path, "2026-11-23T02:00:00", dict(MASTER))
+    cmos = rows_of(report(tmp_path, out["run_id"], "cmos.csv"))
+    assert next(r for r in cmos if r["cmo_id"] == "BETA")["cmo_name"] == "'=Beta Labs"
+
+
+def test_files_that_are_not_settled_wait_for_the_next_run(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    drop(paths.inbox, {"products_a.csv": MASTER["products_a.csv"]}, age=0)
+    drop(paths.inbox, {".hidden.csv": "x", "products_b.csv.part": "x"})
+    from transforms.context import Config, InboxConfig
+
+    out = run_day(
+        tmp_path, "2026-11-23T02:00:00", config=Config(inbox=InboxConfig(settle_seconds=3600))
+    )
+    assert (paths.inbox / "products_a.csv").exists() and (paths.inbox / ".hidden.csv").exists()
+    s = summary(tmp_path, out["run_id"])
+    assert {f["name"]: f["outcome"] for f in s["files"]}["products_a.csv"] == "deferred"
+
+
+def test_run_id_gets_a_suffix_when_taken(tmp_path: Path) -> None:
+    a = run_day(tmp_path, "2026-11-23T02:00:00")
+    b = run_day(tmp_path, "2026-11-23T02:00:00")
+    assert (a["run_id"], b["run_id"]) == ("20261123T020000", "20261123T020000-2")
+
+
+def test_a_second_run_on_a_locked_store_is_refused(tmp_path: Path) -> None:
+    paths = paths_in(tmp_path)
+    store = open_store(paths.state)
+    try:
+        with pytest.raises(StateLocked):
+            run_day(tmp_path, "2026-11-23T02:00:00")
+    finally:
+        store.close()
+
+
+def test_missing_recorded_export_is_written_again_by_the_next_run(tmp_path: Path) -> None:
+    files = dict(MASTER)
+    files["assignments_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},5")
+    files["exports_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},5")
+    run_day(tmp_path, "2026-11-23T02:00:00", files)
+    export = next((tmp_path / "outbox" / "serials" / "ACME").iterdir())
+    content = export.read_bytes()
+    export.unlink()
+    out = run_day(tmp_path, "2026-11-24T02:00:00")
+    assert export.read_bytes() == content
+    assert any("written again" in w for w in summary(tmp_path, out["run_id"])["warnings"])
+
+
+def test_same_inputs_and_as_of_give_byte_identical_outputs(tmp_path: Path) -> None:
+    files = dict(MASTER)
+    files["assignments_a.csv"] = csv(
+        "cmo_id,product_code,quantity", f"ACME,{P1},40", f"BETA,{P2},1"
+    )
+    files["exports_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},15")
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_day(a, "2026-11-23T02:00:00", files)
+    run_day(b, "2026-11-23T02:00:00", files)
+    for name in ("rejects.csv", "cmos.csv", "serial_balance.csv", "exported_files.csv"):
+        assert report(a, "20261123T020000", name) == report(b, "20261123T020000", name)
+    ea = sorted(p.relative_to(a) for p in (a / "outbox" / "serials").rglob("*.csv"))
+    eb = sorted(p.relative_to(b) for p in (b / "outbox" / "serials").rglob("*.csv"))
+    assert ea == eb and all((a / p).read_bytes() == (b / p).read_bytes() for p in ea)
+    shutil.rmtree(a)
