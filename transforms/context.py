@@ -30,7 +30,7 @@ class SerialsConfig:
 
 @dataclass(frozen=True)
 class InboxConfig:
-    settle_seconds: float = 5
+    settle_seconds: float = 5.0  # a float default: the config reader types keys by their default
 
 
 @dataclass(frozen=True)

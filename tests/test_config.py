@@ -1,0 +1,141 @@
+"""`cmi.toml`: defaults, known sections and keys, types (SPEC §2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connectors.config import ConfigError, load_config, parse_config
+from transforms.context import Config
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cmi.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_are_the_documented_values() -> None:
+    config = parse_config({})
+    assert config == Config()
+    assert config.functions.cmi_mult is False
+    assert config.functions.icfullqt is False
+    assert config.functions.cmi_bath is False
+    assert config.serials.generated_length == 12
+    assert config.serials.generated_charset == "numeric"
+    assert config.serials.min_randomness_factor == 10000
+    assert config.inbox.settle_seconds == 5
+
+
+def test_a_missing_default_config_file_means_the_defaults(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "cmi.toml", explicit=False) == Config()
+    assert load_config(None, explicit=False) == Config()
+
+
+def test_a_missing_explicit_config_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="nope.toml"):
+        load_config(missing, explicit=True)
+
+
+def test_every_key_is_read_from_the_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[functions]
+cmi_mult = true
+icfullqt = true
+cmi_bath = true
+
+[serials]
+generated_length = 16
+generated_charset = "alphanumeric"
+min_randomness_factor = 500
+
+[inbox]
+settle_seconds = 0
+""",
+    )
+    config = load_config(path, explicit=True)
+    assert config.functions.cmi_mult and config.functions.icfullqt and config.functions.cmi_bath
+    assert config.serials.generated_length == 16
+    assert config.serials.generated_charset == "alphanumeric"
+    assert config.serials.min_randomness_factor == 500
+    assert config.inbox.settle_seconds == 0
+
+
+def test_every_key_is_optional_and_a_partial_section_keeps_the_other_defaults(
+    tmp_path: Path,
+) -> None:
+    config = load_config(_write(tmp_path, "[serials]\ngenerated_length = 8\n"), explicit=True)
+    assert config.serials.generated_length == 8
+    assert config.serials.generated_charset == "numeric"
+    assert config.functions == Config().functions
+
+
+def test_an_unknown_section_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[serial\]"):
+        load_config(_write(tmp_path, "[serial]\ngenerated_length = 8\n"), explicit=True)
+
+
+def test_an_unknown_key_is_an_error_naming_it_and_its_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'cmi_multi'.*\[functions\]"):
+        load_config(_write(tmp_path, "[functions]\ncmi_multi = true\n"), explicit=True)
+
+
+def test_a_top_level_key_is_an_unknown_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="settle_seconds"):
+        load_config(_write(tmp_path, "settle_seconds = 5\n"), explicit=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[functions]\ncmi_mult = "yes"\n', "cmi_mult"),
+        ("[functions]\nicfullqt = 1\n", "icfullqt"),
+        ('[serials]\ngenerated_length = "12"\n', "generated_length"),
+        ("[serials]\ngenerated_length = 12.5\n", "generated_length"),
+        ("[serials]\nmin_randomness_factor = true\n", "min_randomness_factor"),
+        ("[serials]\ngenerated_charset = 10\n", "generated_charset"),
+        ('[inbox]\nsettle_seconds = "5"\n', "settle_seconds"),
+        ("[inbox]\nsettle_seconds = false\n", "settle_seconds"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_an_error_naming_the_key(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(_write(tmp_path, text), explicit=True)
+
+
+def test_settle_seconds_may_be_a_fraction(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, "[inbox]\nsettle_seconds = 0.5\n"), explicit=True)
+    assert config.inbox.settle_seconds == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[serials]\ngenerated_charset = "hex"\n', "generated_charset"),
+        ("[serials]\ngenerated_length = 0\n", "generated_length"),
+        ("[serials]\ngenerated_length = 21\n", "generated_length"),
+        ("[serials]\nmin_randomness_factor = 0\n", "min_randomness_factor"),
+        ("[inbox]\nsettle_seconds = -1\n", "settle_seconds"),
+    ],
+)
+def test_a_value_out_of_range_is_an_error_naming_the_key(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(_write(tmp_path, text), explicit=True)
+
+
+def test_a_file_that_is_not_toml_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[serials\n"), explicit=True)
+
+
+def test_a_section_that_is_not_a_table_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="serials"):
+        load_config(_write(tmp_path, "serials = 3\n"), explicit=True)
