@@ -99,7 +99,7 @@ def execute_run(
         from flows.nightly import nightly
 
         return nightly(paths, config, as_of)
-    from flows.nightly import run_local
+    from flows.pipeline import run_local
 
     return run_local(paths, config, as_of)
 

@@ -39,9 +39,7 @@ def nightly(paths: RunPaths, config: Config, as_of: dt.datetime) -> dict[str, An
     return pipeline.run_pipeline(_call_task, paths, config, as_of)
 
 
-def run_local(paths: RunPaths, config: Config, as_of: dt.datetime) -> dict[str, Any]:
-    """The same stages without Prefect."""
-    return pipeline.run_pipeline(lambda fn, *args: fn(*args), paths, config, as_of)
+run_local = pipeline.run_local
 
 
 @flow(name="cmi-scheduled-nightly", persist_result=False)

@@ -577,3 +577,8 @@ def run_pipeline(
         run.store.close()
         raise
     return call(finish, run)
+
+
+def run_local(paths: RunPaths, config: Config, as_of: dt.datetime) -> dict[str, Any]:
+    """The same stages as the Prefect flow, run in-process without an orchestrator."""
+    return run_pipeline(lambda fn, *args: fn(*args), paths, config, as_of)

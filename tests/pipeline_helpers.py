@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.nightly import run_local
-from flows.pipeline import RunPaths
+from flows.pipeline import RunPaths, run_local
 from transforms.context import Config, InboxConfig
 
 SETTLED = Config(inbox=InboxConfig(settle_seconds=0))
