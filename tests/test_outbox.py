@@ -1,0 +1,176 @@
+"""The outbox: export file format, report CSVs, recorded files written when missing (SPEC §5.4, §8, §10)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from helpers_serials import DEMO, make_ctx, rows, seed, valid_rows
+
+from connectors.outbox import (
+    materialize_missing,
+    report_csv_bytes,
+    serial_csv_bytes,
+    write_atomic,
+    write_latest,
+    write_report,
+)
+from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
+from transforms.serials import apply_assignments, apply_exports, apply_partner_requests
+
+CTX = make_ctx()
+
+
+def _serials(*values: str) -> pl.DataFrame:
+    return pl.DataFrame({"product_code": [DEMO] * len(values), "serial": list(values)})
+
+
+# --------------------------------------------------------------------------- export format
+
+
+def test_export_content_is_product_code_and_serial_with_lf_and_no_bom() -> None:
+    data = serial_csv_bytes(_serials("A1", "B2"))
+    assert data == f"product_code,serial\n{DEMO},A1\n{DEMO},B2\n".encode()
+    assert not data.startswith(b"\xef\xbb\xbf")
+    assert b"\r" not in data
+
+
+def test_serials_with_commas_and_quotes_are_quoted_by_rfc_4180() -> None:
+    data = serial_csv_bytes(_serials("A,B", 'C"D', "E'F"))
+    assert data == (f'product_code,serial\n{DEMO},"A,B"\n{DEMO},"C""D"\n{DEMO},E\'F\n'.encode())
+    back = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert [r[1] for r in back[1:]] == ["A,B", 'C"D', "E'F"]
+
+
+def test_serials_are_written_exactly_as_issued_even_when_they_look_like_formulas() -> None:
+    data = serial_csv_bytes(_serials("=1+2", "-5", "+A", "@x", "007"))
+    assert [line.split(",")[1] for line in data.decode().splitlines()[1:]] == [
+        "=1+2", "-5", "+A", "@x", "007",
+    ]  # fmt: skip
+
+
+def test_an_empty_export_still_has_its_header() -> None:
+    assert serial_csv_bytes(_serials()) == b"product_code,serial\n"
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@"])
+def test_free_text_cells_that_start_like_a_formula_get_a_leading_quote(start: str) -> None:
+    frame = pl.DataFrame({"cmo_id": [f"{start}C1"], "cmo_name": [f"{start}SUM(A1)"], "n": [-3]})
+    data = report_csv_bytes(frame, ["cmo_id", "cmo_name", "n"], free_text=["cmo_name"])
+    assert data.decode().splitlines() == ["cmo_id,cmo_name,n", f"{start}C1,'{start}SUM(A1),-3"]
+
+
+def test_free_text_cells_that_do_not_start_like_a_formula_are_unchanged() -> None:
+    frame = pl.DataFrame({"message": ["a=b", "ok", None, "'quoted"]})
+    data = report_csv_bytes(frame, ["message"], free_text=["message"])
+    assert data.decode().splitlines() == ["message", "a=b", "ok", "", "'quoted"]
+
+
+def test_codes_in_reports_are_written_as_they_are() -> None:
+    frame = pl.DataFrame({"product_code": ["00000000000017"], "serial": ["-A1"], "value": ["-A1"]})
+    data = report_csv_bytes(frame, ["product_code", "serial", "value"], free_text=["value"])
+    assert data.decode().splitlines()[1] == "00000000000017,-A1,'-A1"
+
+
+def test_a_report_without_rows_is_its_header_only() -> None:
+    columns = ["file", "line", "column", "value", "rule", "message"]
+    assert report_csv_bytes(pl.DataFrame(), columns) == b"file,line,column,value,rule,message\n"
+
+
+def test_a_report_has_exactly_the_given_columns_in_their_order() -> None:
+    frame = pl.DataFrame({"b": [1], "a": ["x,y"], "extra": ["z"]})
+    assert report_csv_bytes(frame, ["a", "b"]) == b'a,b\n"x,y",1\n'
+
+
+def test_write_report_replaces_the_file_atomically_without_leftovers(tmp_path: Path) -> None:
+    write_report(tmp_path, "r.csv", pl.DataFrame({"a": [1]}), ["a"])
+    write_report(tmp_path, "r.csv", pl.DataFrame({"a": [2]}), ["a"])
+    assert (tmp_path / "r.csv").read_bytes() == b"a\n2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_write_atomic_creates_the_folders(tmp_path: Path) -> None:
+    write_atomic(tmp_path / "a" / "b" / "f.csv", b"x")
+    assert (tmp_path / "a" / "b" / "f.csv").read_bytes() == b"x"
+
+
+def test_latest_names_the_run(tmp_path: Path) -> None:
+    write_latest(tmp_path, "20240517T143005")
+    assert (tmp_path / "reports" / "LATEST").read_text(encoding="utf-8") == "20240517T143005\n"
+
+
+# --------------------------------------------------------------------------- materialize_missing
+
+
+def _recorded() -> duckdb.DuckDBPyConnection:
+    """Two export files and one partner answer, recorded in the state, none on disk."""
+    con = seed(products=[DEMO], cmos={"C1": [DEMO], "P1": [DEMO]}, names={"C1": "Acme"},
+               partners=["P1"], pool={DEMO: ["A,1", 'B"2', "C3", "D4", "E5"]})  # fmt: skip
+    frame = rows(cmo_id=["C1", "P1"], product_code=DEMO, quantity=["3", "2"])
+    apply_assignments(con, valid_rows(AssignmentsFile, frame), CTX)
+    frame = rows(cmo_id="C1", product_code=DEMO, quantity=["2", "1"])
+    apply_exports(con, valid_rows(ExportsFile, frame), CTX)
+    frame = rows(request_id="REQ-1", cmo_id="P1", product_code=DEMO, quantity="2")
+    apply_partner_requests(con, valid_rows(PartnerRequestsFile, frame), CTX)
+    return con
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_materialize_missing_writes_every_recorded_file(tmp_path: Path) -> None:
+    con = _recorded()
+    written = materialize_missing(con, tmp_path)
+    first = f"serials/C1/{DEMO}_Acme_2_20240517143005.csv"
+    second = f"serials/C1/{DEMO}_Acme_1_20240517143005.csv"
+    assert written == [first, second, "partners/P1/REQ-1.csv"]
+    assert _tree(tmp_path) == {
+        first: f'product_code,serial\n{DEMO},"A,1"\n{DEMO},"B""2"\n'.encode(),
+        second: f"product_code,serial\n{DEMO},C3\n".encode(),
+        "partners/P1/REQ-1.csv": f"product_code,serial\n{DEMO},D4\n{DEMO},E5\n".encode(),
+    }
+
+
+def test_materialize_missing_rewrites_a_missing_file_and_leaves_existing_ones(
+    tmp_path: Path,
+) -> None:
+    con = _recorded()
+    materialize_missing(con, tmp_path)
+    before = _tree(tmp_path)
+    kept = tmp_path / f"serials/C1/{DEMO}_Acme_2_20240517143005.csv"
+    kept.write_bytes(b"edited by hand\n")
+    (tmp_path / "partners/P1/REQ-1.csv").unlink()
+    assert materialize_missing(con, tmp_path) == ["partners/P1/REQ-1.csv"]
+    after = _tree(tmp_path)
+    assert after["partners/P1/REQ-1.csv"] == before["partners/P1/REQ-1.csv"]
+    assert kept.read_bytes() == b"edited by hand\n"
+    assert materialize_missing(con, tmp_path) == []
+
+
+def test_materialize_missing_can_be_limited_to_some_files(tmp_path: Path) -> None:
+    con = _recorded()
+    ids = [
+        r[0]
+        for r in con.execute("SELECT file_id FROM outbox_files WHERE kind = 'partner'").fetchall()
+    ]
+    assert materialize_missing(con, tmp_path, ids) == ["partners/P1/REQ-1.csv"]
+    assert list(_tree(tmp_path)) == ["partners/P1/REQ-1.csv"]
+    assert materialize_missing(con, tmp_path, []) == []
+
+
+def test_materialize_missing_refuses_a_path_outside_the_outbox(tmp_path: Path) -> None:
+    con = _recorded()
+    con.execute("UPDATE outbox_files SET rel_path = '../escape.csv' WHERE kind = 'partner'")
+    with pytest.raises(ValueError, match="outside the outbox"):
+        materialize_missing(con, tmp_path / "outbox")
+    assert not (tmp_path / "escape.csv").exists()

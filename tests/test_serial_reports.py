@@ -1,0 +1,161 @@
+"""Serial-side state reports and invariants: serial_balance, exported_files (SPEC §5, §8, §10)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import duckdb
+from helpers_serials import DEMO, PROD_A, PROD_B, make_ctx, rows, seed, valid_rows
+
+from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
+from transforms.reports import (
+    SERIAL_BALANCE_COLUMNS,
+    exported_files_report,
+    serial_balance_report,
+    serial_invariants,
+)
+from transforms.serials import apply_assignments, apply_exports, apply_partner_requests
+
+CTX = make_ctx()
+
+
+def _assign(con: duckdb.DuckDBPyConnection, cmo_id: str, product: str, n: int) -> None:
+    frame = rows(cmo_id=cmo_id, product_code=product, quantity=str(n))
+    result = apply_assignments(con, valid_rows(AssignmentsFile, frame), CTX)
+    assert result.rejects.height == 0
+
+
+def _export(
+    con: duckdb.DuckDBPyConnection, cmo_id: str, n: int, allow: str = "N", **kw: Any
+) -> None:
+    frame = rows(cmo_id=cmo_id, product_code=DEMO, quantity=str(n), allow_already_exported=allow)
+    result = apply_exports(con, valid_rows(ExportsFile, frame), kw.get("ctx", CTX))
+    assert result.rejects.height == 0
+
+
+def _balance(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], dict[str, Any]]:
+    report = serial_balance_report(con)
+    assert report.columns == SERIAL_BALANCE_COLUMNS
+    return {(r["cmo_id"], r["product_code"]): r for r in report.to_dicts()}
+
+
+def _counts(row: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(row[c] for c in SERIAL_BALANCE_COLUMNS[4:])
+
+
+def test_every_produceable_product_of_a_cmo_has_a_row_even_without_serials() -> None:
+    con = seed(products=[DEMO, PROD_A, PROD_B], cmos={"C1": [DEMO, PROD_A], "C2": []},
+               names={"C1": "Acme"})  # fmt: skip
+    balance = _balance(con)
+    assert list(balance) == [("C1", PROD_A), ("C1", DEMO)]  # by cmo_id, product_code
+    row = balance[("C1", DEMO)]
+    assert row["cmo_name"] == "Acme" and row["product_name"] == f"Product {DEMO}"
+    assert _counts(row) == (0, 0, 0, 0, 0, 0, 0)
+
+
+def test_a_cmo_holding_serials_of_a_product_it_no_longer_produces_keeps_its_row() -> None:
+    con = seed(products=[DEMO, PROD_A], cmos={"C1": [DEMO, PROD_A]}, pool={PROD_A: 3})
+    _assign(con, "C1", PROD_A, 2)
+    con.execute("DELETE FROM cmo_products WHERE product_code = ?", [PROD_A])
+    balance = _balance(con)
+    assert list(balance) == [("C1", PROD_A), ("C1", DEMO)]  # by cmo_id, product_code
+    assert balance[("C1", PROD_A)]["assigned"] == 2
+    assert balance[("C1", PROD_A)]["available"] == 1
+
+
+def test_a_deleted_cmo_is_absent_from_the_balance() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO], "C2": [DEMO]}, pool={DEMO: 3})
+    _assign(con, "C2", DEMO, 2)
+    _export(con, "C2", 1)
+    con.execute("UPDATE cmos SET deleted = TRUE WHERE cmo_id = 'C2'")
+    assert list(_balance(con)) == [("C1", DEMO)]
+
+
+def test_the_counts_follow_the_definitions_of_section_5() -> None:
+    con = seed(products=[DEMO, PROD_A], cmos={"C1": [DEMO], "C2": [DEMO, PROD_A]},
+               partners=["C1"], pool={DEMO: 20, PROD_A: 4})  # fmt: skip
+    _assign(con, "C1", DEMO, 10)  # S1-S10
+    _assign(con, "C2", DEMO, 3)  # S11-S13
+    _export(con, "C1", 3)  # S1-S3 exported
+    req = rows(request_id="R1", cmo_id="C1", product_code=DEMO, quantity="2")  # S4, S5
+    apply_partner_requests(con, valid_rows(PartnerRequestsFile, req), CTX)
+    con.execute("UPDATE serials SET commissioned = TRUE WHERE serial IN ('S00001', 'S00006')")
+    con.execute("UPDATE serials SET commissioned = TRUE, shipped = TRUE WHERE serial = 'S00004'")
+    balance = _balance(con)
+    # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped
+    assert _counts(balance[("C1", DEMO)]) == (7, 8, 4, 3, 2, 3, 1)
+    assert _counts(balance[("C2", DEMO)]) == (7, 3, 3, 0, 0, 0, 0)
+    assert _counts(balance[("C2", PROD_A)]) == (4, 0, 0, 0, 0, 0, 0)
+
+
+def test_a_re_export_counts_a_serial_as_exported_once() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO]}, pool={DEMO: 2})
+    _assign(con, "C1", DEMO, 2)
+    _export(con, "C1", 2)
+    _export(con, "C1", 2, allow="Y")
+    row = _balance(con)[("C1", DEMO)]
+    assert (row["assigned"], row["assigned_not_exported"], row["exported"]) == (2, 0, 2)
+
+
+def test_invariants_hold_for_a_consistent_state() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO], "C2": [DEMO]}, partners=["C1"], pool={DEMO: 9})
+    _assign(con, "C1", DEMO, 5)
+    _assign(con, "C2", DEMO, 2)
+    _export(con, "C1", 2)
+    con.execute("UPDATE cmos SET deleted = TRUE WHERE cmo_id = 'C2'")
+    invariants = serial_invariants(con, serial_balance_report(con))
+    assert invariants == {
+        "serial_unique_per_product": True,
+        "assigned_serials_belong_to_a_cmo": True,
+        "reported_counts_equal_state": True,
+    }
+
+
+def test_invariants_detect_a_duplicate_serial() -> None:
+    con = seed(products=[DEMO], pool={DEMO: ["A1"]})
+    seed(con, pool={DEMO: ["A1"]})
+    invariants = serial_invariants(con, serial_balance_report(con))
+    assert invariants["serial_unique_per_product"] is False
+
+
+def test_invariants_detect_a_serial_assigned_to_no_known_cmo() -> None:
+    con = seed(products=[DEMO], pool={DEMO: 2})
+    con.execute("UPDATE serials SET cmo_id = 'GHOST', assign_seq = 1 WHERE serial = 'S00001'")
+    invariants = serial_invariants(con, serial_balance_report(con))
+    assert invariants["assigned_serials_belong_to_a_cmo"] is False
+
+
+def test_invariants_detect_reported_counts_that_differ_from_the_state() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO]}, pool={DEMO: 3})
+    _assign(con, "C1", DEMO, 2)
+    stale = serial_balance_report(con)
+    _assign(con, "C1", DEMO, 1)
+    assert serial_invariants(con, stale)["reported_counts_equal_state"] is False
+    assert serial_invariants(con, serial_balance_report(con))["reported_counts_equal_state"]
+
+
+def test_exported_files_are_listed_newest_first() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO]}, names={"C1": "Acme"}, pool={DEMO: 3})
+    _assign(con, "C1", DEMO, 3)
+    _export(con, "C1", 1, ctx=make_ctx(as_of=dt.datetime(2024, 5, 1, 8, 0, 0)))
+    _export(con, "C1", 1, ctx=make_ctx(as_of=dt.datetime(2024, 5, 3, 8, 0, 0)))
+    _export(con, "C1", 2, allow="Y", ctx=make_ctx(as_of=dt.datetime(2024, 5, 2, 8, 0, 0)))
+    report = exported_files_report(con)
+    assert report.columns == [
+        "cmo_id", "file_name", "product_code", "count", "created", "can_contain_duplicates",
+    ]  # fmt: skip
+    assert report.rows() == [
+        ("C1", f"{DEMO}_Acme_1_20240503080000.csv", DEMO, 1, "2024-05-03T08:00:00", "N"),
+        ("C1", f"{DEMO}_Acme_2_20240502080000_CanContainDuplicateSerials.csv", DEMO, 2,
+         "2024-05-02T08:00:00", "Y"),
+        ("C1", f"{DEMO}_Acme_1_20240501080000.csv", DEMO, 1, "2024-05-01T08:00:00", "N"),
+    ]  # fmt: skip
+
+
+def test_partner_answers_are_not_exported_files() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO]}, partners=["C1"], pool={DEMO: 2})
+    _assign(con, "C1", DEMO, 2)
+    req = rows(request_id="R1", cmo_id="C1", product_code=DEMO, quantity="1")
+    apply_partner_requests(con, valid_rows(PartnerRequestsFile, req), CTX)
+    assert exported_files_report(con).height == 0
