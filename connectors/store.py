@@ -72,6 +72,11 @@ def _configure(con: duckdb.DuckDBPyConnection, temp_dir: Path | None) -> None:
     memory = os.environ.get("CMI_DUCKDB_MEMORY", "1GB")
     con.execute(f"SET memory_limit = '{memory}'")
     con.execute("SET preserve_insertion_order = true")
+    # Serials are unique random-looking strings: compressing them costs more time
+    # than it saves space, and tens of millions arrive in one night.
+    con.execute(
+        f"SET force_compression = '{os.environ.get('CMI_DUCKDB_COMPRESSION', 'uncompressed')}'"
+    )
     if temp_dir is not None:
         con.execute(f"SET temp_directory = '{temp_dir.as_posix()}'")
 

@@ -45,6 +45,16 @@ def valid_where(data: Any, predicate: pl.Expr) -> pl.LazyFrame:
     return data.lazyframe.select(predicate.fill_null(False) | col.is_null())
 
 
+def valid_where_distinct(data: Any, predicate: pl.Expr) -> pl.LazyFrame:
+    """Like `valid_where`, computed once per distinct value: for costly checks of codes
+    that repeat on many rows (a product code on every serial of a pool file)."""
+    key = data.key
+    col = pl.col(key)
+    distinct = data.lazyframe.select(col.unique()).collect()
+    good = distinct.filter(predicate.fill_null(False)).get_column(key)
+    return data.lazyframe.select(col.is_in(good.implode()) | col.is_null())
+
+
 def model_columns(model: type[pa.DataFrameModel]) -> dict[str, str]:
     """The file columns a model defines, with `required` / `optional` for the header."""
     schema = model.to_schema()

@@ -6,7 +6,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas import checks
-from schemas.base import optional, required, valid_where
+from schemas.base import optional, required, valid_where, valid_where_distinct
 
 GTIN_ERROR = "gtin14|{value} is not a GTIN-14 (14 digits with a valid GS1 check digit)"
 CMO_ID_ERROR = (
@@ -24,7 +24,7 @@ class ProductsFile(pa.DataFrameModel):
 
     @pa.check("product_code", error=GTIN_ERROR)
     def _product_code(cls, data):  # type: ignore[no-untyped-def]
-        return valid_where(data, checks.gtin14(pl.col(data.key)))
+        return valid_where_distinct(data, checks.gtin14(pl.col(data.key)))
 
     @pa.check("product_name", error="length|product_name must have 1 to 100 characters")
     def _product_name(cls, data):  # type: ignore[no-untyped-def]

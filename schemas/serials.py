@@ -6,7 +6,7 @@ import pandera.polars as pa
 import polars as pl
 
 from schemas import checks
-from schemas.base import optional, required, valid_where
+from schemas.base import optional, required, valid_where, valid_where_distinct
 from schemas.master_data import CMO_ID_ERROR, GTIN_ERROR
 
 QUANTITY_ERROR = "quantity|quantity must be a positive whole number, not '{value}'"
@@ -20,7 +20,7 @@ class SerialPoolFile(pa.DataFrameModel):
 
     @pa.check("product_code", error=GTIN_ERROR)
     def _product_code(cls, data):  # type: ignore[no-untyped-def]
-        return valid_where(data, checks.gtin14(pl.col(data.key)))
+        return valid_where_distinct(data, checks.gtin14(pl.col(data.key)))
 
     @pa.check(
         "serial",
@@ -36,7 +36,7 @@ class _ProductQuantity(pa.DataFrameModel):
 
     @pa.check("product_code", error=GTIN_ERROR)
     def _product_code(cls, data):  # type: ignore[no-untyped-def]
-        return valid_where(data, checks.gtin14(pl.col(data.key)))
+        return valid_where_distinct(data, checks.gtin14(pl.col(data.key)))
 
     @pa.check("quantity", error=QUANTITY_ERROR)
     def _quantity(cls, data):  # type: ignore[no-untyped-def]
@@ -99,7 +99,7 @@ class SerialReturnsFile(pa.DataFrameModel):
 
     @pa.check("product_code", error=GTIN_ERROR)
     def _product_code(cls, data):  # type: ignore[no-untyped-def]
-        return valid_where(data, checks.gtin14(pl.col(data.key)))
+        return valid_where_distinct(data, checks.gtin14(pl.col(data.key)))
 
     @pa.check(
         "quantity", error="quantity|quantity must be a positive whole number or ALL, not '{value}'"

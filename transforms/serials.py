@@ -170,8 +170,8 @@ def apply_serial_pool(
         message=pl.lit("product ") + pl.col("product_code") + pl.lit(" does not exist: load it in a products file first"),
     )  # fmt: skip
     rows = rows.join(products, on="product_code", how="semi", maintain_order="left")
-    repeat = ~pl.struct("product_code", "serial").is_first_distinct()
-    repeated = rows.filter(repeat)
+    repeat = rows.select("product_code", "serial").is_duplicated()
+    repeated = rows.filter(repeat).filter(~pl.struct("product_code", "serial").is_first_distinct())
     rej_repeat = pl.DataFrame(schema=REJECT_SCHEMA)
     if repeated.height:
         first = (
@@ -188,7 +188,7 @@ def apply_serial_pool(
             + pl.col("product_code") + pl.lit(" repeats line ") + pl.col("first_line").cast(pl.String)
             + pl.lit(" of this file: a serial exists once per product"),
         )  # fmt: skip
-        rows = rows.filter(~repeat)
+        rows = rows.join(repeated.select(LINE), on=LINE, how="anti", maintain_order="left")
     view = register(con, rows, "pool")
     existing = con.execute(
         f"""SELECT r.{LINE} AS {LINE}, r.product_code, r.serial FROM {view} r

@@ -1,0 +1,134 @@
+"""Serial benchmark (issue 2): load a pool, assign, export — each stage a nightly run.
+
+Full size: a 10,000,000-serial pool for 10 products and 50 CMOs; 5,000,000 serials
+assigned in 500 rows; 2,000,000 exported in 100 files.  Each stage runs in its own
+child process (the real `run_local` pipeline on an inbox); wall time is measured
+inside the child after imports, peak memory is the child's maximum RSS.  The
+baseline is a plain `polars.read_csv` + `write_csv` of the same number of rows,
+measured in the same run the same way.  `--scale 0.1` runs a tenth of the size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+mode, a, b, c = sys.argv[1:5]
+if mode == "baseline":
+    import polars as pl
+    t_imp = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    frame = pl.read_csv(a, infer_schema=False)
+    frame.write_csv(b)
+    wall = time.perf_counter() - t1
+    rows = frame.height
+else:
+    import datetime as dt
+    from pathlib import Path
+    from flows.pipeline import RunPaths, run_local
+    from transforms.context import Config, InboxConfig
+    t_imp = time.perf_counter() - t0
+    root = Path(a)
+    t1 = time.perf_counter()
+    out = run_local(RunPaths(root / "inbox", root / "outbox", root / "state" / "cmi.duckdb"),
+                    Config(inbox=InboxConfig(settle_seconds=0)), dt.datetime.fromisoformat(c))
+    wall = time.perf_counter() - t1
+    rows = sum(f["rows_applied"] for f in out["files"])
+    bad = [f for f in out["files"] if f["outcome"] != "applied" or f["rows_rejected"]]
+    assert not bad and not out["unexpected"], (bad, out["unexpected"])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"wall": wall, "imports": t_imp, "peak_mb": peak, "rows": rows}))
+"""
+
+
+def child(*args: str) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    opts = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.serials_gen import write_master, write_pool, write_requests
+
+    pool_n = int(10_000_000 * opts.scale)
+    assign_n = int(5_000_000 * opts.scale)
+    export_n = int(2_000_000 * opts.scale)
+    work = Path(tempfile.mkdtemp(prefix="cmi-bench-serials-"))
+    root, data = work / "run", work / "data"
+    data.mkdir(parents=True)
+    inbox = root / "inbox"
+    print(
+        f"generating: pool {pool_n:,} serials / 10 products / 50 CMOs, assign {assign_n:,} in 500 rows, export {export_n:,} in 100 files …"
+    )
+    t = time.perf_counter()
+    codes, cmos = write_master(data / "master", 10, 50)
+    write_pool(data / "serial_pool_bench.csv", codes, pool_n)
+    write_requests(data / "assignments_bench.csv", codes, cmos, 500, assign_n, 250)
+    write_requests(data / "exports_bench.csv", codes, cmos, 100, export_n, 100)
+    print(f"  generated in {time.perf_counter() - t:.1f}s")
+
+    results: list[tuple[str, int, dict[str, float], dict[str, float]]] = []
+    stages = [
+        ("load pool", "serial_pool_bench.csv", pool_n, "2026-11-21T02:00:00"),
+        ("assign", "assignments_bench.csv", assign_n, "2026-11-22T02:00:00"),
+        ("export", "exports_bench.csv", export_n, "2026-11-23T02:00:00"),
+    ]
+    inbox.mkdir(parents=True)
+    for f in (data / "master").iterdir():
+        shutil.copy(f, inbox / f.name)
+    child("run", str(root), "-", "2026-11-20T02:00:00")  # master data
+    for name, file, n, as_of in stages:
+        shutil.copy(data / file, inbox / file)
+        measured = child("run", str(root), "-", as_of)
+        # baseline: plain read + write of the same number of rows
+        base_in = data / f"baseline_{n}.csv"
+        if not base_in.exists():
+            import polars as pl
+
+            pl.read_csv(data / "serial_pool_bench.csv", infer_schema=False, n_rows=n).write_csv(
+                base_in
+            )
+        base = child("baseline", str(base_in), str(data / "baseline_out.csv"), "-")
+        results.append((name, n, measured, base))
+
+    exported = sum(1 for _ in (root / "outbox" / "serials").rglob("*.csv"))
+    print()
+    print(
+        f"{'stage':<10} {'rows':>12} {'wall s':>8} {'peak MB':>8} {'baseline s':>11} {'ratio':>6}"
+    )
+    for name, n, m, b in results:
+        print(
+            f"{name:<10} {n:>12,} {m['wall']:>8.2f} {m['peak_mb']:>8.0f} {b['wall']:>11.2f} {m['wall'] / b['wall']:>6.2f}"
+        )
+    tw = sum(m["wall"] for _, _, m, _ in results)
+    tb = sum(b["wall"] for _, _, _, b in results)
+    peak = max(m["peak_mb"] for _, _, m, _ in results)
+    print(f"{'total':<10} {'':>12} {tw:>8.2f} {peak:>8.0f} {tb:>11.2f} {tw / tb:>6.2f}")
+    print(
+        f"interpreter + imports (reported separately): cmi {results[0][2]['imports']:.2f}s, polars-only {results[0][3]['imports']:.2f}s"
+    )
+    print(f"export files written: {exported}")
+    print("targets: whole stage <= 3x the plain read+write, peak memory < 2048 MB")
+    if not opts.keep:
+        shutil.rmtree(work)
+    else:
+        print(f"data kept in {work}")
+
+
+if __name__ == "__main__":
+    main()
