@@ -42,6 +42,19 @@ def _first_line(path: Path) -> str:
     return text.rstrip("\r\n")
 
 
+def _record_start_lines(path: Path, sep: str) -> list[int]:
+    """The file line on which each data record starts (header = line 1; blank lines count)."""
+    starts: list[int] = []
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        next(reader, None)
+        end = reader.line_num
+        for _ in reader:
+            starts.append(end + 1)
+            end = reader.line_num
+    return starts
+
+
 def read_inbox_csv(path: Path) -> ParsedCsv:
     """Parse an inbox CSV into strings; raise `FileRejected` when it cannot be read at all."""
     first = _first_line(path)
@@ -81,6 +94,13 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
         frame = pl.DataFrame(schema={n: pl.String for n in names})
     if frame.width != len(names):  # pragma: no cover - polars guarantees the width
         raise FileRejected("the rows do not match the header: fix the file")
+    lines: pl.Expr = pl.int_range(2, pl.len() + 2, dtype=pl.Int64)
+    line_break = pl.any_horizontal([pl.col(n).str.contains("[\r\n]") for n in names]).any()
+    if frame.height and frame.select(line_break).item():
+        # a quoted cell spans lines: the row index no longer gives the file line
+        starts = _record_start_lines(path, sep)
+        if len(starts) >= frame.height:
+            lines = pl.lit(pl.Series(starts[: frame.height], dtype=pl.Int64))
     frame = frame.select(
         [
             pl.col(n).cast(pl.String).str.strip_chars().replace("", None).alias(h)
@@ -89,7 +109,7 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
         if len(set(header)) == len(header)
         else [pl.col(n).cast(pl.String).str.strip_chars().replace("", None) for n in names]
     )
-    frame = frame.with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
+    frame = frame.with_columns(lines.alias(LINE))
     data_cols = [c for c in frame.columns if c != LINE]
     if data_cols:
         # blank lines keep their numbers but are not rows

@@ -117,3 +117,12 @@ def test_a_row_with_more_cells_than_the_header_rejects_the_file(tmp_path: Path) 
 def test_an_empty_column_name_rejects_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileRejected, match="empty column name"):
         read_inbox_csv(_write(tmp_path, b"product_code,,serial\n1,2,3\n"))
+
+
+def test_a_quoted_cell_over_two_lines_keeps_the_file_lines_of_later_rows(tmp_path: Path) -> None:
+    """The reject line is the line where the row starts in the file, as a text editor shows it."""
+    data = b'cmo_id,cmo_name\nC1,"two\nlines"\n\nC2,x\nC3,"a\r\nb\r\nc"\nC4,y\n'
+    frame = read_inbox_csv(_write(tmp_path, data, "cmos_1.csv")).rows
+    assert frame.get_column("cmo_id").to_list() == ["C1", "C2", "C3", "C4"]
+    assert frame.get_column("_line").to_list() == [2, 5, 6, 9]
+    assert frame.get_column("cmo_name").to_list()[0] == "two\nlines"
