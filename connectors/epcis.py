@@ -1,16 +1,17 @@
 """Streaming, hardened reader of EPCIS XML documents (SPEC §6): TraceLink shipping files.
 
-`stage_document(con, path)` reads one document with `lxml.etree.iterparse` and
-stages what the shipping rules need into temporary DuckDB tables of `con`
+`stage_document(con, path)` reads one document as a stream and stages what the
+shipping rules need into temporary DuckDB tables of `con`
 (`schemas.shipping.STAGE_*`): one row per ObjectEvent/AggregationEvent, one row
 per `<epc>` (with its event's index), one row per source/destination.  It returns
 a `DocumentInfo` (counts, SBDH sender, sender candidates).
 
 - EPCIS 1.2 (`urn:epcglobal:epcis:xsd:1`, schemaVersion 1.1 or 1.2, with or
   without the SBDH envelope) and EPCIS 2.0 (`urn:epcglobal:epcis:xsd:2`) XML.
-  Event children are read by local name in no namespace or an EPCIS namespace;
-  ILMD `lotNumber` / `itemExpirationDate` and the SBDH `Identifier` by local name
-  in any namespace.
+  Event fields are read by local name in no namespace or an EPCIS namespace
+  (1.2 keeps sourceList/destinationList/ilmd inside `<extension>`, 2.0 does
+  not); ILMD `lotNumber` / `itemExpirationDate` and the SBDH `Identifier` by
+  local name in any namespace.
 - Other event types (QuantityEvent, TransactionEvent, TransformationEvent —
   also inside a 1.2 `<extension>` wrapper — AssociationEvent) are counted and
   skipped; unknown extension elements are ignored.
@@ -18,16 +19,20 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   rejects the whole document before its body is parsed (`EpcisRejected`), as do
   XML that is not well-formed and a root that is not an EPCISDocument.
   `huge_tree` stays off, so libxml2 keeps its depth and text-size limits.
-- Memory stays flat: only the tags of interest reach Python (the `tag` filter of
-  iterparse); each finished event is cleared and its previous siblings deleted;
-  inside a very long EPC list the already-read `<epc>` elements are deleted every
-  few thousand; the EPC texts are flushed every `batch_size` rows into DuckDB.
+- Speed and flat memory: lxml's incremental parser (`XMLPullParser`, what
+  `iterparse` is built on, fed 1 MB at a time) hands Python only the finished
+  EPC lists and events (a tag filter in C); an EPC list becomes a Python list of
+  texts in one comprehension; each finished event is read, cleared and its
+  previous siblings deleted; between two chunks an EPC list still being parsed
+  is harvested and emptied, so one event with millions of EPCs never sits whole
+  in the tree; the texts go to DuckDB every `batch_size` rows.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import polars as pl
@@ -44,12 +49,15 @@ from schemas.shipping import (
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
 READ_EVENTS = ("ObjectEvent", "AggregationEvent")
 SKIPPED_EVENTS = ("QuantityEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
-_PRUNE_EVERY = 4096  # delete already-read <epc> siblings this often inside one list
+_CHUNK = 1 << 20  # bytes fed to the parser at a time
+_HARVEST_AT = 2048  # an open EPC list longer than this is harvested between chunks
 _PROLOG_CHUNK = 1 << 16
+# Parents whose <epc> children are read: ObjectEvent epcList, AggregationEvent childEPCs,
+# and the EPC lists of the skipped event types (read, then ignored with their event).
+_EPC_LISTS = frozenset({"epcList", "childEPCs", "inputEPCList", "outputEPCList"})
 
 # Codes of the tags that reach Python.
-_EPC, _PARENT, _ACTION, _BIZSTEP, _ID, _SOURCE, _DEST, _READ, _SKIP = range(9)
-_LOT, _EXPIRY, _IDENTIFIER = 20, 21, 22
+_LIST, _READ, _SKIP, _IDENTIFIER = range(4)
 
 _CBV_PREFIX = re.compile(r"^(urn:epcglobal:cbv:[A-Za-z]+:|https?://ref\.gs1\.org/cbv/[A-Za-z]+-)")
 
@@ -77,13 +85,7 @@ def _names(local: str) -> list[str]:
 def _tag_codes() -> dict[str, int]:
     codes: dict[str, int] = {}
     for local, code in (
-        ("epc", _EPC),
-        ("parentID", _PARENT),
-        ("action", _ACTION),
-        ("bizStep", _BIZSTEP),
-        ("id", _ID),
-        ("source", _SOURCE),
-        ("destination", _DEST),
+        *((t, _LIST) for t in sorted(_EPC_LISTS)),
         *((t, _READ) for t in READ_EVENTS),
         *((t, _SKIP) for t in SKIPPED_EVENTS),
     ):
@@ -93,14 +95,122 @@ def _tag_codes() -> dict[str, int]:
 
 
 _CODES = _tag_codes()
-_ANY_NS = {"lotNumber": _LOT, "itemExpirationDate": _EXPIRY, "Identifier": _IDENTIFIER}
-_TAG_FILTER = [t if t.startswith("{") else "{}" + t for t in _CODES] + [
-    "{*}" + local for local in _ANY_NS
-]
+_TAG_FILTER = [t if t.startswith("{") else "{}" + t for t in _CODES] + ["{*}Identifier"]
+_LOCAL: dict[str, str] = {}
 
 
 def _local(tag: object) -> str:
-    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+    """Local name of an element tag (`""` for comments and processing instructions)."""
+    if not isinstance(tag, str):
+        return ""
+    local = _LOCAL.get(tag)
+    if local is None:
+        local = _LOCAL[tag] = tag.rpartition("}")[2]
+    return local
+
+
+def _text(el: etree._Element | None) -> str | None:
+    if el is None or el.text is None:
+        return None
+    return el.text.strip() or None
+
+
+_Party = tuple[str, str | None, str | None]
+
+
+def _child_codes() -> dict[str, int]:
+    codes: dict[str, int] = {}
+    for local, code in (
+        ("action", 1),
+        ("bizStep", 2),
+        ("parentID", 3),
+        ("readPoint", 4),
+        ("bizLocation", 5),
+        ("sourceList", 6),
+        ("destinationList", 7),
+        ("ilmd", 8),
+        ("extension", 9),
+    ):
+        for name in _names(local):
+            codes[name.removeprefix("{}")] = code
+    return codes
+
+
+_CHILD = _child_codes()
+_CHILD_TAGS = [t if t.startswith("{") else "{}" + t for t in _CHILD]
+_CBV: dict[str | None, str | None] = {}
+_ID_TAGS = _names("id")
+
+
+def _cbv(value: str | None) -> str | None:
+    word = _CBV.get(value, "")
+    if word == "":
+        word = _CBV[value] = cbv_word(value)
+    return word
+
+
+def _first_id(node: etree._Element) -> str | None:
+    for child in node.iterchildren(*_ID_TAGS):
+        return _text(child)
+    return None
+
+
+class _Event:
+    """The fields of one ObjectEvent / AggregationEvent, read from its finished element."""
+
+    __slots__ = (
+        "action",
+        "biz_step",
+        "parent",
+        "read_point",
+        "biz_location",
+        "lot",
+        "expiry",
+        "parties",
+    )
+
+    def __init__(self, event: etree._Element) -> None:
+        self.action: str | None = None
+        self.biz_step: str | None = None
+        self.parent: str | None = None
+        self.read_point: str | None = None
+        self.biz_location: str | None = None
+        self.lot: str | None = None
+        self.expiry: str | None = None
+        self.parties: list[_Party] = []
+        self._read(event)
+
+    def _read(self, node: etree._Element) -> None:
+        child_codes = _CHILD
+        # the tag filter runs in C: no Python object for eventTime, epcList, ...
+        for child in node.iterchildren(*_CHILD_TAGS):
+            code = child_codes[child.tag]  # type: ignore[index]
+            if code == 1:
+                self.action = _text(child)
+            elif code == 2:
+                self.biz_step = _cbv(child.text)
+            elif code == 3:
+                self.parent = _text(child)
+            elif code == 4:
+                self.read_point = _first_id(child)
+            elif code == 5:
+                self.biz_location = _first_id(child)
+            elif code == 6 or code == 7:
+                role = "source" if code == 6 else "destination"
+                for item in child:
+                    if _local(item.tag) == role:
+                        self.parties.append((role, _cbv(item.get("type")), _text(item)))
+            elif code == 8:
+                for item in child.iter():
+                    name = _local(item.tag)
+                    if name == "lotNumber" and self.lot is None:
+                        self.lot = _text(item)
+                    elif name == "itemExpirationDate" and self.expiry is None:
+                        self.expiry = _text(item)
+            else:
+                self._read(
+                    child
+                )  # EPCIS 1.2 keeps sourceList, destinationList, ilmd in <extension>
 
 
 def check_prolog(path: Path) -> tuple[str, str | None]:
@@ -112,6 +222,8 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
     """
     with path.open("rb") as fh:
         first = fh.read(_PROLOG_CHUNK)
+        if not first.strip():
+            raise EpcisRejected("the file is empty: no XML element")
         if b"<!DOCTYPE" in first:
             raise EpcisRejected("the document has a DOCTYPE (DTDs and entities are refused)")
         parser = etree.XMLPullParser(
@@ -207,6 +319,54 @@ class _Stager:
             self.con.unregister("_epcis_batch")
 
 
+def _stage_event(
+    stager: _Stager,
+    index: int,
+    event_type: str,
+    ev: _Event,
+    shipping_sources: dict[str, None],
+    locations: dict[str, None],
+) -> None:
+    """Append one read event (and its sources/destinations) to the staging buffers."""
+    cols = stager.events
+    cols["event_index"].append(index)
+    cols["event_type"].append(event_type)
+    cols["action"].append(ev.action)
+    cols["biz_step"].append(ev.biz_step)
+    cols["parent_id"].append(ev.parent)
+    cols["read_point"].append(ev.read_point)
+    cols["biz_location"].append(ev.biz_location)
+    cols["lot"].append(ev.lot)
+    cols["expiry"].append(ev.expiry)
+    for where in (ev.biz_location, ev.read_point):
+        if where:
+            locations[where] = None
+    parties = stager.parties
+    for role, kind, ident in ev.parties:
+        parties["event_index"].append(index)
+        parties["role"].append(role)
+        parties["type"].append(kind)
+        parties["id"].append(ident)
+        if (
+            ident
+            and role == "source"
+            and event_type == "ObjectEvent"
+            and ev.biz_step == "shipping"
+            and kind in ("owning_party", "location")
+        ):
+            shipping_sources[ident] = None
+
+
+def _open_epc_list(root: etree._Element | None) -> etree._Element | None:
+    """The EPC list being parsed right now, if any: at the end of the last-child chain."""
+    node = root
+    while node is not None and len(node):
+        node = node[-1]
+        if _local(node.tag) in _EPC_LISTS:
+            return node
+    return None
+
+
 def stage_document(
     con: duckdb.DuckDBPyConnection, path: Path, batch_size: int = 100_000
 ) -> DocumentInfo:
@@ -222,19 +382,14 @@ def stage_document(
     info = DocumentInfo(file=path.name, namespace=namespace, schema_version=schema_version)
     stager = _Stager(con)
     epc_text = stager.epc_text
-    add_epc = epc_text.append
     codes = _CODES
-    any_ns = _ANY_NS
     events_ended = 0
-    in_event = 0  # <epc> read in the current event, for pruning
-    action = biz_step = parent = read_point = biz_location = lot = expiry = None
-    parties: list[tuple[str, str | None, str | None]] = []
     by_type: dict[str, int] = {}
     shipping_sources: dict[str, None] = {}
     locations: dict[str, None] = {}
+    root: etree._Element | None = None
 
-    context = etree.iterparse(
-        str(path),
+    parser = etree.XMLPullParser(
         events=("end",),
         tag=_TAG_FILTER,
         resolve_entities=False,
@@ -245,106 +400,63 @@ def stage_document(
         remove_pis=True,
     )
     try:
-        for _, el in context:
-            tag = el.tag
-            code = codes.get(tag)
-            if code is None:
-                code = any_ns.get(_local(tag), -1)
-            if code == _EPC:
-                add_epc(el.text)
-                in_event += 1
-                if in_event % _PRUNE_EVERY == 0:
-                    holder = el.getparent()
-                    if holder is not None:
-                        del holder[: holder.index(el)]
-                    if len(epc_text) >= batch_size:
-                        stager.flush_epcs(events_ended)
-            elif code in (_READ, _SKIP):
-                local = _local(tag)
-                by_type[local] = by_type.get(local, 0) + 1
-                index = events_ended + 1
-                if code == _READ:
-                    step = cbv_word(biz_step)
-                    ev = stager.events
-                    ev["event_index"].append(index)
-                    ev["event_type"].append(local)
-                    ev["action"].append(action.strip() if action else None)
-                    ev["biz_step"].append(step)
-                    ev["parent_id"].append(parent.strip() if parent else None)
-                    ev["read_point"].append(read_point)
-                    ev["biz_location"].append(biz_location)
-                    ev["lot"].append(lot)
-                    ev["expiry"].append(expiry)
-                    for where in (biz_location, read_point):
-                        if where:
-                            locations[where] = None
-                    pt = stager.parties
-                    for role, kind, ident in parties:
-                        pt["event_index"].append(index)
-                        pt["role"].append(role)
-                        pt["type"].append(kind)
-                        pt["id"].append(ident)
-                        if (
-                            ident
-                            and role == "source"
-                            and local == "ObjectEvent"
-                            and step == "shipping"
-                            and kind in ("owning_party", "location")
-                        ):
-                            shipping_sources[ident] = None
-                    info.events_read += 1
+        with path.open("rb") as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                if chunk:
+                    parser.feed(chunk)
                 else:
-                    info.events_skipped += 1
-                events_ended = index
-                stager.epc_ends.append(len(epc_text))
-                action = biz_step = parent = read_point = biz_location = lot = expiry = None
-                parties = []
-                in_event = 0
-                el.clear()
-                holder = el.getparent()
-                if holder is not None:
-                    while el.getprevious() is not None:
-                        del holder[0]
+                    parser.close()
+                for _, node in parser.read_events():
+                    el = cast(etree._Element, node)  # end events carry elements
+                    tag = el.tag
+                    code = codes.get(tag, _IDENTIFIER)
+                    if code == _LIST:
+                        # the <epc> children not yet harvested, all complete now
+                        epc_text.extend([c.text for c in el])
+                        el.clear()
+                    elif code == _IDENTIFIER:
+                        holder = el.getparent()
+                        if (
+                            info.sbdh_sender is None
+                            and holder is not None
+                            and _local(holder.tag) == "Sender"
+                        ):
+                            info.sbdh_sender = _text(el)
+                            info.sbdh_sender_authority = el.get("Authority")
+                    else:
+                        local = _local(tag)
+                        by_type[local] = by_type.get(local, 0) + 1
+                        index = events_ended + 1
+                        if code == _READ:
+                            _stage_event(
+                                stager, index, local, _Event(el), shipping_sources, locations
+                            )
+                            info.events_read += 1
+                        else:
+                            info.events_skipped += 1
+                        events_ended = index
+                        stager.epc_ends.append(len(epc_text))
+                        el.clear()
+                        holder = el.getparent()
+                        if holder is not None:
+                            while el.getprevious() is not None:
+                                del holder[0]
+                        if root is None:
+                            root = el.getroottree().getroot()
+                if not chunk:
+                    break
+                # A very long EPC list: harvest its complete children now (all but the
+                # last, which may still be parsing) so the tree never holds it whole.
+                open_list = _open_epc_list(root)
+                if open_list is not None and len(open_list) > _HARVEST_AT:
+                    done = len(open_list) - 1
+                    epc_text.extend([open_list[i].text for i in range(done)])
+                    del open_list[:done]
                 if len(epc_text) >= batch_size:
                     stager.flush_epcs(events_ended)
                 if len(stager.events["event_index"]) >= batch_size:
                     stager.flush_events()
-            elif code == _PARENT:
-                parent = el.text
-            elif code == _ACTION:
-                action = el.text
-            elif code == _BIZSTEP:
-                biz_step = el.text
-            elif code == _ID:
-                where = _local(el.getparent().tag)
-                if where == "readPoint":
-                    read_point = (el.text or "").strip() or None
-                elif where == "bizLocation":
-                    biz_location = (el.text or "").strip() or None
-            elif code in (_SOURCE, _DEST):
-                parties.append(
-                    (
-                        "source" if code == _SOURCE else "destination",
-                        cbv_word(el.get("type")),
-                        (el.text or "").strip() or None,
-                    )
-                )
-            elif code in (_LOT, _EXPIRY):
-                if any(_local(a.tag) == "ilmd" for a in el.iterancestors()):
-                    value = (el.text or "").strip() or None
-                    if code == _LOT and lot is None:
-                        lot = value
-                    elif code == _EXPIRY and expiry is None:
-                        expiry = value
-            elif code == _IDENTIFIER:
-                holder = el.getparent()
-                if (
-                    info.sbdh_sender is None
-                    and holder is not None
-                    and _local(holder.tag) == "Sender"
-                ):
-                    info.sbdh_sender = (el.text or "").strip() or None
-                    info.sbdh_sender_authority = el.get("Authority")
     except etree.XMLSyntaxError as err:
         raise EpcisRejected(f"not well-formed XML: {err}") from err
     stager.flush_epcs(events_ended)

@@ -55,12 +55,12 @@ _TEMP = (
 class ShippingResult:
     """What one shipping document did (SPEC §10).
 
-    `row` is its `shipping_reconciliation.csv` row; `exceptions` its rows of
+    `reconciliation` is its `shipping_reconciliation.csv` row; `exceptions` its rows of
     `shipping_exceptions.csv`; `quarantine_reason` is set (and nothing changed)
     when the document must be quarantined.
     """
 
-    row: dict[str, object]
+    reconciliation: dict[str, object]
     exceptions: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema=SHIPPING_EXCEPTIONS_SCHEMA)
     )
@@ -126,8 +126,10 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
         SELECT event_index, kind, 'parent', trim(parent_id) FROM _ship_events
         WHERE kind = 'aggregation' AND parent_id IS NOT NULL
         UNION ALL
-        SELECT event_index, kind, 'location', unnest([read_point, biz_location]) FROM _ship_events
-        WHERE kind IS NOT NULL
+        SELECT event_index, kind, 'location', epc FROM (
+            SELECT event_index, kind, unnest([read_point, biz_location]) AS epc
+            FROM _ship_events WHERE kind IS NOT NULL
+        ) WHERE epc IS NOT NULL
         UNION ALL
         SELECT q.event_index, e.kind, 'location', q.id
         FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
@@ -342,7 +344,7 @@ def reconcile_document(
     sender, reason = identify_sender(con, doc)
     row = _row(doc, file, sender)
     if sender is None:
-        return ShippingResult(row=row, quarantine_reason=reason)
+        return ShippingResult(reconciliation=row, quarantine_reason=reason)
     try:
         _stage_rows(con)
         _build_hierarchy(con, sender)
@@ -372,7 +374,7 @@ def reconcile_document(
     finally:
         for table in _TEMP:
             _run(con, f"DROP TABLE IF EXISTS {table}")
-    return ShippingResult(row=row, exceptions=exceptions, sender_cmo_id=sender)
+    return ShippingResult(reconciliation=row, exceptions=exceptions, sender_cmo_id=sender)
 
 
 def lot_reconciliation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -1,0 +1,339 @@
+"""The streaming EPCIS parser (SPEC §6): fixture facts, EPCIS 1.2/2.0, skipped events, hardening."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.epcis import EpcisRejected, stage_document
+from schemas.shipping import STAGE_EPCS, STAGE_EVENTS, STAGE_PARTIES, DocumentInfo
+from transforms.epc import parse_epc
+
+FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "epcis"
+
+
+def _expected() -> dict[str, dict]:
+    path = FIXTURES / "EXPECTED.json"
+    if not path.exists():
+        pytest.skip("../shared/fixtures/epcis is not available")
+    return json.loads(path.read_text(encoding="utf-8"))["files"]
+
+
+def _xml_fixtures() -> list[str]:
+    path = FIXTURES / "EXPECTED.json"
+    if not path.exists():
+        return []
+    files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    return sorted(name for name, facts in files.items() if facts["format"] == "xml")
+
+
+def _stage(path: Path, batch_size: int = 100_000) -> tuple[duckdb.DuckDBPyConnection, DocumentInfo]:
+    con = duckdb.connect()
+    return con, stage_document(con, path, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("name", _xml_fixtures())
+def test_fixture_facts_are_reproduced(name: str) -> None:
+    """Events per type/action/bizStep, SGTINs, SSCCs, aggregation map, ILMD, shipping parties, SBDH."""
+    facts = _expected()[name]
+    con, doc = _stage(FIXTURES / name)
+
+    assert doc.namespace == facts["document"]["namespace"]
+    assert doc.schema_version == facts["document"]["schemaVersion"]
+    assert doc.events_by_type == facts["events_by_type"]
+    assert doc.events_read + doc.events_skipped == facts["event_count"]
+
+    events = con.sql(
+        f"SELECT event_index, event_type, action, biz_step, parent_id, read_point, biz_location, "
+        f"lot, expiry FROM {STAGE_EVENTS} ORDER BY event_index"
+    ).fetchall()
+    assert Counter(f"{t}|{a}|{b}" for _, t, a, b, *_ in events) == Counter(
+        facts["events_by_type_action_bizstep"]
+    )
+
+    epcs = con.sql(f"SELECT event_index, trim(epc) FROM {STAGE_EPCS} ORDER BY ALL").fetchall()
+    identifiers = {e for _, e in epcs} | {
+        p.strip() for *_, p, _, _, _, _ in [r[:5] + r[5:] for r in events] if p
+    }
+    identifiers |= {r[4].strip() for r in events if r[4]}
+    assert (
+        sorted(i for i in identifiers if i.startswith("urn:epc:id:sgtin:"))
+        == facts["sgtin"]["uris"]
+    )
+    assert (
+        sorted(i for i in identifiers if i.startswith("urn:epc:id:sscc:")) == facts["sscc"]["uris"]
+    )
+
+    aggregation = facts.get("aggregation")
+    if aggregation:
+        children: dict[str, set[str]] = {}
+        raw_links = 0
+        by_event = {r[0]: r for r in events}
+        for index, epc in epcs:
+            event = by_event.get(index)
+            if event and event[1] == "AggregationEvent" and event[2] in ("ADD", "OBSERVE"):
+                children.setdefault(event[4].strip(), set()).add(epc)
+                raw_links += 1
+        assert {p: sorted(c) for p, c in children.items()} == aggregation["parent_to_children"]
+        assert raw_links == aggregation["raw_child_link_count"]
+
+    lot_events = [r for r in events if r[7] or r[8]]
+    expected_ilmd = facts.get("ilmd") or []
+    assert len(lot_events) == len(expected_ilmd)
+    for got, want in zip(lot_events, expected_ilmd, strict=True):
+        lots = [v for k, v in want.items() if k.endswith("}lotNumber")]
+        expiries = [v for k, v in want.items() if k.endswith("}itemExpirationDate")]
+        assert (got[7], got[8]) == (lots[0], expiries[0])
+        assert sum(1 for i, _ in epcs if i == got[0]) == want["epc_count"]
+
+    for ship in facts.get("shipping_events") or []:
+        index = ship["event_index"] + 1
+        row = next(r for r in events if r[0] == index)
+        assert row[3] == "shipping" and row[2] == ship["action"]
+        assert [e for i, e in epcs if i == index] == sorted(ship["top_level_epcs"])
+        assert row[5] == ship["readPoint"] and row[6] == ship["bizLocation"]
+        parties = con.sql(
+            f"SELECT role, type, id FROM {STAGE_PARTIES} WHERE event_index = ? ORDER BY rowid",
+            params=[index],
+        ).fetchall()
+        assert [(t, i) for r, t, i in parties if r == "source"] == [
+            (s["type"], s["id"]) for s in ship["sources"]
+        ]
+        assert [(t, i) for r, t, i in parties if r == "destination"] == [
+            (d["type"], d["id"]) for d in ship["destinations"]
+        ]
+
+    senders = facts["header"].get("sender") or []
+    assert doc.sbdh_sender == (senders[0]["id"] if senders else None)
+
+
+def test_batches_do_not_change_what_is_staged() -> None:
+    """Flushing every 7 EPCs gives the same rows (and event indexes) as one batch."""
+    name = "rmagee_quartet_tracelink/bitter-waterfall.xml"
+    _expected()
+    rows = []
+    for batch in (7, 100_000):
+        con, doc = _stage(FIXTURES / name, batch_size=batch)
+        rows.append(con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS} ORDER BY rowid").fetchall())
+        assert doc.epcs_staged == len(rows[-1]) == 117
+    assert rows[0] == rows[1]
+    assert len({i for i, _ in rows[0]}) == 32
+
+
+def test_sender_candidates_keep_the_order_of_section_6() -> None:
+    name = "openepcis_openepcis-test-resources/1.2-xml/GS1_US_Pharma_Example_2_2_1_1.xml"
+    _expected()
+    _, doc = _stage(FIXTURES / name)
+    assert doc.sender_candidates() == [
+        "urn:epc:id:sgln:030001.111111.0",  # shipping source owning_party
+        "urn:epc:id:sgln:030001.111121.0",  # shipping source location (also bizLocation later)
+    ]
+    assert doc.sbdh_sender_authority == "GS1"
+
+
+def test_a_gln_sbdh_sender_is_no_sgln_candidate() -> None:
+    _expected()
+    _, doc = _stage(FIXTURES / "rmagee_quartet_tracelink/tracelink-epcis-no-bs.xml")
+    assert doc.sbdh_sender == "7777778888342"
+    assert doc.sender_candidates() == ["urn:epc:id:sgln:0085412.00305.0"]
+
+
+EPCIS2 = """<?xml version="1.0" encoding="UTF-8"?>
+<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:2" xmlns:gs1="https://gs1.org/voc/"
+    schemaVersion="2.0" creationDate="2024-01-01T00:00:00Z">
+  <EPCISBody><EventList>
+    <ObjectEvent>
+      <eventTime>2024-01-01T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+      <epcList><epc>urn:epc:id:sgtin:0614141.107346.2017</epc></epcList>
+      <action>ADD</action><bizStep>commissioning</bizStep>
+      <bizLocation><id>urn:epc:id:sgln:0614141.00001.0</id></bizLocation>
+      <ilmd><gs1:lotNumber> L1 </gs1:lotNumber><gs1:itemExpirationDate>2026-01-31</gs1:itemExpirationDate></ilmd>
+    </ObjectEvent>
+    <AssociationEvent><eventTime>2024-01-01T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+      <parentID>urn:epc:id:grai:4012345.55555.987</parentID><childEPCs><epc>urn:epc:id:sgtin:0614141.107346.9</epc></childEPCs>
+      <action>ADD</action></AssociationEvent>
+    <ObjectEvent>
+      <eventTime>2024-01-02T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+      <epcList><epc>urn:epc:id:sgtin:0614141.107346.2017</epc></epcList>
+      <action>OBSERVE</action><bizStep>https://ref.gs1.org/cbv/BizStep-shipping</bizStep>
+      <readPoint><id>urn:epc:id:sgln:0614141.00001.0</id></readPoint>
+      <sourceList><source type="owning_party">urn:epc:id:sgln:0614141.00002.0</source></sourceList>
+      <destinationList><destination type="location">urn:epc:id:sgln:0012345.11111.0</destination></destinationList>
+    </ObjectEvent>
+  </EventList></EPCISBody>
+</epcis:EPCISDocument>
+"""
+
+
+def test_epcis_2_0_namespace_bare_cbv_words_and_direct_lists(tmp_path: Path) -> None:
+    """2.0: bizStep as a bare word or GS1 URL, ilmd and source lists directly under the event."""
+    path = tmp_path / "shipping_2.xml"
+    path.write_text(EPCIS2, encoding="utf-8")
+    con, doc = _stage(path)
+    assert doc.epcis_version == "2.0"
+    assert (doc.events_read, doc.events_skipped) == (2, 1)
+    events = con.sql(
+        f"SELECT event_index, action, biz_step, lot, expiry FROM {STAGE_EVENTS} ORDER BY 1"
+    ).fetchall()
+    assert events == [
+        (1, "ADD", "commissioning", "L1", "2026-01-31"),
+        (3, "OBSERVE", "shipping", None, None),
+    ]
+    assert doc.shipping_sources == ["urn:epc:id:sgln:0614141.00002.0"]
+
+
+def test_other_event_types_are_counted_and_skipped_also_inside_extension(tmp_path: Path) -> None:
+    """A 1.2 `<extension><TransformationEvent>` and a QuantityEvent are skipped but keep their index."""
+    body = """<?xml version="1.0"?>
+<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2" creationDate="2024-01-01T00:00:00Z">
+ <EPCISBody><EventList>
+  <QuantityEvent><eventTime>2024-01-01T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+   <epcClass>urn:epc:idpat:sgtin:0614141.107346.*</epcClass><quantity>3</quantity></QuantityEvent>
+  <extension><TransformationEvent><eventTime>2024-01-01T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+   <inputEPCList><epc>urn:epc:id:sgtin:0614141.107346.1</epc></inputEPCList>
+   <outputEPCList><epc>urn:epc:id:sgtin:0614141.107346.2</epc></outputEPCList></TransformationEvent></extension>
+  <ObjectEvent><eventTime>2024-01-01T00:00:00Z</eventTime><eventTimeZoneOffset>+00:00</eventTimeZoneOffset>
+   <epcList><epc>urn:epc:id:sgtin:0614141.107346.3</epc></epcList><action>OBSERVE</action>
+   <bizStep>urn:epcglobal:cbv:bizstep:receiving</bizStep>
+   <unknown:thing xmlns:unknown="urn:x"><epc>not read</epc></unknown:thing>
+  </ObjectEvent>
+ </EventList></EPCISBody>
+</epcis:EPCISDocument>"""
+    path = tmp_path / "shipping_skip.xml"
+    path.write_text(body, encoding="utf-8")
+    con, doc = _stage(path)
+    assert doc.events_by_type == {"ObjectEvent": 1, "QuantityEvent": 1, "TransformationEvent": 1}
+    assert (doc.events_read, doc.events_skipped) == (1, 2)
+    assert con.sql(f"SELECT event_index FROM {STAGE_EVENTS}").fetchall() == [(3,)]
+    staged = con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS} ORDER BY rowid").fetchall()
+    # the skipped event's EPCs carry its index (2), so no rule ever reads them as event 3's
+    assert [i for i, _ in staged] == [2, 2, 3]
+
+
+def test_a_long_epc_list_is_pruned_while_read(tmp_path: Path) -> None:
+    """One event with 20,000 EPCs and small batches: every EPC staged once, in order."""
+    epcs = "".join(f"<epc>urn:epc:id:sgtin:0614141.107346.{i}</epc>" for i in range(20_000))
+    body = (
+        '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2" '
+        'creationDate="2024-01-01T00:00:00Z"><EPCISBody><EventList><ObjectEvent>'
+        f"<epcList>{epcs}</epcList><action>OBSERVE</action><bizStep>shipping</bizStep>"
+        "</ObjectEvent></EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+    path = tmp_path / "shipping_long.xml"
+    path.write_text(body, encoding="utf-8")
+    con, doc = _stage(path, batch_size=1000)
+    assert doc.epcs_staged == 20_000
+    got = con.sql(
+        f"SELECT min(event_index), max(event_index), count(DISTINCT epc) FROM {STAGE_EPCS}"
+    ).fetchall()
+    assert got == [(1, 1, 20_000)]
+
+
+# ------------------------------------------------------------------------------- hardening
+
+
+def _rejected(path: Path) -> str:
+    with pytest.raises(EpcisRejected) as info:
+        _stage(path)
+    return info.value.reason
+
+
+@pytest.mark.timeout(20)
+def test_xxe_is_rejected_without_reading_the_entity(tmp_path: Path) -> None:
+    """An external entity naming a FIFO: opening it would block, so a pass proves it was never read."""
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    for uri in (fifo.as_uri(), "http://127.0.0.1:9/x"):
+        path = tmp_path / "shipping_xxe.xml"
+        path.write_text(
+            f'<?xml version="1.0"?>\n<!DOCTYPE d [<!ENTITY xxe SYSTEM "{uri}">]>\n'
+            '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1"><EPCISBody><EventList>'
+            "<ObjectEvent><epcList><epc>&xxe;</epc></epcList></ObjectEvent>"
+            "</EventList></EPCISBody></epcis:EPCISDocument>",
+            encoding="utf-8",
+        )
+        assert "DOCTYPE" in _rejected(path)
+
+
+@pytest.mark.timeout(20)
+def test_billion_laughs_is_rejected_without_memory_blow_up(tmp_path: Path) -> None:
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)
+    ]
+    path = tmp_path / "shipping_lol.xml"
+    path.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE d [' + "".join(entities) + "]>\n"
+        '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1"><EPCISBody><EventList>'
+        "<ObjectEvent><epcList><epc>&lol9;</epc></epcList></ObjectEvent>"
+        "</EventList></EPCISBody></epcis:EPCISDocument>",
+        encoding="utf-8",
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert "DOCTYPE" in _rejected(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def test_a_doctype_after_a_long_prolog_is_still_found(tmp_path: Path) -> None:
+    """The DOCTYPE check is the parser's, not only a look at the first bytes."""
+    path = tmp_path / "shipping_late_doctype.xml"
+    path.write_text(
+        '<?xml version="1.0"?>\n<!--' + "x" * 200_000 + "-->\n<!DOCTYPE d>\n"
+        '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1"/>',
+        encoding="utf-8",
+    )
+    assert "DOCTYPE" in _rejected(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "no XML element"),
+        (
+            "<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:1'><EPCISBody>",
+            "not well-formed",
+        ),
+        ("<EPCISDocument><EPCISBody/></EPCISDocument>", "not an EPCIS document"),
+        ("<a:EPCISDocument xmlns:a='urn:other'/>", "not an EPCIS document"),
+        (
+            "<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:1'><x>&undefined;</x>"
+            "</epcis:EPCISDocument>",
+            "not well-formed",
+        ),
+    ],
+)
+def test_broken_or_foreign_documents_are_rejected(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "shipping_bad.xml"
+    path.write_text(text, encoding="utf-8")
+    assert words in _rejected(path)
+
+
+def test_16_digit_sscc_is_staged_and_identified_as_malformed() -> None:
+    _expected()
+    con, _ = _stage(FIXTURES / "rmagee_quartet_tracelink/1-b.xml")
+    parents = [
+        r[0].strip()
+        for r in con.sql(
+            f"SELECT parent_id FROM {STAGE_EVENTS} WHERE parent_id IS NOT NULL"
+        ).fetchall()
+    ]
+    assert parents == ["urn:epc:id:sscc:5099151.001900620"]
+    assert parse_epc(parents[0]).malformed
+
+
+def test_parsing_runs_in_a_worker_thread() -> None:
+    """The flow may run files off the main thread: nothing in the parser depends on it."""
+    _expected()
+    out: list[DocumentInfo] = []
+    worker = threading.Thread(
+        target=lambda: out.append(_stage(FIXTURES / "gs1_EPCIS/1.2-xml/ObjectEvent.xml")[1])
+    )
+    worker.start()
+    worker.join()
+    assert out and out[0].events_read == 2

@@ -1,0 +1,508 @@
+"""Shipping rules (SPEC §6, §10): sender, outcomes and their precedence, hierarchy across documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.ddl import SERIAL_DDL
+from connectors.ddl_shipping import SHIPPING_DDL
+from connectors.epcis import stage_document
+from schemas.shipping import (
+    LotReconciliationReport,
+    ShippingExceptionsReport,
+    ShippingReconciliationReport,
+)
+from transforms.context import RunContext
+from transforms.epc import parse_epc
+from transforms.shipping import ShippingResult, lot_reconciliation, reconcile_document
+
+FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "epcis"
+CTX = RunContext("20240517T143005", dt.datetime(2024, 5, 17, 14, 30, 5))
+
+CP = "0614141"
+SGLN_A = "0614141.00001.0"
+SGLN_B = "0614141.00002.0"
+
+
+def unit(serial: str, ref: str = "012345") -> str:
+    return f"urn:epc:id:sgtin:{CP}.{ref}.{serial}"
+
+
+def sscc(n: int) -> str:
+    return f"urn:epc:id:sscc:{CP}.0{n:09d}"
+
+
+UNIT_GTIN = parse_epc(unit("1")).product_code or ""
+CASE_GTIN = parse_epc(unit("1", "512345")).product_code or ""
+
+
+# ------------------------------------------------------------------ documents and state
+
+
+def obj(
+    epcs: list[str],
+    biz_step: str,
+    action: str = "ADD",
+    *,
+    location: str | None = SGLN_A,
+    lot: str | None = None,
+    expiry: str | None = None,
+    sources: tuple[tuple[str, str], ...] = (),
+) -> str:
+    parts = [
+        "<ObjectEvent><eventTime>2024-05-01T00:00:00Z</eventTime>"
+        "<eventTimeZoneOffset>+00:00</eventTimeZoneOffset><epcList>",
+        "".join(f"<epc>{e}</epc>" for e in epcs),
+        f"</epcList><action>{action}</action>",
+        f"<bizStep>urn:epcglobal:cbv:bizstep:{biz_step}</bizStep>",
+    ]
+    if location:
+        parts.append(f"<bizLocation><id>urn:epc:id:sgln:{location}</id></bizLocation>")
+    ext = ""
+    if sources:
+        ext += (
+            "<sourceList>"
+            + "".join(
+                f'<source type="urn:epcglobal:cbv:sdt:{t}">urn:epc:id:sgln:{s}</source>'
+                for t, s in sources
+            )
+            + "</sourceList>"
+        )
+    if lot or expiry:
+        ext += (
+            '<ilmd><cbvmda:lotNumber xmlns:cbvmda="urn:epcglobal:cbv:mda">'
+            f"{lot}</cbvmda:lotNumber>"
+            '<cbvmda:itemExpirationDate xmlns:cbvmda="urn:epcglobal:cbv:mda">'
+            f"{expiry}</cbvmda:itemExpirationDate></ilmd>"
+        )
+    if ext:
+        parts.append(f"<extension>{ext}</extension>")
+    return "".join(parts) + "</ObjectEvent>"
+
+
+def agg(parent: str, children: list[str], action: str = "ADD") -> str:
+    return (
+        "<AggregationEvent><eventTime>2024-05-01T00:00:00Z</eventTime>"
+        f"<eventTimeZoneOffset>+00:00</eventTimeZoneOffset><parentID>{parent}</parentID><childEPCs>"
+        + "".join(f"<epc>{c}</epc>" for c in children)
+        + f"</childEPCs><action>{action}</action>"
+        "<bizStep>urn:epcglobal:cbv:bizstep:packing</bizStep>"
+        f"<bizLocation><id>urn:epc:id:sgln:{SGLN_A}</id></bizLocation></AggregationEvent>"
+    )
+
+
+def document(*events: str, sbdh_sender: str | None = None) -> str:
+    header = ""
+    if sbdh_sender:
+        header = (
+            "<EPCISHeader><sbdh:StandardBusinessDocumentHeader "
+            'xmlns:sbdh="http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader">'
+            f'<sbdh:Sender><sbdh:Identifier Authority="SGLN">{sbdh_sender}</sbdh:Identifier>'
+            "</sbdh:Sender></sbdh:StandardBusinessDocumentHeader></EPCISHeader>"
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<epcis:EPCISDocument '
+        'xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2" '
+        f'creationDate="2024-05-01T00:00:00Z">{header}<EPCISBody><EventList>'
+        + "".join(events)
+        + "</EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+
+
+def store() -> duckdb.DuckDBPyConnection:
+    """An in-memory state: CMO A (sgln A, makes both GTINs), CMO B, a deleted CMO D on SGLN B."""
+    con = duckdb.connect()
+    for ddl in SERIAL_DDL + SHIPPING_DDL:
+        con.execute(ddl)
+    con.execute(
+        "INSERT INTO cmos (cmo_id, cmo_name, sgln, deleted) VALUES "
+        f"('A', 'Alpha', '{SGLN_A}', FALSE), ('B', 'Beta', '0614141.00009.0', FALSE), "
+        f"('D', 'Gone', '{SGLN_B}', TRUE)"
+    )
+    con.execute(f"INSERT INTO cmo_products VALUES ('A', '{UNIT_GTIN}', 1), ('A', '{CASE_GTIN}', 2)")
+    return con
+
+
+def add_serials(con: duckdb.DuckDBPyConnection, uris: list[str], holder: str | None = "A") -> None:
+    for uri in uris:
+        epc = parse_epc(uri)
+        con.execute(
+            "INSERT INTO serials (sid, product_code, serial, source, cmo_id) "
+            "VALUES (nextval('seq_sid'), ?, ?, 'pool', ?)",
+            [epc.product_code, epc.serial, holder],
+        )
+
+
+def run(
+    con: duckdb.DuckDBPyConnection, tmp: Path, xml: str, name: str = "shipping_1.xml"
+) -> ShippingResult:
+    path = tmp / name
+    path.write_text(xml, encoding="utf-8")
+    doc = stage_document(con, path)
+    con.execute("BEGIN")
+    result = reconcile_document(con, doc, CTX.for_file(name))
+    con.execute("COMMIT")
+    return result
+
+
+def state(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[bool, bool, str | None]]:
+    rows = con.sql(
+        "SELECT serial, commissioned, shipped, lot FROM serials ORDER BY serial"
+    ).fetchall()
+    return {s: (c, sh, lot) for s, c, sh, lot in rows}
+
+
+def outcomes(result: ShippingResult) -> dict[str, str]:
+    return {r["serial"]: r["outcome"] for r in result.exceptions.to_dicts() if r["serial"]}
+
+
+def check_reports(result: ShippingResult) -> None:
+    ShippingReconciliationReport.validate(pl.DataFrame([result.reconciliation]))
+    ShippingExceptionsReport.validate(result.exceptions)
+
+
+# ------------------------------------------------------------------------------- outcomes
+
+
+def test_commissioning_ok_marks_serials_with_lot_and_expiry(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1"), unit("2")])
+    result = run(
+        con,
+        tmp_path,
+        document(obj([unit("1"), unit("2")], "commissioning", lot="L7", expiry="2027-01-31")),
+    )
+    check_reports(result)
+    assert result.sender_cmo_id == "A"
+    assert (result.reconciliation["commissioned"], result.reconciliation["ok"]) == (2, 2)
+    assert state(con) == {"1": (True, False, "L7"), "2": (True, False, "L7")}
+    assert con.sql("SELECT DISTINCT expiry FROM serials").fetchall() == [(dt.date(2027, 1, 31),)]
+    assert result.exceptions.height == 0
+
+
+def test_each_outcome_and_only_ok_changes_state(tmp_path: Path) -> None:
+    """UNKNOWN_SERIAL, NOT_PRODUCEABLE, NOT_ASSIGNED, OTHER_CMO, OK — one commissioning event."""
+    con = store()
+    add_serials(con, [unit("ok")], "A")
+    add_serials(con, [unit("pool")], None)
+    add_serials(con, [unit("other")], "B")
+    add_serials(con, [unit("np", "099999")], "A")  # product not produceable by A
+    events = [unit(s) for s in ("ok", "pool", "other", "ghost")] + [unit("np", "099999")]
+    result = run(
+        con, tmp_path, document(obj(events, "commissioning", lot="L1", expiry="2027-01-31"))
+    )
+    check_reports(result)
+    assert outcomes(result) == {
+        "pool": "NOT_ASSIGNED",
+        "other": "OTHER_CMO",
+        "ghost": "UNKNOWN_SERIAL",
+        "np": "NOT_PRODUCEABLE",
+    }
+    rec = result.reconciliation
+    assert (rec["commissioned"], rec["ok"], rec["unknown_serial"], rec["not_produceable"]) == (
+        5,
+        1,
+        1,
+        1,
+    )
+    assert (rec["not_assigned"], rec["other_cmo"], rec["shipped"]) == (1, 1, 0)
+    assert {s for s, (c, _, _) in state(con).items() if c} == {"ok"}
+    assert all(
+        r["event_index"] == 1 and r["event_kind"] == "commissioning"
+        for r in result.exceptions.to_dicts()
+    )
+
+
+def test_precedence_first_outcome_that_applies(tmp_path: Path) -> None:
+    """Not produceable beats not assigned and other CMO; already shipped beats not produceable."""
+    con = store()
+    add_serials(con, [unit("np-pool", "099999")], None)
+    add_serials(con, [unit("np-other", "099999")], "B")
+    add_serials(con, [unit("np-shipped", "099999")], "B")
+    con.execute("UPDATE serials SET shipped = TRUE WHERE serial = 'np-shipped'")
+    ship = obj(
+        [unit(s, "099999") for s in ("np-pool", "np-other", "np-shipped")], "shipping", "OBSERVE"
+    )
+    result = run(con, tmp_path, document(ship))
+    assert outcomes(result) == {
+        "np-pool": "NOT_PRODUCEABLE",
+        "np-other": "NOT_PRODUCEABLE",
+        "np-shipped": "ALREADY_SHIPPED",
+    }
+
+
+def test_shipping_twice_is_already_shipped_the_second_time(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")])
+    first = run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")), "shipping_a.xml")
+    second = run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")), "shipping_b.xml")
+    assert (first.reconciliation["ok"], first.reconciliation["already_shipped"]) == (1, 0)
+    assert (second.reconciliation["ok"], second.reconciliation["already_shipped"]) == (0, 1)
+    assert outcomes(second) == {"1": "ALREADY_SHIPPED"}
+
+
+def test_one_outcome_per_document_and_event_kind(tmp_path: Path) -> None:
+    """Commissioned twice and shipped twice in one document: counted once per kind."""
+    con = store()
+    add_serials(con, [unit("1")])
+    xml = document(
+        obj([unit("1")], "commissioning"),
+        obj([unit("1")], "commissioning"),
+        obj([unit("1")], "shipping", "OBSERVE"),
+        obj([unit("1")], "shipping", "OBSERVE"),
+    )
+    rec = run(con, tmp_path, xml).reconciliation
+    assert (rec["commissioned"], rec["shipped"], rec["ok"], rec["already_shipped"]) == (1, 1, 2, 0)
+    assert state(con)["1"][:2] == (True, True)
+
+
+def test_unknown_container_and_malformed_epc_are_occurrences(tmp_path: Path) -> None:
+    con = store()
+    xml = document(
+        obj([sscc(1), "urn:epc:id:sscc:0614141.12345678", "junk"], "shipping", "OBSERVE")
+    )
+    result = run(con, tmp_path, xml)
+    check_reports(result)
+    rows = sorted((r["outcome"], r["epc"], r["event_kind"]) for r in result.exceptions.to_dicts())
+    assert rows == [
+        ("MALFORMED_EPC", "junk", "shipping"),
+        ("MALFORMED_EPC", "urn:epc:id:sscc:0614141.12345678", "shipping"),
+        ("UNKNOWN_CONTAINER", sscc(1), "shipping"),
+    ]
+    rec = result.reconciliation
+    assert (rec["unknown_container"], rec["malformed_epc"], rec["shipped"]) == (1, 2, 0)
+
+
+def test_16_digit_sscc_of_a_fixture_is_reported_with_its_event(tmp_path: Path) -> None:
+    """1-b.xml packs five SGTINs into `urn:epc:id:sscc:5099151.001900620` (16 digits)."""
+    path = FIXTURES / "rmagee_quartet_tracelink/1-b.xml"
+    if not path.exists():
+        pytest.skip("../shared/fixtures/epcis is not available")
+    con = store()
+    con.execute("UPDATE cmos SET sgln = '0358716.00000.0' WHERE cmo_id = 'A'")
+    doc = stage_document(con, path)
+    result = reconcile_document(con, doc, CTX.for_file(path.name))
+    bad = [
+        (r["event_index"], r["event_kind"], r["epc"])
+        for r in result.exceptions.to_dicts()
+        if r["outcome"] == "MALFORMED_EPC"
+    ]
+    assert bad == [
+        (2, "commissioning", "urn:epc:id:sscc:5099151.001900620"),
+        (3, "aggregation", "urn:epc:id:sscc:5099151.001900620"),
+    ]
+    assert result.reconciliation["malformed_epc"] == 2
+    assert result.reconciliation["unknown_serial"] == 5  # none of its serials is in our pool
+
+
+# ---------------------------------------------------------------------------------- sender
+
+
+def test_sender_order_shipping_source_then_sbdh_then_locations(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")], "B")
+    b = "0614141.00009.0"
+    # the source names B although the bizLocation and the SBDH name A: the source wins
+    ship = obj([unit("1")], "shipping", "OBSERVE", sources=(("owning_party", b),))
+    assert (
+        run(con, tmp_path, document(ship, sbdh_sender=f"urn:epc:id:sgln:{SGLN_A}")).sender_cmo_id
+        == "B"
+    )
+    # no source: the SBDH SGLN beats the bizLocation
+    ship = obj([unit("1")], "receiving", "OBSERVE")
+    assert (
+        run(
+            con, tmp_path, document(ship, sbdh_sender=f"urn:epc:id:sgln:{b}"), "s2.xml"
+        ).sender_cmo_id
+        == "B"
+    )
+    # a deleted CMO's SGLN is skipped, the next candidate is taken
+    ship = obj([unit("1")], "receiving", "OBSERVE")
+    assert (
+        run(
+            con, tmp_path, document(ship, sbdh_sender=f"urn:epc:id:sgln:{SGLN_B}"), "s3.xml"
+        ).sender_cmo_id
+        == "A"
+    )
+
+
+def test_unknown_sender_quarantines_and_changes_nothing(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")])
+    xml = document(obj([unit("1")], "commissioning", location="0614141.00077.0"))
+    result = run(con, tmp_path, xml)
+    assert result.quarantine_reason and "matches no CMO" in result.quarantine_reason
+    assert "0614141.00077.0" in result.quarantine_reason
+    assert state(con) == {"1": (False, False, None)}
+    xml = document(obj([unit("1")], "commissioning", location=None))
+    assert "no SGLN" in (run(con, tmp_path, xml, "s2.xml").quarantine_reason or "")
+
+
+# ------------------------------------------------------------------------------- hierarchy
+
+
+def test_cross_document_hierarchy_of_the_bitter_waterfall_fixtures() -> None:
+    """bitter-waterfall.xml packs; bitter-waterfall-ship.xml ships only the two SSCCs."""
+    folder = FIXTURES / "rmagee_quartet_tracelink"
+    expected_path = FIXTURES / "EXPECTED.json"
+    if not expected_path.exists():
+        pytest.skip("../shared/fixtures/epcis is not available")
+    scenario = json.loads(expected_path.read_text(encoding="utf-8"))["scenarios"][0]
+    con = store()
+    con.execute("UPDATE cmos SET sgln = '0358716.00000.0' WHERE cmo_id = 'A'")
+    packed = stage_document(con, folder / "bitter-waterfall.xml")
+    uris = sorted(
+        {
+            u
+            for (u,) in con.sql("SELECT DISTINCT trim(epc) FROM stage_epcis_epc").fetchall()
+            if "sgtin" in u
+        }
+    )
+    add_serials(con, uris)
+    for gtin in sorted({parse_epc(u).product_code for u in uris}):
+        con.execute("INSERT INTO cmo_products VALUES ('A', ?, 3)", [gtin])
+    first = reconcile_document(con, packed, CTX.for_file("bitter-waterfall.xml"))
+    assert (first.reconciliation["commissioned"], first.reconciliation["ok"]) == (23, 23)
+
+    ship = stage_document(con, folder / "bitter-waterfall-ship.xml")
+    second = reconcile_document(con, ship, CTX.for_file("bitter-waterfall-ship.xml"))
+    assert second.reconciliation["shipped"] == scenario["expanded_sgtin_count"] == 23
+    assert second.reconciliation["unknown_container"] == 0
+    shipped = con.sql("SELECT product_code, serial FROM serials WHERE shipped").fetchall()
+    assert Counter(pc for pc, _ in shipped) == Counter(scenario["expanded_sgtin_by_gtin"])
+    leaves = {parse_epc(u).serial for u in scenario["leaf_sgtins"]}
+    assert leaves <= {s for _, s in shipped}
+
+
+def test_cross_document_hierarchy_is_per_sender_cmo(tmp_path: Path) -> None:
+    """Another CMO shipping the same SSCC does not see A's packing: UNKNOWN_CONTAINER."""
+    con = store()
+    add_serials(con, [unit("1")])
+    run(con, tmp_path, document(agg(sscc(1), [unit("1")])), "p.xml")
+    xml = document(obj([sscc(1)], "shipping", "OBSERVE", location="0614141.00009.0"))
+    result = run(con, tmp_path, xml, "s.xml")
+    assert result.sender_cmo_id == "B" and result.reconciliation["unknown_container"] == 1
+    xml = document(obj([sscc(1)], "shipping", "OBSERVE"))
+    assert run(con, tmp_path, xml, "s2.xml").reconciliation["shipped"] == 1
+
+
+def test_a_ship_sees_the_hierarchy_as_of_its_event(tmp_path: Path) -> None:
+    """Pack, ship, unpack, ship again, repack elsewhere and ship: each ship expands as of its event."""
+    con = store()
+    add_serials(con, [unit("1"), unit("2"), unit("3")])
+    xml = document(
+        agg(sscc(1), [unit("1"), unit("2")]),  # 1
+        obj([sscc(1)], "shipping", "OBSERVE"),  # 2: ships 1 and 2
+        agg(sscc(1), [unit("2")], "DELETE"),  # 3
+        agg(sscc(2), [unit("3")]),  # 4
+        agg(sscc(2), [], "DELETE"),  # 5: DELETE without children empties sscc 2
+        obj([sscc(2)], "shipping", "OBSERVE"),  # 6: nothing inside any more
+    )
+    result = run(con, tmp_path, xml)
+    assert result.reconciliation["shipped"] == 2
+    assert [(r["event_index"], r["outcome"]) for r in result.exceptions.to_dicts()] == [
+        (6, "UNKNOWN_CONTAINER")
+    ]
+    assert {s for s, (_, sh, _) in state(con).items() if sh} == {"1", "2"}
+    stored = con.sql("SELECT parent, child FROM shipping_aggregation ORDER BY child").fetchall()
+    assert stored == [(sscc(1), unit("1"))]  # 2 was unpacked, 3 taken out by the DELETE-all
+
+
+def test_duplicate_events_and_repeated_documents_are_harmless(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1"), unit("2")])
+    pack = agg(sscc(1), [unit("1"), unit("2")])
+    run(con, tmp_path, document(pack, pack, pack), "p1.xml")
+    run(con, tmp_path, document(pack), "p2.xml")
+    assert con.sql("SELECT count(*) FROM shipping_aggregation").fetchall() == [(2,)]
+    result = run(con, tmp_path, document(obj([sscc(1)], "shipping", "OBSERVE")), "s.xml")
+    assert (result.reconciliation["shipped"], result.reconciliation["ok"]) == (2, 2)
+
+
+def test_lot_reconciliation_counts_ok_and_exceptions_per_lot(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1"), unit("2")])
+    add_serials(con, [unit("3")], "B")
+    run(
+        con,
+        tmp_path,
+        document(
+            obj([unit("1"), unit("2"), unit("3")], "commissioning", lot="L1", expiry="2027-01-31")
+        ),
+        "c.xml",
+    )
+    run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")), "s.xml")
+    lots = lot_reconciliation(con)
+    LotReconciliationReport.validate(lots)
+    assert lots.to_dicts() == [
+        {"cmo_id": "A", "product_code": UNIT_GTIN, "lot": "L1", "expiry": dt.date(2027, 1, 31),
+         "commissioned": 2, "shipped": 1, "exceptions": 1},
+    ]  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- property
+
+
+@st.composite
+def hierarchies(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], list[str], set[str]]:
+    """Pallets (SSCC) → cases (SGTIN, some nested in inner packs) → units; the SGTINs inside."""
+    counter = iter(range(1, 10_000))
+    links: list[tuple[str, list[str]]] = []
+    sgtins: set[str] = set()
+
+    def pack(depth: int) -> str:
+        node = unit(f"c{next(counter)}", "512345")
+        sgtins.add(node)
+        if depth == 0 or draw(st.booleans()):
+            kids = [unit(f"u{next(counter)}") for _ in range(draw(st.integers(0, 4)))]
+        else:
+            kids = [pack(depth - 1) for _ in range(draw(st.integers(1, 3)))]
+        sgtins.update(kids)
+        if kids:
+            links.append((node, kids))
+        return node
+
+    pallets = [sscc(p) for p in range(draw(st.integers(1, 3)))]
+    for pallet in pallets:
+        links.append(
+            (pallet, [pack(draw(st.integers(0, 2))) for _ in range(draw(st.integers(1, 3)))])
+        )
+    order = draw(st.permutations(range(len(links))))
+    return [links[i] for i in order], pallets, sgtins
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(h=hierarchies(), split=st.booleans())
+def test_expanding_a_random_hierarchy_ships_exactly_its_sgtins(
+    tmp_path: Path, h: tuple[list[tuple[str, list[str]]], list[str], set[str]], split: bool
+) -> None:
+    """Packed in any order, in the shipping document or an earlier one: shipped = every SGTIN inside."""
+    links, pallets, sgtins = h
+    con = store()
+    add_serials(con, sorted(sgtins))
+    packing = [agg(parent, kids) for parent, kids in links]
+    ship = obj(pallets, "shipping", "OBSERVE")
+    if split:
+        run(con, tmp_path, document(*packing), "p.xml")
+        result = run(con, tmp_path, document(ship), "s.xml")
+    else:
+        result = run(con, tmp_path, document(*packing, ship), "s.xml")
+    shipped = {
+        unit(s, "512345" if s.startswith("c") else "012345")
+        for s, (_, sh, _) in state(con).items()
+        if sh
+    }
+    assert shipped == sgtins
+    assert result.reconciliation["shipped"] == result.reconciliation["ok"] == len(sgtins)
+    assert result.reconciliation["unknown_container"] == 0
