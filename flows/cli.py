@@ -192,6 +192,25 @@ def run(inbox: InboxOpt = None, outbox: OutboxOpt = None, state: StateOpt = None
     raise typer.Exit(code)
 
 
+DEMO_MARKER = ".cmi-demo"
+
+
+def _fresh_demo_dir(folder: Path) -> None:
+    """Start every demo from an empty folder; never wipe a folder the demo did not make."""
+    import shutil
+
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / DEMO_MARKER).exists():
+            raise ConfigError(
+                f"{folder} exists and is not a demo folder: give another --dir (the demo starts from an empty folder)"
+            )
+        for child in folder.iterdir():
+            if child.name in ("inbox", "outbox", "state"):
+                shutil.rmtree(child)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).write_text("made by cmi demo; the next demo empties this folder\n")
+
+
 @app.command()
 def demo(
     dir: Annotated[
@@ -206,6 +225,12 @@ def demo(
     paths = RunPaths(dir / "inbox", dir / "outbox", dir / "state" / "cmi.duckdb")
     result: dict[str, Any] = {}
     when = parse_as_of(as_of) if as_of else dt.datetime(2026, 11, 23, 2, 0, 0)
+
+    try:
+        _fresh_demo_dir(dir)
+    except ConfigError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from err
 
     def action() -> None:
         written = write_demo_day(paths.inbox, when.date())

@@ -95,3 +95,31 @@ def test_demo_runs_a_sample_day(tmp_path: Path) -> None:
         tmp_path / "demo" / "outbox" / "reports" / "20261123T020000" / "rejects.csv"
     ).read_text()
     assert rejects.count("\n") > 5
+
+
+def test_demo_twice_starts_from_a_fresh_day(tmp_path: Path) -> None:
+    runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "duplicate" not in result.output
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep me")
+    result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "mine")])
+    assert result.exit_code == 2 and (tmp_path / "mine" / "precious.txt").exists()
+
+
+def test_unexpected_failure_is_exit_1_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file where the outbox folder should be")
+    result = runner.invoke(app, args(tmp_path, "--as-of", "2026-11-23"))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "cmi.log" in result.output
+
+
+def test_serve_rejects_a_bad_cron_expression(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["serve", "--cron", "every night", "--state", str(tmp_path / "s.duckdb")]
+    )
+    assert result.exit_code == 2 and "cron" in result.output
