@@ -13,6 +13,8 @@ import duckdb
 import polars as pl
 import pytest
 from helpers_serials import DEMO, PROD_A, PROD_B, count, make_ctx, rows, seed, valid_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.store import memory_connection
 from schemas.serials import (
@@ -24,6 +26,7 @@ from schemas.serials import (
     SerialReturnsFile,
 )
 from transforms.context import FileResult, RunContext, SerialsConfig
+from transforms.reports import serial_balance_report, serial_invariants
 from transforms.serials import (
     apply_assignments,
     apply_exports,
@@ -758,3 +761,64 @@ def test_empty_files_change_nothing() -> None:
     assert apply_exports(con, empty, CTX).rows_applied == 0
     assert apply_assignments(con, empty.drop("allow_already_exported"), CTX).rows_applied == 0
     assert count(con, "TRUE") == 0
+
+
+# --------------------------------------------------------------------------- invariants (property)
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["pool", "assign", "export", "export_again", "request", "return", "use"]),
+        st.sampled_from(["C1", "C2"]),
+        st.integers(min_value=1, max_value=6),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_OPS)
+def test_no_sequence_of_files_breaks_the_serial_invariants(ops: list[tuple[str, str, int]]) -> None:
+    """Whatever the order of files: a serial exists once, is held by one CMO at most, every
+    export file holds distinct serials of its CMO, and the §8 invariants hold."""
+    con = seed(products=[DEMO], cmos={"C1": [DEMO], "C2": [DEMO]}, partners=["C2"], pool={DEMO: 5})
+    fresh = iter(range(1000))
+    for i, (op, cmo_id, n) in enumerate(ops):
+        q = str(n)
+        if op == "pool":
+            pool(con, product_code=DEMO, serial=[f"N{next(fresh)}" for _ in range(n)])
+        elif op == "assign":
+            assign(con, cmo_id=cmo_id, product_code=DEMO, quantity=q)
+        elif op in ("export", "export_again"):
+            allow = "Y" if op == "export_again" else "N"
+            export(con, cmo_id=cmo_id, product_code=DEMO, quantity=q, allow_already_exported=allow)
+        elif op == "request":
+            request(con, request_id=f"R{i}", cmo_id=cmo_id, product_code=DEMO, quantity=q)
+        elif op == "return":
+            give_back(con, cmo_id=cmo_id, product_code=DEMO, quantity=q)
+        else:
+            con.execute(
+                "UPDATE serials SET commissioned = TRUE WHERE sid = "
+                "(SELECT min(sid) FROM serials WHERE cmo_id = ? AND NOT commissioned)",
+                [cmo_id],
+            )
+        invariants = serial_invariants(con, serial_balance_report(con))
+        assert all(invariants.values()), (op, invariants)
+        assert count(con, "cmo_id IS NULL AND (export_count > 0 OR request_id IS NOT NULL)") == 0
+        assert count(con, "cmo_id IS NULL AND assign_seq IS NOT NULL") == 0
+        assert count(con, "request_id IS NOT NULL AND cmo_id <> 'C2'") == 0
+    files = con.execute(
+        """SELECT f.file_id, f.cmo_id, f.count, count(*), count(DISTINCT i.serial),
+                  count(*) FILTER (WHERE s.cmo_id = f.cmo_id)
+           FROM outbox_files f JOIN outbox_items i USING (file_id)
+           JOIN serials s ON s.product_code = i.product_code AND s.serial = i.serial
+           GROUP BY ALL"""
+    ).fetchall()
+    for _, _, declared, items, distinct, held in files:
+        assert declared == items == distinct == held
+    exported = con.execute(
+        """SELECT s.export_count, count(i.file_id) FROM serials s
+           LEFT JOIN outbox_items i ON i.product_code = s.product_code AND i.serial = s.serial
+           AND i.file_id IN (SELECT file_id FROM outbox_files WHERE kind = 'export')
+           GROUP BY s.sid, s.export_count"""
+    ).fetchall()
+    assert all(a == b for a, b in exported)
