@@ -4,7 +4,7 @@ TOOLS  := .tools
 UV     := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := .venv
-export UV_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v $(PYTHON))
+export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: setup demo test lint typecheck pytest bench bench-small clean
 
