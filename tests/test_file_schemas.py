@@ -181,7 +181,15 @@ def test_request_id_must_be_1_to_64_safe_characters(value: str, ok: bool) -> Non
         assert rejects[0]["column"] == "request_id"
 
 
-@pytest.mark.parametrize("value", ["1234567.00012.0", "123456.789012.0", "1234567.00012.AB-1/x"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1234567.00012.0",
+        "123456.789012.0",
+        "1234567.00012.AB-1/x",
+        "123456789012..0",  # a 12-digit company prefix leaves an empty location reference
+    ],
+)
 def test_valid_sglns(value: str) -> None:
     assert _rejects(CmosFile, rows(cmo_id="C1", sgln=value)) == []
 
@@ -197,6 +205,8 @@ def test_valid_sglns(value: str) -> None:
         "1234567.00012.A B",  # not an AI(21) character
         "1234567.00012." + "X" * 21,  # extension too long
         "12345a7.00012.0",
+        "12345.6789012.0",  # company prefix shorter than 6 digits
+        "..0",
     ],
 )
 def test_sgln_is_prefix_dot_reference_dot_extension_with_12_digits(value: str) -> None:

@@ -19,7 +19,8 @@ SERIAL_PATTERN = r"^[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20}$"
 CMO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,34}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 SCIENTIFIC_PATTERN = r"^[0-9]+([.,][0-9]+)?[eE][+\-]?[0-9]+$"
-SGLN_PATTERN = r"^([0-9]+)\.([0-9]+)\.(0|[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20})$"
+# The location reference is empty when the company prefix has 12 digits (GS1 TDS).
+SGLN_PATTERN = r"^([0-9]+)\.([0-9]*)\.(0|[!\"%&'()*+,\-./0-9:;<=>?A-Z_a-z]{1,20})$"
 
 TRUE_WORDS = {"y", "yes", "true", "1"}
 FALSE_WORDS = {"n", "no", "false", "0"}
