@@ -350,3 +350,12 @@ def test_products_helper_codes_are_valid() -> None:
     from transforms.codes import is_gtin14
 
     assert all(is_gtin14(c) for c in (DEMO, PROD_A, PROD_B))
+
+
+def test_a_deleted_cmo_cannot_be_changed_or_re_created() -> None:
+    con = seed(products=[DEMO], cmos={"C1": [DEMO]})
+    _cmos(con, action="delete", cmo_id="C1")
+    result = _cmos(con, cmo_id="C1", cmo_name="Acme again")
+    assert [(r["line"], r["rule"]) for r in result.rejects.to_dicts()] == [(2, "cmo_deleted")]
+    assert "new cmo_id" in result.rejects.get_column("message")[0]
+    assert _cmo(con, "C1")["deleted"] == "Y"

@@ -822,3 +822,11 @@ def test_no_sequence_of_files_breaks_the_serial_invariants(ops: list[tuple[str, 
            GROUP BY s.sid, s.export_count"""
     ).fetchall()
     assert all(a == b for a, b in exported)
+
+
+def test_one_generation_row_is_limited_in_size() -> None:
+    con = seed(products=[DEMO])
+    cfg = SerialsConfig(generated_length=20, generated_charset="alphanumeric")
+    result = generate(con, cfg, product_code=DEMO, quantity="10000001")
+    assert _rules(result) == [(2, "quantity_too_large")]
+    assert count(con, "TRUE") == 0

@@ -140,6 +140,13 @@ def apply_cmos(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, ctx: RunConte
             deleted_now.append(cmo_id)
             applied += 1
             continue
+        if current is not None and current.values["deleted"]:
+            rejects.add(
+                line, "cmo_id", cmo_id, "cmo_deleted",
+                f"CMO '{cmo_id}' was deleted: a deleted CMO keeps its history and cannot be "
+                "changed or re-created; register the CMO under a new cmo_id",
+            )  # fmt: skip
+            continue
         problems = 0
         for col in ("cmo_name", "city", "country"):
             if not row.get(col):
