@@ -13,15 +13,12 @@ these tables keep what a later document needs:
 """
 
 SHIPPING_DDL = [
+    # EPC text only (parsed again when a later document expands it): three narrow
+    # columns keep the write of a million links per document cheap.
     """CREATE TABLE IF NOT EXISTS shipping_aggregation (
         cmo_id VARCHAR NOT NULL,       -- the document's sender
         child VARCHAR NOT NULL,        -- EPC URI as written (trimmed)
-        parent VARCHAR NOT NULL,
-        child_scheme VARCHAR NOT NULL, -- sgtin | sscc | other (transforms.epc)
-        product_code VARCHAR,          -- GTIN-14 and serial when the child is an SGTIN
-        serial VARCHAR,
-        source_file VARCHAR,           -- document that packed it
-        event_index INTEGER)""",
+        parent VARCHAR NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS shipping_exception_log (
         run_id VARCHAR NOT NULL, file VARCHAR NOT NULL, cmo_id VARCHAR,
         event_index INTEGER, event_kind VARCHAR, product_code VARCHAR, serial VARCHAR,

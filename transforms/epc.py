@@ -144,31 +144,17 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
     e = f"_r.{column}"
     cs82 = _sql_str(_CS82 + "{1,20}")
     raw = _sql_str(_RAW_SERIAL)
-    sgtin_body = "substr(_ir, 1, 1) || _cp || substr(_ir, 2)"
-    sscc_body = "substr(_sr, 1, 1) || _cp || substr(_sr, 2)"
+    digits = "translate(_cp || _ir, '0123456789', '') = ''"
+    # Millions of rows: per row only cheap string functions and one regex on the
+    # serial; the rules on `prefix.reference` and the check digits run once per
+    # distinct head (a handful of GTINs / SSCC prefixes) and are joined back.
     return f"""
-    SELECT * EXCLUDE (_scheme, _cp, _ir, _sr, _lr, _ext, _ser, _ok),
-        CASE WHEN _ok THEN _scheme ELSE 'malformed' END AS epc_scheme,
-        CASE WHEN _ok AND _scheme = 'sgtin'
-             THEN {sgtin_body} || {check_digit_sql(sgtin_body, 13)} END AS product_code,
-        CASE WHEN _ok AND _scheme = 'sgtin' THEN _ser END AS serial,
-        CASE WHEN _ok AND _scheme = 'sscc'
-             THEN {sscc_body} || {check_digit_sql(sscc_body, 17)} END AS sscc,
-        CASE WHEN _ok AND _scheme = 'sgln' THEN _cp || '.' || _lr || '.' || _ext END AS sgln
-    FROM (
+    WITH _parts AS MATERIALIZED (
         SELECT *,
-            CASE _scheme
-                WHEN 'sgtin' THEN length(_cp) BETWEEN 6 AND 12 AND length(_cp) + length(_ir) = 13
-                                  AND coalesce(regexp_full_match(_ser, {cs82}), FALSE)
-                WHEN 'sscc' THEN length(_cp) BETWEEN 6 AND 12 AND length(_cp) + length(_sr) = 17
-                WHEN 'sgln' THEN length(_cp) BETWEEN 6 AND 12 AND length(_cp) + length(_lr) = 12
-                                 AND regexp_full_match(_ext, {raw})
-                ELSE _scheme = 'other'
-            END AS _ok
+            _p[1] AS _cp, _p[2] AS _ir, len(_p) AS _n,
+            substr(_rest, length(_p[1]) + length(_p[2]) + 3) AS _ext
         FROM (
-            SELECT *,
-                CASE WHEN _scheme = 'sgtin' AND regexp_full_match(_ext, {raw})
-                     THEN url_decode(_ext) END AS _ser
+            SELECT *, string_split(_rest, '.') AS _p
             FROM (
                 SELECT _r.*,
                     CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN 'sgtin'
@@ -176,14 +162,54 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
                          WHEN starts_with({e}, '{SGLN_PREFIX}') THEN 'sgln'
                          WHEN regexp_full_match({e}, {_sql_str(_URI)}) THEN 'other'
                          ELSE 'bad' END AS _scheme,
-                    regexp_extract({e}, '^urn:epc:id:(?:sgtin|sscc|sgln):([0-9]+)\\.', 1) AS _cp,
-                    regexp_extract({e}, '^urn:epc:id:sgtin:[0-9]+\\.([0-9]+)\\.', 1) AS _ir,
-                    regexp_extract({e}, '^urn:epc:id:sscc:[0-9]+\\.([0-9]+)$', 1) AS _sr,
-                    regexp_extract({e}, '^urn:epc:id:sgln:[0-9]+\\.([0-9]*)\\.', 1) AS _lr,
-                    regexp_extract({e}, '^urn:epc:id:(?:sgtin:[0-9]+\\.[0-9]+|sgln:[0-9]+\\.[0-9]*)\\.(.+)$', 1)
-                        AS _ext
+                    CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN substr({e}, {len(SGTIN_PREFIX) + 1})
+                         WHEN starts_with({e}, '{SSCC_PREFIX}') OR starts_with({e}, '{SGLN_PREFIX}')
+                         THEN substr({e}, {len(SSCC_PREFIX) + 1}) END AS _rest
                 FROM {relation} _r
             )
         )
+    ),
+    _heads AS (
+        SELECT _scheme, _cp, _ir,
+            CASE _scheme
+                WHEN 'sgtin' THEN length(_cp) + length(_ir) = 13
+                WHEN 'sscc' THEN length(_cp) + length(_ir) = 17
+                ELSE length(_cp) + length(_ir) = 12
+            END AND length(_cp) BETWEEN 6 AND 12 AND {digits} AS _head_ok,
+            substr(_ir, 1, 1) || _cp || substr(_ir, 2) AS _body
+        FROM (SELECT DISTINCT _scheme, _cp, _ir FROM _parts
+              WHERE _scheme IN ('sgtin', 'sscc', 'sgln'))
+    ),
+    _keys AS (
+        SELECT _scheme, _cp, _ir, _head_ok,
+            CASE WHEN NOT _head_ok OR _scheme = 'sgln' THEN NULL
+                 WHEN _scheme = 'sgtin' THEN _body || {check_digit_sql("_body", 13)}
+                 ELSE _body || {check_digit_sql("_body", 17)} END AS _key
+        FROM _heads
+    ),
+    _rows AS (
+        SELECT _parts.*, _keys._head_ok, _keys._key,
+            CASE WHEN _parts._scheme <> 'sgtin' OR NOT regexp_full_match(_ext, {raw}) THEN NULL
+                 WHEN NOT contains(_ext, '%') THEN _ext
+                 WHEN regexp_full_match(url_decode(_ext), {cs82}) THEN url_decode(_ext)
+            END AS _ser
+        FROM _parts LEFT JOIN _keys
+          ON _keys._scheme = _parts._scheme AND _keys._cp = _parts._cp AND _keys._ir = _parts._ir
+    )
+    SELECT * EXCLUDE (_scheme, _rest, _p, _cp, _ir, _n, _ext, _head_ok, _key, _ser, _ok),
+        CASE WHEN _ok THEN _scheme ELSE 'malformed' END AS epc_scheme,
+        CASE WHEN _ok AND _scheme = 'sgtin' THEN _key END AS product_code,
+        CASE WHEN _ok AND _scheme = 'sgtin' THEN _ser END AS serial,
+        CASE WHEN _ok AND _scheme = 'sscc' THEN _key END AS sscc,
+        CASE WHEN _ok AND _scheme = 'sgln' THEN _rest END AS sgln
+    FROM (
+        SELECT *,
+            CASE _scheme
+                WHEN 'sgtin' THEN _head_ok AND _n >= 3 AND length(_ser) BETWEEN 1 AND 20
+                WHEN 'sscc' THEN _head_ok AND _n = 2
+                WHEN 'sgln' THEN _head_ok AND _n >= 3 AND regexp_full_match(_ext, {raw})
+                ELSE _scheme = 'other'
+            END IS TRUE AS _ok
+        FROM _rows
     )
     """

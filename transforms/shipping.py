@@ -40,11 +40,17 @@ _SGTIN_OUTCOMES = {
     "NOT_ASSIGNED": "not_assigned",
     "OTHER_CMO": "other_cmo",
 }
+_MAX_DEPTH = 32
+_STORED_CHILDREN = (
+    "(SELECT event_index, epc, parent FROM _ship_expanded_raw WHERE epc_scheme IS NULL)"
+)
 _TEMP = (
     "_ship_events",
     "_ship_epc",
     "_ship_links",
+    "_ship_delete_all",
     "_ship_intervals",
+    "_ship_expanded_raw",
     "_ship_expanded",
     "_ship_outcomes",
     "_ship_exceptions",
@@ -144,74 +150,90 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     `_ship_intervals(child, parent, from_idx, to_idx, ...)`: `child` is inside
     `parent` after event `from_idx` (0 = before the document) and until event
     `to_idx` (NULL = still).  A shipping event at index `e` sees the links with
-    `from_idx < e < to_idx` — the hierarchy as of that event.  A DELETE ends the
-    child's current link; a DELETE without children ends every link of the parent.
+    `from_idx < e < to_idx` — the hierarchy as of that event.  A child has one
+    parent at a time: its next mention (ADD elsewhere, DELETE) ends the link; a
+    DELETE that lists no child ends every link of its parent.  A stored link ends
+    at the child's first mention in the document.
     """
     _run(
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_links AS
-        WITH agg AS (
-            SELECT e.event_index, e.action, trim(e.parent_id) AS parent
-            FROM _ship_events e
-            JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
-            WHERE e.kind = 'aggregation' AND p.epc_scheme <> 'malformed'
-        ),
-        listed AS (
-            SELECT DISTINCT a.event_index, a.action, a.parent, c.epc AS child,
-                c.epc_scheme AS child_scheme, c.product_code, c.serial
-            FROM agg a JOIN _ship_epc c
-              ON c.event_index = a.event_index AND c.role = 'epc' AND c.epc_scheme <> 'malformed'
-        ),
-        known AS (
-            SELECT 0 AS event_index, 'ADD' AS action, parent, child, child_scheme, product_code, serial
-            FROM shipping_aggregation WHERE cmo_id = ?
-            UNION ALL
-            SELECT event_index, action, parent, child, child_scheme, product_code, serial FROM listed
-        )
-        SELECT * FROM known
-        UNION ALL
-        -- a DELETE that lists no child: every child the parent holds at that moment
-        -- (the child's latest mention before the DELETE put it into that parent)
-        SELECT d.event_index, 'DELETE', d.parent, l.child, l.child_scheme, l.product_code, l.serial
-        FROM (
-            SELECT DISTINCT d.event_index, d.parent, l.child
-            FROM (SELECT * FROM agg WHERE action = 'DELETE'
-                  AND event_index NOT IN (SELECT event_index FROM listed)) d
-            JOIN known l ON l.parent = d.parent AND l.event_index < d.event_index
-        ) d
-        ASOF JOIN known l ON l.child = d.child AND l.event_index < d.event_index
-        WHERE l.parent = d.parent AND l.action <> 'DELETE'
-        """,
-        [sender],
+        SELECT c.event_index, e.action, p.epc AS parent, c.epc AS child,
+            c.epc_scheme AS child_scheme, c.product_code, c.serial
+        FROM _ship_events e
+        JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
+        JOIN _ship_epc c ON c.event_index = e.event_index AND c.role = 'epc'
+        WHERE e.kind = 'aggregation' AND p.epc_scheme <> 'malformed'
+          AND c.epc_scheme <> 'malformed'""",
+    )
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_delete_all AS
+        SELECT DISTINCT e.event_index, p.epc AS parent
+        FROM _ship_events e
+        JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
+        WHERE e.kind = 'aggregation' AND e.action = 'DELETE' AND p.epc_scheme <> 'malformed'
+          AND NOT EXISTS (SELECT 1 FROM _ship_epc c
+                          WHERE c.event_index = e.event_index AND c.role = 'epc')""",
     )
     _run(
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_intervals AS
-        SELECT child, parent, child_scheme, product_code, serial, from_idx, to_idx FROM (
+        WITH doc AS (
             SELECT child, parent, child_scheme, product_code, serial, action,
                 event_index AS from_idx,
-                lead(event_index) OVER (PARTITION BY child ORDER BY event_index) AS to_idx
-            FROM (SELECT DISTINCT ON (child, event_index) * FROM _ship_links
-                  ORDER BY child, event_index, action = 'DELETE' DESC)
-        ) WHERE action <> 'DELETE'""",
+                lead(event_index) OVER (PARTITION BY child ORDER BY event_index) AS next_idx
+            FROM _ship_links
+        ),
+        first_mention AS (SELECT child, min(event_index) AS idx FROM _ship_links GROUP BY child),
+        stored AS (
+            SELECT s.child, s.parent, NULL::VARCHAR AS child_scheme, NULL::VARCHAR AS product_code,
+                NULL::VARCHAR AS serial, 'ADD' AS action, 0 AS from_idx, f.idx AS next_idx
+            FROM shipping_aggregation s LEFT JOIN first_mention f USING (child)
+            WHERE s.cmo_id = ?
+        ),
+        links AS (SELECT * FROM doc UNION ALL SELECT * FROM stored)
+        SELECT l.child, l.parent, l.child_scheme, l.product_code, l.serial, l.from_idx,
+            least(l.next_idx, d.event_index) AS to_idx  -- least() skips NULLs
+        FROM links l
+        ASOF LEFT JOIN _ship_delete_all d
+          ON d.parent = l.parent AND d.event_index > l.from_idx
+        WHERE l.action <> 'DELETE'""",
+        [sender],
     )
 
 
 def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
-    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive)."""
+    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive).
+
+    At one moment a child has one parent, so the expansion is a forest; the depth
+    limit only stops a cyclic hierarchy (A in B in A) from looping.  Children
+    known from the stored hierarchy are parsed here (the state keeps EPC text only).
+    """
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_expanded AS
-        WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial) AS (
-            SELECT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial
+        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded_raw AS
+        WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial, depth) AS (
+            SELECT DISTINCT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial, 0
             FROM _ship_epc WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
-            UNION
-            SELECT x.event_index, i.child, i.parent, i.child_scheme, i.product_code, i.serial
+            UNION ALL
+            SELECT x.event_index, i.child, i.parent, i.child_scheme, i.product_code, i.serial,
+                x.depth + 1
             FROM x JOIN _ship_intervals i
               ON i.parent = x.epc AND i.from_idx < x.event_index
              AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
+            WHERE x.depth < {_MAX_DEPTH}
         )
-        SELECT * FROM x""",
+        SELECT event_index, epc, parent, epc_scheme, product_code, serial FROM x""",
+    )
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
+        SELECT * FROM _ship_expanded_raw WHERE epc_scheme IS NOT NULL
+        UNION ALL
+        SELECT event_index, epc, parent, epc_scheme, product_code, serial
+        FROM ({parse_epcs_sql(_STORED_CHILDREN)})
+        WHERE epc_scheme <> 'malformed'""",
     )
 
 
@@ -220,17 +242,18 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     _run(
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_outcomes AS
-        WITH reported AS (
-            SELECT 'commissioning' AS kind, c.product_code, c.serial,
-                min(c.event_index) AS event_index, arg_min(c.epc, c.event_index) AS epc,
-                arg_min(e.lot, c.event_index) AS lot,
-                arg_min(TRY_CAST(e.expiry AS DATE), c.event_index) AS expiry
-            FROM _ship_epc c JOIN _ship_events e USING (event_index)
-            WHERE c.kind = 'commissioning' AND c.role = 'epc' AND c.epc_scheme = 'sgtin'
-            GROUP BY c.product_code, c.serial
+        WITH commissioned AS (
+            SELECT product_code, serial, min(event_index) AS event_index, any_value(epc) AS epc
+            FROM _ship_epc
+            WHERE kind = 'commissioning' AND role = 'epc' AND epc_scheme = 'sgtin'
+            GROUP BY product_code, serial
+        ),
+        reported AS (  -- with the lot and expiry of the first commissioning event
+            SELECT 'commissioning' AS kind, c.product_code, c.serial, c.event_index, c.epc,
+                e.lot, TRY_CAST(e.expiry AS DATE) AS expiry
+            FROM commissioned c JOIN _ship_events e USING (event_index)
             UNION ALL
-            SELECT 'shipping', product_code, serial, min(event_index), arg_min(epc, event_index),
-                NULL, NULL
+            SELECT 'shipping', product_code, serial, min(event_index), any_value(epc), NULL, NULL
             FROM _ship_expanded WHERE epc_scheme = 'sgtin'
             GROUP BY product_code, serial
         )
@@ -287,21 +310,21 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
         WHERE o.kind = 'shipping' AND o.outcome = 'OK'
           AND serials.product_code = o.product_code AND serials.serial = o.serial""",
     )
+    # the stored hierarchy: every child the document mentions (or empties out of a
+    # parent) gets its link as it stands after the document's last event
     _run(
         con,
         """DELETE FROM shipping_aggregation WHERE cmo_id = ?
-           AND child IN (SELECT child FROM _ship_links WHERE event_index > 0)""",
+           AND (child IN (SELECT child FROM _ship_links)
+                OR parent IN (SELECT parent FROM _ship_delete_all))""",
         [sender],
     )
     _run(
         con,
-        """INSERT INTO shipping_aggregation
-            (cmo_id, child, parent, child_scheme, product_code, serial, source_file, event_index)
-        SELECT ?, child, parent, child_scheme, product_code, serial, ?, from_idx
-        FROM _ship_intervals
-        WHERE to_idx IS NULL
-          AND child IN (SELECT child FROM _ship_links WHERE event_index > 0)""",
-        [sender, file],
+        """INSERT INTO shipping_aggregation (cmo_id, child, parent)
+        SELECT ?, child, parent FROM _ship_intervals
+        WHERE to_idx IS NULL AND from_idx > 0""",
+        [sender],
     )
     _run(
         con,

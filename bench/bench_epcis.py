@@ -1,0 +1,226 @@
+"""Benchmark: one TraceLink shipping document of N shipped SGTINs, end to end (SPEC §6).
+
+For a generated document (`bench.epcis_gen`: commissioning per case, units →
+cases → pallets, one shipping event listing the pallets) it measures, each in a
+fresh child process so that peak RSS (`ru_maxrss`) belongs to that measurement:
+
+- `bare`: a bare `lxml.etree.iterparse` pass that only collects the text of every
+  `<epc>` and `<parentID>` (clearing each element) — the floor for reading the file;
+- `full`: `stage_document` + `reconcile_document` + COMMIT against a file-backed
+  state store that holds the N serials assigned to the sending CMO (the setup is
+  not timed): parse, expand the hierarchy, reconcile, update the state.
+
+Measurements alternate (bare, full, bare, full, ...) so that both see the same
+machine load; the ratio is taken between their medians.  A document twice as
+large is measured once more to show that memory does not double.
+
+    python -m bench.bench_epcis                  # 1,000,000 SGTINs (~200 MB) and 2x
+    python -m bench.bench_epcis --sgtins 20000   # small, quick
+
+Targets: full ≤ 2 × bare, peak RSS < 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.epcis_gen import (
+    CASE_ITEM_REF,
+    COMPANY_PREFIX,
+    SENDER_SGLN,
+    UNIT_ITEM_REF,
+    Shape,
+    serials_frame,
+    write_document,
+)
+
+TARGET_RATIO = 2.0
+TARGET_PEAK_MB = 1024
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _child_bare(doc: Path) -> dict[str, object]:
+    from lxml import etree
+
+    texts: list[str | None] = []
+    started = time.perf_counter()
+    for _, el in etree.iterparse(str(doc), events=("end",), tag=("epc", "parentID")):
+        texts.append(el.text)
+        el.clear()
+    return {"wall_s": time.perf_counter() - started, "texts": len(texts), "peak_mb": _peak_mb()}
+
+
+def _setup_state(db: Path, shape: Shape) -> object:
+    import duckdb
+    import polars as pl
+
+    from connectors.ddl import SERIAL_DDL
+    from connectors.ddl_shipping import SHIPPING_DDL
+    from transforms.epc import parse_epc
+
+    con = duckdb.connect(str(db))
+    for ddl in SERIAL_DDL + SHIPPING_DDL:
+        con.execute(ddl)
+    con.execute(
+        "INSERT INTO cmos (cmo_id, cmo_name, sgln) VALUES ('CMO1', 'Bench CMO', ?)", [SENDER_SGLN]
+    )
+    gtins = {
+        ref: parse_epc(f"urn:epc:id:sgtin:{COMPANY_PREFIX}.{ref}.1").product_code
+        for ref in (UNIT_ITEM_REF, CASE_ITEM_REF)
+    }
+    for pos, gtin in enumerate(gtins.values()):
+        con.execute("INSERT INTO cmo_products VALUES ('CMO1', ?, ?)", [gtin, pos])
+    frame = serials_frame(shape).select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("sid"),
+        pl.col("item_ref").replace_strict(gtins).alias("product_code"),
+        pl.col("serial"),
+    )
+    con.register("bench_serials", frame)
+    con.execute(
+        "INSERT INTO serials (sid, product_code, serial, source, cmo_id, assign_seq) "
+        "SELECT sid, product_code, serial, 'pool', 'CMO1', sid FROM bench_serials"
+    )
+    con.unregister("bench_serials")
+    con.execute("CHECKPOINT")
+    return con
+
+
+def _child_full(doc: Path, sgtins: int, workdir: Path) -> dict[str, object]:
+    import datetime as dt
+
+    from connectors.epcis import stage_document
+    from transforms.context import RunContext
+    from transforms.shipping import reconcile_document
+
+    shape = Shape(sgtins)
+    db = workdir / f"state-{os.getpid()}.duckdb"
+    con = _setup_state(db, shape)
+    rss_before = _rss_mb()
+    ctx = RunContext("bench", dt.datetime(2024, 5, 1)).for_file(doc.name)
+    started = time.perf_counter()
+    info = stage_document(con, doc)  # type: ignore[arg-type]
+    staged = time.perf_counter()
+    con.execute("BEGIN")  # type: ignore[attr-defined]
+    result = reconcile_document(con, info, ctx)  # type: ignore[arg-type]
+    con.execute("COMMIT")  # type: ignore[attr-defined]
+    done = time.perf_counter()
+    rec = result.reconciliation
+    con.close()  # type: ignore[attr-defined]
+    for leftover in workdir.glob(f"state-{os.getpid()}.duckdb*"):
+        leftover.unlink()
+    return {
+        "wall_s": done - started,
+        "parse_s": staged - started,
+        "reconcile_s": done - staged,
+        "shipped": rec["shipped"],
+        "commissioned": rec["commissioned"],
+        "ok": rec["ok"],
+        "expected_sgtins": shape.total_sgtins,
+        "rss_before_mb": rss_before,
+        "peak_mb": _peak_mb(),
+    }
+
+
+def _measure(mode: str, doc: Path, sgtins: int, workdir: Path) -> dict[str, object]:
+    cmd = [sys.executable, "-m", "bench.bench_epcis", "--child", mode, "--doc", str(doc)]
+    cmd += ["--sgtins", str(sgtins), "--workdir", str(workdir)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="EPCIS shipping benchmark (SPEC §6)")
+    parser.add_argument("--sgtins", type=int, default=1_000_000)
+    parser.add_argument("--reps", type=int, default=3, help="alternating bare/full pairs")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep documents here")
+    parser.add_argument("--no-double", action="store_true", help="skip the 2x document")
+    parser.add_argument("--child", choices=["bare", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--doc", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        if args.child == "bare":
+            print(json.dumps(_child_bare(args.doc)))
+        else:
+            print(json.dumps(_child_full(args.doc, args.sgtins, args.workdir)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench_epcis_") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        sizes = [args.sgtins] + ([] if args.no_double else [2 * args.sgtins])
+        docs: dict[int, Path] = {}
+        for n in sizes:
+            path = workdir / f"shipping_bench_{n}.xml"
+            if not path.exists():
+                write_document(path, Shape(n))
+            docs[n] = path
+
+        results: dict[int, dict[str, list[dict[str, object]]]] = {}
+        for n in sizes:
+            reps = args.reps if n == args.sgtins else 1
+            runs: dict[str, list[dict[str, object]]] = {"bare": [], "full": []}
+            for _ in range(reps):
+                for mode in ("bare", "full"):
+                    runs[mode].append(_measure(mode, docs[n], n, workdir))
+            results[n] = runs
+            full = runs["full"][-1]
+            if full["shipped"] != full["expected_sgtins"]:
+                raise SystemExit(f"wrong result: {full}")
+
+        print(f"{'SGTINs':>10} {'MB':>7} {'bare s':>8} {'full s':>8} {'parse s':>8} "
+              f"{'recon s':>8} {'ratio':>6} {'SGTIN/s':>9} {'bare MB':>8} {'full MB':>8}")  # fmt: skip
+        summary = []
+        for n in sizes:
+            runs = results[n]
+            bare = statistics.median(float(r["wall_s"]) for r in runs["bare"])  # type: ignore[arg-type]
+            full = statistics.median(float(r["wall_s"]) for r in runs["full"])  # type: ignore[arg-type]
+            parse = statistics.median(float(r["parse_s"]) for r in runs["full"])  # type: ignore[arg-type]
+            recon = statistics.median(float(r["reconcile_s"]) for r in runs["full"])  # type: ignore[arg-type]
+            shipped = int(runs["full"][-1]["shipped"])  # type: ignore[call-overload]
+            peak_full = max(float(r["peak_mb"]) for r in runs["full"])  # type: ignore[arg-type]
+            peak_bare = max(float(r["peak_mb"]) for r in runs["bare"])  # type: ignore[arg-type]
+            size_mb = docs[n].stat().st_size / 1e6
+            row = {
+                "sgtins": shipped, "doc_mb": round(size_mb, 1), "bare_s": round(bare, 2),
+                "full_s": round(full, 2), "parse_s": round(parse, 2), "reconcile_s": round(recon, 2),
+                "ratio": round(full / bare, 2), "sgtins_per_s": round(shipped / full),
+                "bare_peak_mb": round(peak_bare), "full_peak_mb": round(peak_full),
+                "full_rss_before_mb": round(float(runs["full"][-1]["rss_before_mb"])),  # type: ignore[arg-type]
+                "reps": len(runs["full"]),
+            }  # fmt: skip
+            summary.append(row)
+            print(f"{shipped:>10} {size_mb:>7.1f} {bare:>8.2f} {full:>8.2f} {parse:>8.2f} "
+                  f"{recon:>8.2f} {full / bare:>6.2f} {shipped / full:>9.0f} {peak_bare:>8.0f} "
+                  f"{peak_full:>8.0f}")  # fmt: skip
+        first = summary[0]
+        verdict = [
+            f"ratio {first['ratio']} (target ≤ {TARGET_RATIO})",
+            f"peak {first['full_peak_mb']} MB (target < {TARGET_PEAK_MB} MB)",
+        ]
+        if len(summary) > 1:
+            growth = summary[1]["full_peak_mb"] / max(1, summary[0]["full_peak_mb"])  # type: ignore[operator]
+            verdict.append(f"2x document needs {growth:.2f}x the memory")
+        print("; ".join(verdict))
+        print(json.dumps({"bench": "epcis", "results": summary}))
+
+
+if __name__ == "__main__":
+    main()
