@@ -116,17 +116,17 @@ def test_line_dates_must_lie_within_the_header_dates() -> None:
     result = apply(apply_contract_lines, con, ContractLinesFile, [
         cline("K1", 1, start_date="2023-12-31", end_date="2024-06-30"),
         cline("K1", 2, start_date="2024-02-01", end_date="2025-01-01"),
-        cline("K1", 3, start_date="2024-02-01"),
+        cline("K1", 3, start_date="2025-02-01"),
         cline("K1", 4, start_date="2024-03-01", end_date="2024-02-01"),
         cline("K1", 5, start_date="2024-02-01", end_date="2024-11-30"),
+        cline("K1", 6, start_date="2024-02-01"),
+        cline("K1", 7),
     ])  # fmt: skip
     assert rules(result) == [
-        "outside_header_dates",
-        "outside_header_dates",
-        "outside_header_dates",
-        "date_order",
-    ]
+        "outside_header_dates", "outside_header_dates", "outside_header_dates", "date_order",
+    ]  # fmt: skip
     assert "2024-01-01 to 2024-12-31" in result.rejects["message"][0]
+    assert result.rows_applied == 3  # a blank line date takes the header's (guide)
 
 
 def test_unit_cannot_change_once_received() -> None:

@@ -285,9 +285,7 @@ def _candidate_pairs(orders: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame
     ref = ref.filter(
         (s("line_no").is_null() | (s("line_no") == s("line_no_l")))
         & (
-            (s("_lcust").is_null() & s("key_customers").is_null())
-            | (s("_lcust") == s("customer"))
-            | s("key_customers").list.contains(s("customer")).fill_null(False)
+            _may_buy()
         )
     ).select("_o", "_li", "warehouse", "_lwh", "order_date", "valid_from", "valid_to", "quantity", "unit_factor")  # fmt: skip
     plain = ok.filter(s("contract_id").is_null())
@@ -336,6 +334,18 @@ def _candidate_pairs(orders: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame
 # --- the sequential walk ----------------------------------------------------------------------
 
 
+def _may_buy() -> pl.Expr:
+    """§7.1 on a pair frame: the line's customer when set; else its key's customers; else all."""
+    s = pl.col
+    return (
+        pl.when(s("_lcust").is_not_null())
+        .then(s("_lcust") == s("customer"))
+        .when(s("key_customers").is_not_null())
+        .then(s("key_customers").list.contains(s("customer")))
+        .otherwise(pl.lit(True))
+    )
+
+
 def _days(series: pl.Series, null: int) -> list[int]:
     return series.cast(pl.Int32).fill_null(null).to_list()
 
@@ -371,8 +381,11 @@ class _Evaluator:
         self.consumed: list[int] = ranked.get_column("consumed").fill_null(0).to_list()
         self.cap: list[int] = ranked.get_column("cap").fill_null(-1).to_list()
         self.taken: list[int] = [0] * len(self.cid)
+        self.item: list[str] = ranked.get_column("item").to_list()
+        self.closed_items: set[str] = set()
+        """Items with a line closed during the run: their static diagnosis may be stale."""
         self.by_item: dict[str, list[int]] = {}
-        for li, item in enumerate(ranked.get_column("item").to_list()):
+        for li, item in enumerate(self.item):
             self.by_item.setdefault(item, []).append(li)
 
     def name(self, li: int) -> str:
@@ -386,6 +399,82 @@ class _Evaluator:
         keys = self.keys[li]
         return keys is None or customer in keys
 
+    def describe(
+        self,
+        step: int,
+        li: int,
+        item: str,
+        customer: str,
+        warehouse: str | None,
+        ref: str | None,
+        chosen: int | None,
+        qty: int,
+    ) -> tuple[str, str]:
+        """The reason and detail when narrowing step `step` leaves no line; `li` is the first
+        line (search order) that the step removed."""
+        if step == 1:
+            if ref is None:
+                return NO_CONTRACT_LINE, f"no contract line for item {item}"
+            what = (
+                f"contract {ref} has no line for item {item}"
+                if chosen is None
+                else f"line {chosen} of contract {ref} is not for item {item}"
+            )
+            return OFF_CONTRACT_NORMAL_SOURCING, what + "; normal sourcing"
+        if step == 2:
+            if warehouse is not None:
+                return (
+                    NO_CONTRACT_LINE,
+                    f"no contract line for item {item} in warehouse {warehouse}",
+                )
+            return (
+                NO_CONTRACT_LINE,
+                f"only DIS contract lines hold item {item}; DIS needs a contract reference",
+            )
+        if step == 3:
+            return (
+                NOT_INITIALIZED,
+                f"{self.name(li)} is not initialized (contract active and line received)",
+            )
+        if step == 4:
+            return LINE_IS_CLOSED, f"{self.name(li)} is closed"
+        if step == 5:
+            return CONTRACT_NOT_VALID, f"{self.name(li)} is not valid on the order date"
+        if step == 6:
+            return (
+                CUSTOMER_NOT_ALLOWED,
+                f"customer {customer} may not buy from contract {self.cid[li]}",
+            )
+        return UNIT_MISMATCH, (
+            f"quantity {qty} is not a multiple of the unit factor {self.factor[li]} of {self.name(li)}"
+        )
+
+    def search(
+        self, survivors: list[int], is_ref: bool, qty: int
+    ) -> tuple[int, str | None, str | None]:
+        """§7.5 search over the lines left by steps 1-7 (in search order): auto-assign,
+        ICFULLQT, no split; (line or -1, reason, detail)."""
+        eligible = survivors if is_ref else [li for li in survivors if self.auto[li]]
+        first = -1
+        for li in eligible:
+            if self.avail[li] >= qty:
+                return li, None, None
+            if first < 0:
+                first = li
+            if not self.icfullqt:
+                break
+        if not is_ref:
+            for li in survivors:
+                if not self.auto[li] and self.avail[li] >= qty:
+                    return (
+                        -1,
+                        AUTO_ASSIGN_OFF,
+                        f"{self.name(li)} could take it but has auto-assign N",
+                    )
+        if first < 0:
+            first = survivors[0]
+        return -1, INSUFFICIENT_QUANTITY, f"{self.name(first)} can take {self.avail[first]}"
+
     def evaluate(
         self,
         item: str,
@@ -397,89 +486,37 @@ class _Evaluator:
         qty: int,
     ) -> tuple[int, str | None, str | None]:
         """The reference rule for one order line against the live state: (line or -1, reason, detail)."""
-        lines = self.by_item.get(item, [])
-        if ref is not None:
-            lines = [
-                li
-                for li in lines
-                if self.cid[li] == ref and (chosen is None or self.lno[li] == chosen)
-            ]
-            if not lines:
-                what = (
-                    f"contract {ref} has no line for item {item}"
-                    if chosen is None
-                    else (f"line {chosen} of contract {ref} is not for item {item}")
-                )
-                return -1, OFF_CONTRACT_NORMAL_SOURCING, what + "; normal sourcing"
-        elif not lines:
-            return -1, NO_CONTRACT_LINE, f"no contract line for item {item}"
-        step2 = [
-            li for li in lines
-            if (warehouse is None or self.wh[li] == warehouse) and (ref is not None or self.ctype[li] != "DIS")
-        ]  # fmt: skip
-        if not step2:
-            if warehouse is not None:
-                return (
-                    -1,
-                    NO_CONTRACT_LINE,
-                    f"no contract line for item {item} in warehouse {warehouse}",
-                )
-            return (
-                -1,
-                NO_CONTRACT_LINE,
-                f"only DIS contract lines hold item {item}; DIS needs a contract reference",
-            )
-        step3 = [li for li in step2 if self.ready[li]]
-        if not step3:
-            li = step2[0]
-            return (
-                -1,
-                NOT_INITIALIZED,
-                f"{self.name(li)} is not initialized (contract active and line received)",
-            )
-        step4 = [li for li in step3 if not self.closed[li]]
-        if not step4:
-            return -1, LINE_IS_CLOSED, f"{self.name(step3[0])} is closed"
-        step5 = [li for li in step4 if self.vfrom[li] <= day <= self.vto[li]]
-        if not step5:
-            return -1, CONTRACT_NOT_VALID, f"{self.name(step4[0])} is not valid on the order date"
-        step6 = [li for li in step5 if self.may_buy(li, customer)]
-        if not step6:
-            return (
-                -1,
-                CUSTOMER_NOT_ALLOWED,
-                f"customer {customer} may not buy from contract {self.cid[step5[0]]}",
-            )
-        step7 = [li for li in step6 if qty % self.factor[li] == 0]
-        if not step7:
-            li = step6[0]
-            return (
-                -1,
-                UNIT_MISMATCH,
-                (
-                    f"quantity {qty} is not a multiple of the unit factor {self.factor[li]} of {self.name(li)}"
-                ),
-            )
-        eligible = step7 if ref is not None else [li for li in step7 if self.auto[li]]
-        first = -1
-        for li in eligible:
-            if self.avail[li] >= qty:
-                return li, None, None
-            if first < 0:
-                first = li
-            if not self.icfullqt:
-                break
-        if ref is None:
-            for li in step7:
-                if not self.auto[li] and self.avail[li] >= qty:
-                    return (
-                        -1,
-                        AUTO_ASSIGN_OFF,
-                        f"{self.name(li)} could take it but has auto-assign N",
-                    )
-        if first < 0:
-            first = step7[0]
-        return -1, INSUFFICIENT_QUANTITY, f"{self.name(first)} can take {self.avail[first]}"
+        # depth of a line = how many narrowing steps it passes in a row; step k leaves no
+        # line when no line reaches depth k, and the lines before step k are those of depth >= k-1
+        best, before = 0, -1
+        survivors: list[int] = []
+        for li in self.by_item.get(item, ()):
+            if ref is not None and (
+                self.cid[li] != ref or (chosen is not None and self.lno[li] != chosen)
+            ):
+                continue
+            if (warehouse is not None and self.wh[li] != warehouse) or (
+                ref is None and self.ctype[li] == "DIS"
+            ):
+                depth = 1
+            elif not self.ready[li]:
+                depth = 2
+            elif self.closed[li]:
+                depth = 3
+            elif not self.vfrom[li] <= day <= self.vto[li]:
+                depth = 4
+            elif not self.may_buy(li, customer):
+                depth = 5
+            elif qty % self.factor[li]:
+                depth = 6
+            else:
+                survivors.append(li)
+                continue
+            if depth > best:
+                best, before = depth, li
+        if survivors:
+            return self.search(survivors, ref is not None, qty)
+        return -1, *self.describe(best + 1, before, item, customer, warehouse, ref, chosen, qty)
 
     def consume(self, li: int, qty: int) -> tuple[bool, bool]:
         """Consume `qty` on line `li`; return (opened now, closed now)."""
@@ -492,7 +529,64 @@ class _Evaluator:
         closed = cap >= 0 and self.consumed[li] >= cap
         if closed:
             self.closed[li] = True
+            self.closed_items.add(self.item[li])
         return opened, closed
+
+
+def _diagnose(
+    todo: pl.DataFrame, ranked: pl.DataFrame, offsets: list[int]
+) -> dict[int, tuple[int, int]]:
+    """For the order lines that no line passes at the start of the run: the first narrowing
+    step that leaves none, and the first line (search order) of the step before — set-based.
+
+    Exact as long as no line of the item closes during the run (step 4 is the only live
+    step); the walk checks that and falls back to the live rule otherwise.
+    """
+    counts = np.diff(np.asarray(offsets))
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return {}
+    s = pl.col
+    ords = todo.select(
+        "_o", "item", "customer", "warehouse", "contract_id", "line_no", "order_date", "quantity"
+    ).filter(s("_o").is_in(empty.tolist()))
+    lk = ranked.select(
+        s("_li").cast(pl.Int64), "item", s("contract_id").alias("_lcid"), s("line_no").alias("_llno"),
+        "contract_type", s("warehouse").alias("_lwh"),
+        (s("active").fill_null(False) & s("initialized").fill_null(False)).alias("_ready"),
+        (s("status") == "C").alias("_closed"), "valid_from", "valid_to",
+        s("customer").alias("_lcust"), "key_customers", "unit_factor",
+    )  # fmt: skip
+    p1 = s("contract_id").is_null() | (
+        (s("_lcid") == s("contract_id")) & (s("line_no").is_null() | (s("_llno") == s("line_no")))
+    )
+    p2 = (
+        p1
+        & (s("warehouse").is_null() | (s("_lwh") == s("warehouse")))
+        & (s("contract_id").is_not_null() | (s("contract_type") != "DIS"))
+    )
+    p3 = p2 & s("_ready")
+    p4 = p3 & ~s("_closed")
+    p5 = (
+        p4
+        & (s("valid_from").is_null() | (s("valid_from") <= s("order_date")))
+        & (s("valid_to").is_null() | (s("order_date") <= s("valid_to")))
+    )
+    p6 = p5 & _may_buy()
+    p7 = p6 & ((s("quantity") % s("unit_factor")) == 0)
+    firsts = (
+        ords.join(lk, on="item", how="left")
+        .group_by("_o")
+        .agg([s("_li").filter(p.fill_null(False)).min().alias(f"f{i}") for i, p in enumerate((p1, p2, p3, p4, p5, p6, p7), 1)])
+    )  # fmt: skip
+    out: dict[int, tuple[int, int]] = {}
+    for row in firsts.iter_rows():
+        o, found = row[0], row[1:]
+        for step, li in enumerate(found, 1):
+            if li is None:
+                out[o] = (step, found[step - 2] if step > 1 else -1)
+                break
+    return out
 
 
 def allocate_order_lines(
@@ -551,6 +645,8 @@ def allocate_order_lines(
     day_l = _days(cols.get_column("order_date"), 0)
 
     closed, auto, avail, icf = ev.closed, ev.auto, ev.avail, ev.icfullqt
+    diagnosis: dict[int, tuple[int, int]] = {} if reference else _diagnose(todo, ranked, offsets)
+    closed_items = ev.closed_items
     for o in range(n):
         q = qty[o]
         chosen_li = -1
@@ -567,9 +663,20 @@ def allocate_order_lines(
                 if not icf:
                     break
         if chosen_li < 0:
-            chosen_li, reason, detail = ev.evaluate(
-                item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], day_l[o], q
-            )
+            survivors = [cand[k] for k in range(start, end) if not closed[cand[k]]]
+            if survivors:
+                # steps 1-7 leave exactly the open static candidates: only the search decides
+                chosen_li, reason, detail = ev.search(survivors, ref_flags[o], q)
+            elif start == end and o in diagnosis and item_l[o] not in closed_items:
+                step, before = diagnosis[o]
+                chosen_li = -1
+                reason, detail = ev.describe(
+                    step, before, item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], q
+                )
+            else:
+                chosen_li, reason, detail = ev.evaluate(
+                    item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], day_l[o], q
+                )
             if chosen_li < 0:
                 reasons[o] = (reason, detail)
                 continue

@@ -522,21 +522,22 @@ def _check_header_change(old: Header, new: Header, lines: list[Line]) -> None:
 def _outside(
     start: dt.date | None, end: dt.date | None, h_start: dt.date | None, h_end: dt.date | None
 ) -> str | None:
-    """Why a line's dates do not lie within the header's dates, or None (§7.2)."""
-    if h_start is not None:
-        if start is None:
-            return "start_date blank"
-        if start < h_start:
+    """Why a line's dates do not lie within the header's dates, or None (§7.2).
+
+    The guide: dates may be left blank on either level; only where both levels
+    give them must the line's lie within the header's (a blank line date takes the
+    header's).
+    """
+    if start is not None:
+        if h_start is not None and start < h_start:
             return "start before"
-        if end is not None and end < h_start:
-            return "end before start"
-    if h_end is not None:
-        if end is None:
-            return "end_date blank"
-        if end > h_end:
-            return "end after"
-        if start is not None and start > h_end:
+        if h_end is not None and start > h_end:
             return "start after end"
+    if end is not None:
+        if h_end is not None and end > h_end:
+            return "end after"
+        if h_start is not None and end < h_start:
+            return "end before start"
     return None
 
 

@@ -1,0 +1,107 @@
+"""Benchmark of allocation (SPEC §7.5): `python -m bench.bench_allocation [--orders N]`.
+
+For ICFULLQT off and on, a child process generates the data (`allocation_gen`),
+times `allocate_order_lines` and, on the same data, a DuckDB ASOF join of every
+order line to its first candidate line by end date (a set-based floor that
+ignores consumption), and reports its own peak RSS.  Target: >= 200,000 order
+lines/s on 2 cores, peak memory < 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import duckdb
+import polars as pl
+
+from bench.allocation_gen import generate
+from transforms.allocation import allocate_order_lines
+from transforms.context import FunctionsConfig
+
+
+def _asof_floor(orders: pl.DataFrame, lines: pl.DataFrame) -> float:
+    con = duckdb.connect()
+    con.register("o", orders.select("_line", "item", "order_date"))
+    con.register(
+        "l",
+        lines.select(
+            "contract_id",
+            "line_no",
+            "item",
+            pl.col("valid_to").fill_null(pl.date(9999, 12, 31)).alias("valid_to"),
+        ),
+    )
+    t0 = time.perf_counter()
+    con.execute(
+        """CREATE TEMP TABLE first_line AS
+           SELECT o._line, l.contract_id, l.line_no
+           FROM o ASOF LEFT JOIN l ON o.item = l.item AND o.order_date <= l.valid_to"""
+    )
+    elapsed = time.perf_counter() - t0
+    con.close()
+    return elapsed
+
+
+def child(n_orders: int, n_lines: int, n_items: int, icfullqt: bool) -> dict[str, object]:
+    t0 = time.perf_counter()
+    orders, lines, contracts = generate(n_orders, n_lines, n_items)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = allocate_order_lines(orders, lines, FunctionsConfig(icfullqt=icfullqt), contracts)
+    wall = time.perf_counter() - t0
+    floor = _asof_floor(orders, lines)
+    reasons = result.allocations.group_by("reason").len().sort("len", descending=True)
+    return {
+        "icfullqt": icfullqt,
+        "orders": n_orders,
+        "contract_lines": lines.height,
+        "items": n_items,
+        "generate_s": round(gen_s, 2),
+        "wall_s": round(wall, 3),
+        "order_lines_per_s": round(n_orders / wall),
+        "asof_join_s": round(floor, 3),
+        "ratio_to_asof": round(wall / floor, 1),
+        "linked": int(result.allocations.get_column("contract_id").is_not_null().sum()),
+        "rejected": result.rejects.height,
+        "reasons": {str(r): int(c) for r, c in reasons.iter_rows()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.orders, args.lines, args.items, args.child == "on")))
+        return 0
+    ok = True
+    for mode in ("off", "on"):
+        cmd = [sys.executable, "-m", "bench.bench_allocation", "--child", mode,
+               "--orders", str(args.orders), "--lines", str(args.lines), "--items", str(args.items)]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rep = json.loads(out.strip().splitlines()[-1])
+        print(
+            f"allocation ICFULLQT {mode:>3}: {rep['orders']:,} order lines, {rep['contract_lines']:,} "
+            f"contract lines, {rep['items']:,} items: {rep['wall_s']} s, "
+            f"{rep['order_lines_per_s']:,} order lines/s, peak RSS {rep['peak_rss_mb']} MB; "
+            f"DuckDB ASOF join floor {rep['asof_join_s']} s (ratio {rep['ratio_to_asof']}x); "
+            f"linked {rep['linked']:,}, rejected {rep['rejected']:,}"
+        )
+        print(f"  reasons: {rep['reasons']}")
+        if args.orders >= 1_000_000:
+            ok &= rep["order_lines_per_s"] >= 200_000 and rep["peak_rss_mb"] < 2048
+    print("targets (>= 200,000 order lines/s, < 2 GB):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
