@@ -25,17 +25,22 @@ from transforms.context import FunctionsConfig
 
 
 def _asof_floor(orders: pl.DataFrame, lines: pl.DataFrame) -> float:
+    """Seconds of a DuckDB ASOF join of every order line to the line of its item with the
+    closest end date on or after the order date (tables materialised first; the GTIN is
+    joined as an integer, a set-based floor only)."""
     con = duckdb.connect()
-    con.register("o", orders.select("_line", "item", "order_date"))
+    con.register("o0", orders.select("_line", pl.col("item").cast(pl.Int64), "order_date"))
     con.register(
-        "l",
+        "l0",
         lines.select(
             "contract_id",
             "line_no",
-            "item",
-            pl.col("valid_to").fill_null(pl.date(9999, 12, 31)).alias("valid_to"),
+            pl.col("item").cast(pl.Int64),
+            pl.col("valid_to").fill_null(pl.date(9999, 12, 31)),
         ),
     )
+    con.execute("CREATE TABLE o AS SELECT * FROM o0")
+    con.execute("CREATE TABLE l AS SELECT * FROM l0")
     t0 = time.perf_counter()
     con.execute(
         """CREATE TEMP TABLE first_line AS

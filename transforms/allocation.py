@@ -533,30 +533,21 @@ class _Evaluator:
         return opened, closed
 
 
-def _diagnose(
-    todo: pl.DataFrame, ranked: pl.DataFrame, offsets: list[int]
-) -> dict[int, tuple[int, int]]:
-    """For the order lines that no line passes at the start of the run: the first narrowing
-    step that leaves none, and the first line (search order) of the step before — set-based.
-
-    Exact as long as no line of the item closes during the run (step 4 is the only live
-    step); the walk checks that and falls back to the live rule otherwise.
-    """
-    counts = np.diff(np.asarray(offsets))
-    empty = np.flatnonzero(counts == 0)
-    if empty.size == 0:
-        return {}
+def _line_keys(ranked: pl.DataFrame) -> pl.DataFrame:
     s = pl.col
-    ords = todo.select(
-        "_o", "item", "customer", "warehouse", "contract_id", "line_no", "order_date", "quantity"
-    ).filter(s("_o").is_in(empty.tolist()))
-    lk = ranked.select(
+    return ranked.select(
         s("_li").cast(pl.Int64), "item", s("contract_id").alias("_lcid"), s("line_no").alias("_llno"),
         "contract_type", s("warehouse").alias("_lwh"),
         (s("active").fill_null(False) & s("initialized").fill_null(False)).alias("_ready"),
         (s("status") == "C").alias("_closed"), "valid_from", "valid_to",
         s("customer").alias("_lcust"), "key_customers", "unit_factor",
     )  # fmt: skip
+
+
+def _step_flags() -> list[pl.Expr]:
+    """On an (order, line) pair frame: the line passes narrowing steps 1..k (k = 1..7), with
+    the statuses at the start of the run."""
+    s = pl.col
     p1 = s("contract_id").is_null() | (
         (s("_lcid") == s("contract_id")) & (s("line_no").is_null() | (s("_llno") == s("line_no")))
     )
@@ -574,10 +565,85 @@ def _diagnose(
     )
     p6 = p5 & _may_buy()
     p7 = p6 & ((s("quantity") % s("unit_factor")) == 0)
+    return [p.fill_null(False) for p in (p1, p2, p3, p4, p5, p6, p7)]
+
+
+def _near_misses(
+    todo: pl.DataFrame, ranked: pl.DataFrame, walked: list[int]
+) -> tuple[list[int], list[int], list[int], dict[int, int]]:
+    """For the walked order lines: the lines that pass steps 1-4 at the start but fail step
+    5, 6 or 7 ("near misses"), deepest first then in search order, as (offsets, lines,
+    depths), and the first line that passes steps 1-3.
+
+    Step 4 (closed) is the only step that changes during the walk and lines only
+    close, so when an order line finds no open candidate its reason is the first
+    near miss still open, else `LINE_CLOSED`.
+    """
+    s = pl.col
+    n = todo.height
+    if not walked:
+        return [0] * (n + 1), [], [], {}
+    p1, _p2, p3, p4, p5, p6, p7 = _step_flags()
+    depth = (
+        pl.when(~p3).then(0).when(~p4).then(3).when(~p5).then(4).when(~p6).then(5).when(~p7).then(6).otherwise(7)
+    )  # fmt: skip
+    pairs = (
+        todo.lazy()
+        .select(
+            "_o",
+            "item",
+            "customer",
+            "warehouse",
+            "contract_id",
+            "line_no",
+            "order_date",
+            "quantity",
+        )
+        .filter(s("_o").is_in(walked))
+        .join(_line_keys(ranked).lazy(), on="item", how="inner")
+        .filter(p3)
+        .select(s("_o").cast(pl.Int64), "_li", depth.alias("_d"))
+        .collect()
+    )
+    first3 = pairs.group_by("_o").agg(s("_li").min())
+    near = pairs.filter(s("_d").is_between(4, 6)).sort(
+        ["_o", "_d", "_li"], descending=[False, True, False]
+    )
+    counts = np.bincount(near.get_column("_o").to_numpy(), minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    return (
+        offsets,
+        near.get_column("_li").to_list(),
+        near.get_column("_d").to_list(),
+        dict(
+            zip(first3.get_column("_o").to_list(), first3.get_column("_li").to_list(), strict=True)
+        ),
+    )
+
+
+def _diagnose(
+    todo: pl.DataFrame, ranked: pl.DataFrame, offsets: list[int]
+) -> dict[int, tuple[int, int]]:
+    """For the order lines that no line passes at the start of the run: the first narrowing
+    step that leaves none, and the first line (search order) of the step before — set-based.
+
+    Exact as long as no line of the item closes during the run (step 4 is the only live
+    step); the walk checks that and falls back to the live rule otherwise.
+    """
+    counts = np.diff(np.asarray(offsets))
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return {}
+    s = pl.col
+    ords = todo.select(
+        "_o", "item", "customer", "warehouse", "contract_id", "line_no", "order_date", "quantity"
+    ).filter(s("_o").is_in(empty.tolist()))
+    lk = _line_keys(ranked)
+    p1, p2, p3, p4, p5, p6, p7 = _step_flags()
     firsts = (
         ords.join(lk, on="item", how="left")
         .group_by("_o")
-        .agg([s("_li").filter(p.fill_null(False)).min().alias(f"f{i}") for i, p in enumerate((p1, p2, p3, p4, p5, p6, p7), 1)])
+        .agg([s("_li").filter(p).min().alias(f"f{i}") for i, p in enumerate((p1, p2, p3, p4, p5, p6, p7), 1)])
     )  # fmt: skip
     out: dict[int, tuple[int, int]] = {}
     for row in firsts.iter_rows():
@@ -587,6 +653,71 @@ def _diagnose(
                 out[o] = (step, found[step - 2] if step > 1 else -1)
                 break
     return out
+
+
+def _settle_isolated_lines(
+    todo: pl.DataFrame,
+    ranked: pl.DataFrame,
+    pairs: pl.DataFrame,
+    counts: np.ndarray,
+    ev: _Evaluator,
+    link: list[int],
+    opened_at: list[int],
+) -> list[int]:
+    """Link, set-based, the order lines of contract lines that need no walk; return the rest.
+
+    A contract line needs no walk when every order line that may take it has it as
+    its only candidate, it is auto-assigned (or every such order line refers to
+    its contract), it holds their whole quantity and it does not close: each of
+    those order lines then finds it first with enough available, in any order.
+    Such a line never closes and no other order line sees it, so the walk of the
+    others is unchanged.
+    """
+    s = pl.col
+    n = todo.height
+    per_pair = pairs.with_columns(
+        pl.Series("_n", counts[pairs.get_column("_o").to_numpy()], dtype=pl.Int64)
+    ).join(
+        todo.select("_o", "quantity", s("contract_id").is_not_null().alias("_ref")),
+        on="_o",
+        how="left",
+    )
+    lines = ranked.select(
+        s("_li").cast(pl.Int64), "auto_assign", "available", "consumed", "cap", "status"
+    )
+    stats = (
+        per_pair.group_by("_li")
+        .agg(
+            (s("_n") == 1).all().alias("_single"),
+            s("_ref").all().alias("_all_ref"),
+            s("quantity").sum().alias("_demand"),
+            s("_o").min().alias("_first"),
+            pl.len().alias("_taken"),
+        )
+        .with_columns(s("_li").cast(pl.Int64))
+        .join(lines, on="_li", how="left")
+        .filter(
+            s("_single")
+            & (s("auto_assign") | s("_all_ref"))
+            & (s("_demand") <= s("available"))
+            & (s("cap").is_null() | (s("consumed") + s("_demand") < s("cap")))
+        )
+    )
+    settled = per_pair.join(stats.select("_li"), on="_li", how="semi")
+    for o, li in zip(
+        settled.get_column("_o").to_list(), settled.get_column("_li").to_list(), strict=True
+    ):
+        link[o] = li
+    for li, demand, taken, first in stats.select("_li", "_demand", "_taken", "_first").iter_rows():
+        ev.avail[li] -= demand
+        ev.consumed[li] += demand
+        ev.taken[li] += taken
+        if not ev.opened[li]:
+            ev.opened[li] = True
+            opened_at.append(first)
+    done = np.zeros(n, dtype=bool)
+    done[settled.get_column("_o").to_numpy()] = True
+    return np.flatnonzero(~done).tolist()
 
 
 def allocate_order_lines(
@@ -628,6 +759,7 @@ def allocate_order_lines(
     closed_at: list[int] = []
     qty: list[int] = todo.get_column("quantity").to_list()
     ref_flags: list[bool] = todo.get_column("contract_id").is_not_null().to_list()
+    todo_list: list[int] = list(range(n))
     if reference:
         offsets: list[int] = [0] * (n + 1)
         cand: list[int] = []
@@ -643,11 +775,31 @@ def allocate_order_lines(
     ref_l = cols.get_column("contract_id").to_list()
     chosen_l = cols.get_column("line_no").to_list()
     day_l = _days(cols.get_column("order_date"), 0)
+    diagnosis: dict[int, tuple[int, int]] = {}
+    nm_off: list[int] = []
+    nm_li: list[int] = []
+    nm_depth: list[int] = []
+    first3: dict[int, int] = {}
+    if not reference:
+        todo_list = _settle_isolated_lines(todo, ranked, pairs, counts, ev, link, opened_at)
+        diagnosis = _diagnose(todo, ranked, offsets)
+        # items whose lines may close in the walk keep their diagnosis for the walk
+        walked_arr = np.asarray(todo_list, dtype=np.int64)
+        starts = np.asarray(offsets, dtype=np.int64)
+        cand_arr = np.asarray(cand, dtype=np.int64)
+        spans = [cand_arr[starts[o] : starts[o + 1]] for o in walked_arr[counts[walked_arr] > 0]]
+        walked_lines = np.unique(np.concatenate(spans)) if spans else np.empty(0, dtype=np.int64)
+        walked_items = {ev.item[li] for li in walked_lines.tolist()}
+        for o, (step, before) in diagnosis.items():
+            if item_l[o] not in walked_items:
+                reasons[o] = ev.describe(
+                    step, before, item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], qty[o]
+                )
+        todo_list = sorted(set(todo_list) - set(reasons))
+        nm_off, nm_li, nm_depth, first3 = _near_misses(todo, ranked, todo_list)
 
     closed, auto, avail, icf = ev.closed, ev.auto, ev.avail, ev.icfullqt
-    diagnosis: dict[int, tuple[int, int]] = {} if reference else _diagnose(todo, ranked, offsets)
-    closed_items = ev.closed_items
-    for o in range(n):
+    for o in todo_list:
         q = qty[o]
         chosen_li = -1
         start, end = offsets[o], offsets[o + 1]
@@ -667,9 +819,15 @@ def allocate_order_lines(
             if survivors:
                 # steps 1-7 leave exactly the open static candidates: only the search decides
                 chosen_li, reason, detail = ev.search(survivors, ref_flags[o], q)
-            elif start == end and o in diagnosis and item_l[o] not in closed_items:
-                step, before = diagnosis[o]
+            elif not reference:
                 chosen_li = -1
+                step, before = diagnosis.get(o, (4, -1))
+                if step > 3:  # some line passes steps 1-3: closing during the walk matters
+                    step, before = 4, first3.get(o, -1)
+                    for k in range(nm_off[o], nm_off[o + 1]):
+                        if not closed[nm_li[k]]:
+                            step, before = nm_depth[k] + 1, nm_li[k]
+                            break
                 reason, detail = ev.describe(
                     step, before, item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], q
                 )
