@@ -68,16 +68,13 @@ def _child_bare(doc: Path) -> dict[str, object]:
 
 
 def _setup_state(db: Path, shape: Shape) -> object:
-    import duckdb
+    """The state store as the product opens it (memory limit, storage settings, all DDL)."""
     import polars as pl
 
-    from connectors.ddl import SERIAL_DDL
-    from connectors.ddl_shipping import SHIPPING_DDL
+    from connectors.store import open_store
     from transforms.epc import parse_epc
 
-    con = duckdb.connect(str(db))
-    for ddl in SERIAL_DDL + SHIPPING_DDL:
-        con.execute(ddl)
+    con = open_store(db).con
     con.execute(
         "INSERT INTO cmos (cmo_id, cmo_name, sgln) VALUES ('CMO1', 'Bench CMO', ?)", [SENDER_SGLN]
     )

@@ -30,12 +30,16 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
+import threading
 from pathlib import Path
 from typing import cast
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 from lxml import etree
 
 from schemas.shipping import (
@@ -45,6 +49,7 @@ from schemas.shipping import (
     STAGING_DDL,
     DocumentInfo,
 )
+from transforms.epc import parse_epcs_sql
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
 READ_EVENTS = ("ObjectEvent", "AggregationEvent")
@@ -137,9 +142,8 @@ def _child_codes() -> dict[str, int]:
 
 
 _CHILD = _child_codes()
-_CHILD_TAGS = [t if t.startswith("{") else "{}" + t for t in _CHILD]
 _CBV: dict[str | None, str | None] = {}
-_ID_TAGS = _names("id")
+_ID_TAGS = frozenset(t.removeprefix("{}") for t in _names("id"))
 
 
 def _cbv(value: str | None) -> str | None:
@@ -150,8 +154,9 @@ def _cbv(value: str | None) -> str | None:
 
 
 def _first_id(node: etree._Element) -> str | None:
-    for child in node.iterchildren(*_ID_TAGS):
-        return _text(child)
+    for child in node:
+        if child.tag in _ID_TAGS:
+            return _text(child)
     return None
 
 
@@ -182,9 +187,10 @@ class _Event:
 
     def _read(self, node: etree._Element) -> None:
         child_codes = _CHILD
-        # the tag filter runs in C: no Python object for eventTime, epcList, ...
-        for child in node.iterchildren(*_CHILD_TAGS):
-            code = child_codes[child.tag]  # type: ignore[index]
+        for child in node:
+            code = child_codes.get(child.tag)  # type: ignore[call-overload]
+            if code is None:
+                continue
             if code == 1:
                 self.action = _text(child)
             elif code == 2:
@@ -260,8 +266,8 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
 class _Stager:
     """Columnar buffers flushed into the staging tables."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
         self.epc_text: list[str | None] = []
         self.epc_ends: list[int] = []  # len(epc_text) at the end of each event of this batch
         self.base = 0  # events ended before this batch
@@ -312,11 +318,59 @@ class _Stager:
                 values.clear()
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
-        self.con.register("_epcis_batch", frame)
-        try:
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch")
-        finally:
-            self.con.unregister("_epcis_batch")
+        self.writer.put(table, frame)
+
+
+class _Writer:
+    """Inserts batches into the staging tables from one background thread.
+
+    DuckDB releases the GIL while it works, so the EPC texts of one batch are
+    parsed (`transforms.epc.parse_epcs_sql`) and stored while Python reads the
+    next part of the document.  The connection is only used by this thread
+    until `close()`; an insert error is raised again by `close()`.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.jobs: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="epcis-stager", daemon=True)
+        self.thread.start()
+
+    def put(self, table: str, frame: pl.DataFrame) -> None:
+        if self.error is not None:
+            raise self.error
+        # an Arrow table is scanned by DuckDB without the GIL, unlike a Polars frame
+        self.jobs.put((table, frame.to_arrow()))
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is not None:
+                continue  # drain after a failure
+            table, frame = job
+            try:
+                self.con.register("_epcis_batch", frame)
+                try:
+                    self.con.execute(_INSERTS.get(table, _PLAIN_INSERT).format(table=table))
+                finally:
+                    self.con.unregister("_epcis_batch")
+            except BaseException as err:  # noqa: BLE001 - handed to the parsing thread
+                self.error = err
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+_PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
+_INSERTS = {
+    STAGE_EPCS: "INSERT INTO {table} BY NAME "
+    + parse_epcs_sql("(SELECT event_index, trim(epc) AS epc FROM _epcis_batch)")
+    .replace("{", "{{")
+    .replace("}", "}}"),
+}
 
 
 def _stage_event(
@@ -357,6 +411,12 @@ def _stage_event(
             shipping_sources[ident] = None
 
 
+def _close_quietly(writer: _Writer) -> None:
+    """Stop the writer after a failure of the parsing thread (that failure wins)."""
+    with contextlib.suppress(BaseException):
+        writer.close()
+
+
 def _open_epc_list(root: etree._Element | None) -> etree._Element | None:
     """The EPC list being parsed right now, if any: at the end of the last-child chain."""
     node = root
@@ -380,7 +440,8 @@ def stage_document(
     for ddl in STAGING_DDL:
         con.execute(ddl)
     info = DocumentInfo(file=path.name, namespace=namespace, schema_version=schema_version)
-    stager = _Stager(con)
+    writer = _Writer(con)
+    stager = _Stager(writer)
     epc_text = stager.epc_text
     codes = _CODES
     events_ended = 0
@@ -457,10 +518,15 @@ def stage_document(
                     stager.flush_epcs(events_ended)
                 if len(stager.events["event_index"]) >= batch_size:
                     stager.flush_events()
+        stager.flush_epcs(events_ended)
+        stager.flush_events()
     except etree.XMLSyntaxError as err:
+        _close_quietly(writer)
         raise EpcisRejected(f"not well-formed XML: {err}") from err
-    stager.flush_epcs(events_ended)
-    stager.flush_events()
+    except BaseException:
+        _close_quietly(writer)
+        raise
+    writer.close()
     info.events_by_type = dict(sorted(by_type.items()))
     info.epcs_staged = stager.staged
     info.shipping_sources = list(shipping_sources)

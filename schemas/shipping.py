@@ -123,8 +123,11 @@ STAGING_DDL = [
         parent_id VARCHAR,     -- AggregationEvent parentID
         read_point VARCHAR, biz_location VARCHAR,
         lot VARCHAR, expiry VARCHAR)""",
-    # One row per <epc> of any event (epcList, childEPCs, ... as written, untrimmed).
-    f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (event_index INTEGER, epc VARCHAR)""",
+    # One row per <epc> of any event's EPC list (trimmed), parsed by
+    # `transforms.epc.parse_epcs_sql` as it is staged.
+    f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (
+        event_index INTEGER, epc VARCHAR,
+        epc_scheme VARCHAR, product_code VARCHAR, serial VARCHAR, sscc VARCHAR, sgln VARCHAR)""",
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_PARTIES} (
         event_index INTEGER, role VARCHAR,  -- source | destination
         type VARCHAR, id VARCHAR)""",

@@ -41,16 +41,14 @@ _SGTIN_OUTCOMES = {
     "OTHER_CMO": "other_cmo",
 }
 _MAX_DEPTH = 32
-_STORED_CHILDREN = (
-    "(SELECT event_index, epc, parent FROM _ship_expanded_raw WHERE epc_scheme IS NULL)"
-)
+_STORED_CHILDREN = "(SELECT event_index, epc, parent FROM _ship_expanded WHERE epc_scheme IS NULL)"
 _TEMP = (
     "_ship_events",
     "_ship_epc",
     "_ship_links",
     "_ship_delete_all",
     "_ship_intervals",
-    "_ship_expanded_raw",
+    "_ship_stored",
     "_ship_expanded",
     "_ship_outcomes",
     "_ship_exceptions",
@@ -116,7 +114,7 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_events AS
-        SELECT *,
+        SELECT * REPLACE (TRY_CAST(expiry AS DATE) AS expiry),
             CASE WHEN event_type = 'ObjectEvent' AND action = 'ADD' AND biz_step = 'commissioning'
                      THEN 'commissioning'
                  WHEN event_type = 'ObjectEvent' AND biz_step = 'shipping' THEN 'shipping'
@@ -125,11 +123,9 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
             END AS kind
         FROM {STAGE_EVENTS}""",
     )
-    rows = f"""(
-        SELECT p.event_index, e.kind, 'epc' AS role, trim(p.epc) AS epc
-        FROM {STAGE_EPCS} p JOIN _ship_events e USING (event_index) WHERE e.kind IS NOT NULL
-        UNION ALL
-        SELECT event_index, kind, 'parent', trim(parent_id) FROM _ship_events
+    # EPC lists were parsed while staged; parents and locations are parsed here
+    others = f"""(
+        SELECT event_index, kind, 'parent' AS role, trim(parent_id) AS epc FROM _ship_events
         WHERE kind = 'aggregation' AND parent_id IS NOT NULL
         UNION ALL
         SELECT event_index, kind, 'location', epc FROM (
@@ -141,7 +137,16 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
         FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
         WHERE e.kind IS NOT NULL AND starts_with(q.id, 'urn:epc:id:sgln:')
     )"""
-    _run(con, f"CREATE OR REPLACE TEMP TABLE _ship_epc AS {parse_epcs_sql(rows)}")
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_epc AS
+        SELECT p.event_index, e.kind, 'epc' AS role, p.epc,
+            p.epc_scheme, p.product_code, p.serial, p.sscc, p.sgln
+        FROM {STAGE_EPCS} p JOIN _ship_events e USING (event_index) WHERE e.kind IS NOT NULL
+        UNION ALL
+        SELECT event_index, kind, role, epc, epc_scheme, product_code, serial, sscc, sgln
+        FROM ({parse_epcs_sql(others)})""",
+    )
 
 
 def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
@@ -176,13 +181,24 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
           AND NOT EXISTS (SELECT 1 FROM _ship_epc c
                           WHERE c.event_index = e.event_index AND c.role = 'epc')""",
     )
+    # Usual case: every child packed once, nothing unpacked — no window needed.
+    ((links, children, deletes),) = con.sql(
+        """SELECT count(*), count(DISTINCT child),
+            (SELECT count(*) FROM _ship_links WHERE action = 'DELETE')
+                + (SELECT count(*) FROM _ship_delete_all)
+        FROM _ship_links"""
+    ).fetchall()
+    next_idx = (
+        "NULL::INTEGER"
+        if links == children and deletes == 0
+        else "lead(event_index) OVER (PARTITION BY child ORDER BY event_index)"
+    )
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_intervals AS
+        f"""CREATE OR REPLACE TEMP TABLE _ship_intervals AS
         WITH doc AS (
             SELECT child, parent, child_scheme, product_code, serial, action,
-                event_index AS from_idx,
-                lead(event_index) OVER (PARTITION BY child ORDER BY event_index) AS next_idx
+                event_index AS from_idx, {next_idx} AS next_idx
             FROM _ship_links
         ),
         first_mention AS (SELECT child, min(event_index) AS idx FROM _ship_links GROUP BY child),
@@ -212,7 +228,7 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     """
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded_raw AS
+        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
         WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial, depth) AS (
             SELECT DISTINCT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial, 0
             FROM _ship_epc WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
@@ -226,15 +242,18 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
         )
         SELECT event_index, epc, parent, epc_scheme, product_code, serial FROM x""",
     )
-    _run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
-        SELECT * FROM _ship_expanded_raw WHERE epc_scheme IS NOT NULL
-        UNION ALL
-        SELECT event_index, epc, parent, epc_scheme, product_code, serial
-        FROM ({parse_epcs_sql(_STORED_CHILDREN)})
-        WHERE epc_scheme <> 'malformed'""",
-    )
+    ((stored,),) = con.sql(
+        "SELECT count(*) FROM _ship_expanded WHERE epc_scheme IS NULL"
+    ).fetchall()
+    if stored:
+        _run(
+            con,
+            f"""CREATE OR REPLACE TEMP TABLE _ship_stored AS
+            SELECT event_index, epc, parent, epc_scheme, product_code, serial
+            FROM ({parse_epcs_sql(_STORED_CHILDREN)}) WHERE epc_scheme <> 'malformed'""",
+        )
+        _run(con, "DELETE FROM _ship_expanded WHERE epc_scheme IS NULL")
+        _run(con, "INSERT INTO _ship_expanded SELECT * FROM _ship_stored")
 
 
 def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
@@ -250,7 +269,7 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         ),
         reported AS (  -- with the lot and expiry of the first commissioning event
             SELECT 'commissioning' AS kind, c.product_code, c.serial, c.event_index, c.epc,
-                e.lot, TRY_CAST(e.expiry AS DATE) AS expiry
+                e.lot, e.expiry
             FROM commissioned c JOIN _ship_events e USING (event_index)
             UNION ALL
             SELECT 'shipping', product_code, serial, min(event_index), any_value(epc), NULL, NULL
@@ -396,7 +415,10 @@ def reconcile_document(
         )
     finally:
         for table in _TEMP:
-            _run(con, f"DROP TABLE IF EXISTS {table}")
+            try:
+                _run(con, f"DROP TABLE IF EXISTS {table}")
+            except duckdb.Error:  # an aborted transaction: the caller rolls back anyway
+                break
     return ShippingResult(reconciliation=row, exceptions=exceptions, sender_cmo_id=sender)
 
 
