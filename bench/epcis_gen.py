@@ -26,7 +26,7 @@ SENDER_SGLN = "0614141.00001.0"
 RECEIVER_SGLN = "0012345.11111.0"
 LOT = "LOT-A1"
 EXPIRY = "2027-06-30"
-_MULT = 2654435761  # odd and prime to 5: i -> i*_MULT mod 10^12 is a bijection
+SERIAL_MULTIPLIER = 2654435761  # odd and prime to 5: i -> i*M mod 10^12 is a bijection
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Shape:
 
 
 def _serial(i: int) -> str:
-    return f"{(i * _MULT) % 10**12:012d}"
+    return f"{(i * SERIAL_MULTIPLIER) % 10**12:012d}"
 
 
 def serials_frame(shape: Shape) -> pl.DataFrame:
@@ -66,7 +66,7 @@ def serials_frame(shape: Shape) -> pl.DataFrame:
         return pl.DataFrame(
             {
                 "item_ref": [ref] * n,
-                "serial": ((idx * _MULT) % 10**12).cast(pl.String).str.zfill(12),
+                "serial": ((idx * SERIAL_MULTIPLIER) % 10**12).cast(pl.String).str.zfill(12),
             }
         )
 

@@ -181,17 +181,29 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
           AND NOT EXISTS (SELECT 1 FROM _ship_epc c
                           WHERE c.event_index = e.event_index AND c.role = 'epc')""",
     )
-    # Usual case: every child packed once, nothing unpacked — no window needed.
+    # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
         """SELECT count(*), count(DISTINCT child),
             (SELECT count(*) FROM _ship_links WHERE action = 'DELETE')
                 + (SELECT count(*) FROM _ship_delete_all)
         FROM _ship_links"""
     ).fetchall()
+    simple = links == children and deletes == 0
     next_idx = (
         "NULL::INTEGER"
-        if links == children and deletes == 0
+        if simple
         else "lead(event_index) OVER (PARTITION BY child ORDER BY event_index)"
+    )
+    first_mention = (
+        "SELECT child, event_index AS idx FROM _ship_links"  # one row per child
+        if simple
+        else "SELECT child, min(event_index) AS idx FROM _ship_links GROUP BY child"
+    )
+    deleted_all = (
+        "SELECT *, NULL::INTEGER AS until FROM links"
+        if deletes == 0
+        else """SELECT l.*, d.event_index AS until FROM links l
+        ASOF LEFT JOIN _ship_delete_all d ON d.parent = l.parent AND d.event_index > l.from_idx"""
     )
     _run(
         con,
@@ -201,20 +213,17 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
                 event_index AS from_idx, {next_idx} AS next_idx
             FROM _ship_links
         ),
-        first_mention AS (SELECT child, min(event_index) AS idx FROM _ship_links GROUP BY child),
         stored AS (
             SELECT s.child, s.parent, NULL::VARCHAR AS child_scheme, NULL::VARCHAR AS product_code,
                 NULL::VARCHAR AS serial, 'ADD' AS action, 0 AS from_idx, f.idx AS next_idx
-            FROM shipping_aggregation s LEFT JOIN first_mention f USING (child)
-            WHERE s.cmo_id = ?
+            FROM (SELECT child, parent FROM shipping_aggregation WHERE cmo_id = ?) s
+            LEFT JOIN ({first_mention}) f USING (child)
         ),
-        links AS (SELECT * FROM doc UNION ALL SELECT * FROM stored)
-        SELECT l.child, l.parent, l.child_scheme, l.product_code, l.serial, l.from_idx,
-            least(l.next_idx, d.event_index) AS to_idx  -- least() skips NULLs
-        FROM links l
-        ASOF LEFT JOIN _ship_delete_all d
-          ON d.parent = l.parent AND d.event_index > l.from_idx
-        WHERE l.action <> 'DELETE'""",
+        links AS (SELECT * FROM doc UNION ALL SELECT * FROM stored),
+        ended AS ({deleted_all})
+        SELECT child, parent, child_scheme, product_code, serial, from_idx,
+            least(next_idx, until) AS to_idx  -- least() skips NULLs
+        FROM ended WHERE action <> 'DELETE'""",
         [sender],
     )
 
@@ -262,21 +271,20 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_outcomes AS
         WITH commissioned AS (
-            SELECT product_code, serial, min(event_index) AS event_index, any_value(epc) AS epc
+            SELECT product_code, serial, min(event_index) AS event_index
             FROM _ship_epc
             WHERE kind = 'commissioning' AND role = 'epc' AND epc_scheme = 'sgtin'
             GROUP BY product_code, serial
         ),
         reported AS (  -- with the lot and expiry of the first commissioning event
-            SELECT 'commissioning' AS kind, c.product_code, c.serial, c.event_index, c.epc,
-                e.lot, e.expiry
+            SELECT 'commissioning' AS kind, c.product_code, c.serial, c.event_index, e.lot, e.expiry
             FROM commissioned c JOIN _ship_events e USING (event_index)
             UNION ALL
-            SELECT 'shipping', product_code, serial, min(event_index), any_value(epc), NULL, NULL
+            SELECT 'shipping', product_code, serial, min(event_index), NULL, NULL
             FROM _ship_expanded WHERE epc_scheme = 'sgtin'
             GROUP BY product_code, serial
         )
-        SELECT r.*, s.lot AS serial_lot, s.expiry AS serial_expiry,
+        SELECT r.*, s.sid, s.lot AS serial_lot, s.expiry AS serial_expiry,
             CASE WHEN s.serial IS NULL THEN 'UNKNOWN_SERIAL'
                  WHEN r.kind = 'shipping' AND s.shipped THEN 'ALREADY_SHIPPED'
                  WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
@@ -296,10 +304,24 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
     _run(
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_exceptions AS
-        SELECT ?::VARCHAR AS file, event_index::BIGINT AS event_index, kind AS event_kind,
-            product_code, serial, epc, outcome,
-            coalesce(lot, serial_lot) AS lot, coalesce(expiry, serial_expiry) AS expiry
-        FROM _ship_outcomes WHERE outcome <> 'OK'
+        WITH o AS (SELECT * FROM _ship_outcomes WHERE outcome <> 'OK'),
+        written AS (  -- the EPC as written in the event that counted, for these rows only
+            SELECT w.kind, w.event_index, w.product_code, w.serial, min(w.epc) AS epc
+            FROM (
+                SELECT 'commissioning' AS kind, event_index, product_code, serial, epc
+                FROM _ship_epc
+                WHERE kind = 'commissioning' AND role = 'epc' AND epc_scheme = 'sgtin'
+                UNION ALL
+                SELECT 'shipping', event_index, product_code, serial, epc FROM _ship_expanded
+                WHERE epc_scheme = 'sgtin'
+            ) w
+            SEMI JOIN o USING (kind, event_index, product_code, serial)
+            GROUP BY ALL
+        )
+        SELECT ?::VARCHAR AS file, o.event_index::BIGINT AS event_index, o.kind AS event_kind,
+            o.product_code, o.serial, w.epc, o.outcome,
+            coalesce(o.lot, o.serial_lot) AS lot, coalesce(o.expiry, o.serial_expiry) AS expiry
+        FROM o JOIN written w USING (kind, event_index, product_code, serial)
         UNION ALL
         SELECT ?, event_index, 'shipping', NULL, NULL, epc, 'UNKNOWN_CONTAINER', NULL, NULL
         FROM (SELECT DISTINCT event_index, epc FROM _ship_expanded x
@@ -320,14 +342,12 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
         """UPDATE serials SET commissioned = TRUE,
             lot = coalesce(o.lot, serials.lot), expiry = coalesce(o.expiry, serials.expiry)
         FROM _ship_outcomes o
-        WHERE o.kind = 'commissioning' AND o.outcome = 'OK'
-          AND serials.product_code = o.product_code AND serials.serial = o.serial""",
+        WHERE o.kind = 'commissioning' AND o.outcome = 'OK' AND serials.sid = o.sid""",
     )
     _run(
         con,
         """UPDATE serials SET shipped = TRUE FROM _ship_outcomes o
-        WHERE o.kind = 'shipping' AND o.outcome = 'OK'
-          AND serials.product_code = o.product_code AND serials.serial = o.serial""",
+        WHERE o.kind = 'shipping' AND o.outcome = 'OK' AND serials.sid = o.sid""",
     )
     # the stored hierarchy: every child the document mentions (or empties out of a
     # parent) gets its link as it stands after the document's last event
