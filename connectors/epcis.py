@@ -31,6 +31,7 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import re
 import threading
@@ -110,7 +111,9 @@ def _local(tag: object) -> str:
         return ""
     local = _LOCAL.get(tag)
     if local is None:
-        local = _LOCAL[tag] = tag.rpartition("}")[2]
+        local = tag.rpartition("}")[2]
+        if len(_LOCAL) < 4096:  # a document cannot grow the cache without bound
+            _LOCAL[tag] = local
     return local
 
 
@@ -417,16 +420,6 @@ def _close_quietly(writer: _Writer) -> None:
         writer.close()
 
 
-def _open_epc_list(root: etree._Element | None) -> etree._Element | None:
-    """The EPC list being parsed right now, if any: at the end of the last-child chain."""
-    node = root
-    while node is not None and len(node):
-        node = node[-1]
-        if _local(node.tag) in _EPC_LISTS:
-            return node
-    return None
-
-
 def stage_document(
     con: duckdb.DuckDBPyConnection, path: Path, batch_size: int = 100_000
 ) -> DocumentInfo:
@@ -448,10 +441,10 @@ def stage_document(
     by_type: dict[str, int] = {}
     shipping_sources: dict[str, None] = {}
     locations: dict[str, None] = {}
-    root: etree._Element | None = None
+    open_list: etree._Element | None = None  # the EPC list being parsed, if any
 
     parser = etree.XMLPullParser(
-        events=("end",),
+        events=("start", "end"),
         tag=_TAG_FILTER,
         resolve_entities=False,
         no_network=True,
@@ -468,11 +461,16 @@ def stage_document(
                     parser.feed(chunk)
                 else:
                     parser.close()
-                for _, node in parser.read_events():
-                    el = cast(etree._Element, node)  # end events carry elements
+                for action, node in parser.read_events():
+                    el = cast(etree._Element, node)  # start/end events carry elements
                     tag = el.tag
                     code = codes.get(tag, _IDENTIFIER)
+                    if action == "start":
+                        if code == _LIST:
+                            open_list = el
+                        continue
                     if code == _LIST:
+                        open_list = None
                         # the <epc> children not yet harvested, all complete now
                         epc_text.extend([c.text for c in el])
                         el.clear()
@@ -503,16 +501,13 @@ def stage_document(
                         if holder is not None:
                             while el.getprevious() is not None:
                                 del holder[0]
-                        if root is None:
-                            root = el.getroottree().getroot()
                 if not chunk:
                     break
                 # A very long EPC list: harvest its complete children now (all but the
                 # last, which may still be parsing) so the tree never holds it whole.
-                open_list = _open_epc_list(root)
                 if open_list is not None and len(open_list) > _HARVEST_AT:
                     done = len(open_list) - 1
-                    epc_text.extend([open_list[i].text for i in range(done)])
+                    epc_text.extend([c.text for c in itertools.islice(open_list, done)])
                     del open_list[:done]
                 if len(epc_text) >= batch_size:
                     stager.flush_epcs(events_ended)
