@@ -163,13 +163,16 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     _run(
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_links AS
-        SELECT c.event_index, e.action, p.epc AS parent, c.epc AS child,
+        SELECT c.event_index, e.action, e.parent, c.epc AS child,
             c.epc_scheme AS child_scheme, c.product_code, c.serial
-        FROM _ship_events e
-        JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
-        JOIN _ship_epc c ON c.event_index = e.event_index AND c.role = 'epc'
-        WHERE e.kind = 'aggregation' AND p.epc_scheme <> 'malformed'
-          AND c.epc_scheme <> 'malformed'""",
+        FROM (
+            SELECT e.event_index, e.action, p.epc AS parent
+            FROM _ship_events e
+            JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
+            WHERE e.kind = 'aggregation' AND p.epc_scheme <> 'malformed'
+        ) e
+        JOIN _ship_epc c ON c.event_index = e.event_index
+        WHERE c.kind = 'aggregation' AND c.role = 'epc' AND c.epc_scheme <> 'malformed'""",
     )
     _run(
         con,
@@ -232,7 +235,7 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive).
 
     At one moment a child has one parent, so the expansion is a forest; the depth
-    limit only stops a cyclic hierarchy (A in B in A) from looping.  Children
+    limit (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Children
     known from the stored hierarchy are parsed here (the state keeps EPC text only).
     """
     _run(
