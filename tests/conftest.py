@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+# Prefect binds its console log handler to sys.stderr when its logging is first set up.
+# Set it up now, on the real stream: if a CliRunner test (which swaps sys.stderr for a
+# buffer it later closes) were first, later flow runs would log into a closed file.
+from prefect.logging.configuration import setup_logging  # noqa: E402
+
+setup_logging()
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
