@@ -69,7 +69,7 @@ class Store:
 
 
 def _configure(con: duckdb.DuckDBPyConnection, temp_dir: Path | None) -> None:
-    memory = os.environ.get("CMI_DUCKDB_MEMORY", "1GB")
+    memory = os.environ.get("CMI_DUCKDB_MEMORY", "512MB")
     con.execute(f"SET memory_limit = '{memory}'")
     con.execute("SET preserve_insertion_order = true")
     # Serials are unique random-looking strings: compressing them costs more time

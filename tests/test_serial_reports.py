@@ -8,6 +8,7 @@ from typing import Any
 import duckdb
 from helpers_serials import DEMO, PROD_A, PROD_B, make_ctx, rows, seed, valid_rows
 
+from connectors.store import memory_connection
 from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
 from transforms.reports import (
     SERIAL_BALANCE_COLUMNS,
@@ -159,3 +160,17 @@ def test_partner_answers_are_not_exported_files() -> None:
     req = rows(request_id="R1", cmo_id="C1", product_code=DEMO, quantity="1")
     apply_partner_requests(con, valid_rows(PartnerRequestsFile, req), CTX)
     assert exported_files_report(con).height == 0
+
+
+def test_incremental_uniqueness_check_catches_a_new_serial_that_repeats_an_old_one() -> None:
+    con = memory_connection()
+    con.execute(
+        "INSERT INTO serials (sid, product_code, serial, source) VALUES (1, 'P', 'A', 'pool'), (2, 'P', 'B', 'pool')"
+    )
+    balance = serial_balance_report(con)
+    assert serial_invariants(con, balance, since_sid=3)["serial_unique_per_product"] is True
+    con.execute(
+        "INSERT INTO serials (sid, product_code, serial, source) VALUES (3, 'P', 'A', 'pool')"
+    )
+    assert serial_invariants(con, balance, since_sid=3)["serial_unique_per_product"] is False
+    assert serial_invariants(con, balance, since_sid=4)["serial_unique_per_product"] is True
