@@ -37,6 +37,8 @@ bench: setup
 
 bench-small: setup
 	$(UV) run --frozen python -m bench.bench_serials --scale 0.05
+	$(UV) run --frozen python -m bench.bench_allocation --orders 50000 --lines 5000 --items 500
+	$(UV) run --frozen python -m bench.bench_epcis --sgtins 50000 --reps 1
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
