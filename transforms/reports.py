@@ -102,6 +102,10 @@ def serial_invariants(
         dup = con.execute(
             "SELECT count(*) FROM (SELECT product_code, serial FROM serials GROUP BY ALL HAVING count(*) > 1)"
         ).fetchone()
+    elif (con.execute("SELECT max(sid) FROM serials").fetchone() or (None,))[0] is None or int(
+        (con.execute("SELECT max(sid) FROM serials").fetchone() or (0,))[0]
+    ) < since_sid:
+        dup = (0,)  # no serial arrived in this run
     else:
         dup = con.execute(
             """SELECT count(*) FROM (
