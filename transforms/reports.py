@@ -88,6 +88,11 @@ def exported_files_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).pl()
 
 
+def _newest_sid(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT max(sid) FROM serials").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
 def serial_invariants(
     con: duckdb.DuckDBPyConnection, balance: pl.DataFrame, since_sid: int | None = None
 ) -> dict[str, bool]:
@@ -102,9 +107,7 @@ def serial_invariants(
         dup = con.execute(
             "SELECT count(*) FROM (SELECT product_code, serial FROM serials GROUP BY ALL HAVING count(*) > 1)"
         ).fetchone()
-    elif (con.execute("SELECT max(sid) FROM serials").fetchone() or (None,))[0] is None or int(
-        (con.execute("SELECT max(sid) FROM serials").fetchone() or (0,))[0]
-    ) < since_sid:
+    elif _newest_sid(con) < since_sid:
         dup = (0,)  # no serial arrived in this run
     else:
         dup = con.execute(
