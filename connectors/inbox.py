@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.outbox import fsync_dir
+
 # (kind, prefix, extension) in processing order (SPEC §3 table).
 KINDS: list[tuple[str, str, str]] = [
     ("products", "products_", "csv"),
@@ -115,24 +117,13 @@ def _free_target(folder: Path, name: str) -> Path:
     return target
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def archive_file(path: Path, inbox: Path, run_id: str) -> Path:
     """Move a processed file to `inbox/archive/<run_id>/`."""
     folder = inbox / ARCHIVE / run_id
     folder.mkdir(parents=True, exist_ok=True)
     target = _free_target(folder, path.name)
     os.rename(path, target)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target
 
 
@@ -146,5 +137,5 @@ def quarantine_file(path: Path, inbox: Path, run_id: str, reason: str) -> Path:
     tmp.write_text(reason.rstrip("\n") + "\n", encoding="utf-8")
     os.replace(tmp, reason_path)
     os.rename(path, target)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target

@@ -22,7 +22,7 @@ import polars as pl
 FORMULA_START = ("=", "+", "-", "@")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -42,7 +42,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def serial_csv_bytes(frame: pl.DataFrame) -> bytes:

@@ -15,7 +15,7 @@ import polars as pl
 
 from transforms.codes import is_gtin14
 from transforms.context import FileResult, RunContext
-from transforms.rejects import LINE, REJECT_SCHEMA
+from transforms.rejects import LINE, RejectCollector
 from transforms.serials import return_unexported
 from transforms.state import register
 
@@ -47,25 +47,6 @@ def apply_products(
 class _Cmo:
     values: dict[str, Any]
     products: list[str] = field(default_factory=list)
-
-
-class _Rejects:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(self, line: int, column: str, value: Any, rule: str, message: str) -> None:
-        self.rows.append(
-            {
-                "line": line,
-                "column": column,
-                "value": None if value is None else str(value),
-                "rule": rule,
-                "message": message,
-            }
-        )
-
-    def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema=REJECT_SCHEMA)
 
 
 def _load_cmos(con: duckdb.DuckDBPyConnection) -> dict[str, _Cmo]:
@@ -111,7 +92,7 @@ def apply_cmos(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, ctx: RunConte
     """Upsert or soft-delete CMOs in file order (§4.2)."""
     cmos = _load_cmos(con)
     known_products = {r[0] for r in con.execute("SELECT product_code FROM products").fetchall()}
-    rejects = _Rejects()
+    rejects = RejectCollector()
     changed: set[str] = set()
     deleted_now: list[str] = []
     applied = 0
@@ -236,7 +217,7 @@ def apply_partnerships(
 ) -> FileResult:
     """Partnership state machine, in file order (§4.3)."""
     cmos = _load_cmos(con)
-    rejects = _Rejects()
+    rejects = RejectCollector()
     changed: set[str] = set()
     applied = 0
     for row in rows.iter_rows(named=True):

@@ -8,6 +8,8 @@ the flow when the run's `rejects.csv` is assembled.
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 REJECT_SCHEMA: dict[str, pl.DataType] = {
@@ -70,3 +72,24 @@ def without_rejected(rows: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
         return rows
     bad = rejects.select(pl.col("line").alias(LINE)).unique()
     return rows.join(bad, on=LINE, how="anti", maintain_order="left")
+
+
+class RejectCollector:
+    """Rejects gathered row by row, for rules that walk a small file in order."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, line: int, column: str, value: Any, rule: str, message: str) -> None:
+        self.rows.append(
+            {
+                "line": line,
+                "column": column,
+                "value": None if value is None else str(value),
+                "rule": rule,
+                "message": message,
+            }
+        )
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=REJECT_SCHEMA)

@@ -25,7 +25,7 @@ import polars as pl
 
 from transforms.codes import bool_expr
 from transforms.context import FileResult, RunContext
-from transforms.rejects import LINE, REJECT_SCHEMA, concat_rejects, reject_where
+from transforms.rejects import LINE, REJECT_SCHEMA, RejectCollector, concat_rejects, reject_where
 from transforms.state import register, take_counter
 
 ASSIGNED_NOT_EXPORTED = (
@@ -34,20 +34,6 @@ ASSIGNED_NOT_EXPORTED = (
 CHARSETS = {"numeric": "0123456789", "alphanumeric": "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
 DUPLICATE_SUFFIX = "_CanContainDuplicateSerials"
 MAX_GENERATE_PER_ROW = 10_000_000  # one row's serials are drawn in memory
-
-
-class _Rejects:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(self, line: int, column: str, value: Any, rule: str, message: str) -> None:
-        self.rows.append(
-            {"line": line, "column": column, "value": None if value is None else str(value),
-             "rule": rule, "message": message}
-        )  # fmt: skip
-
-    def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema=REJECT_SCHEMA)
 
 
 # --------------------------------------------------------------------------- lookups
@@ -73,7 +59,7 @@ def _produceable(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
 
 
 def _check_cmo_product(
-    rejects: _Rejects,
+    rejects: RejectCollector,
     row: dict[str, Any],
     cmos: dict[str, tuple[bool, str]],
     products: set[str],
@@ -270,7 +256,7 @@ def apply_serial_generate(
             "SELECT product_code, count(*) FROM serials GROUP BY product_code"
         ).fetchall()
     }
-    rejects = _Rejects()
+    rejects = RejectCollector()
     applied = 0
     for row in rows.iter_rows(named=True):
         line, product, qty = row[LINE], row["product_code"], int(row["quantity"])
@@ -352,7 +338,7 @@ def apply_assignments(
     products = _products(con)
     produceable = _produceable(con)
     available = available_counts(con)
-    rejects = _Rejects()
+    rejects = RejectCollector()
     accepted: list[dict[str, Any]] = []
     taken: dict[str, int] = {}
     for row in rows.iter_rows(named=True):
@@ -428,7 +414,7 @@ def apply_serial_returns(
     """Return a quantity (or ALL) of a CMO's assigned-not-exported serials to the pool (§5.6)."""
     cmos = _cmo_states(con)
     products = _products(con)
-    rejects = _Rejects()
+    rejects = RejectCollector()
     applied = 0
     for row in rows.iter_rows(named=True):
         if not _check_cmo_product(rejects, row, cmos, products, None):
@@ -549,7 +535,7 @@ def apply_exports(
     cmos = _cmo_states(con)
     names = {r[0]: r[1] for r in con.execute("SELECT cmo_id, cmo_name FROM cmos").fetchall()}
     products = _products(con)
-    rejects = _Rejects()
+    rejects = RejectCollector()
     rows = rows.with_columns(
         bool_expr(pl.col("allow_already_exported")).fill_null(False).alias("_allow")
     )
@@ -668,7 +654,7 @@ def apply_partner_requests(
     """Serve active partners' requests from assigned-not-exported serials, oldest first (§5.5)."""
     cmos = _cmo_states(con)
     products = _products(con)
-    rejects = _Rejects()
+    rejects = RejectCollector()
     warnings: list[str] = []
     seen = {
         r[0]: (r[1], r[2], int(r[3]), r[4])
