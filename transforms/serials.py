@@ -148,17 +148,21 @@ def apply_serial_pool(
 ) -> FileResult:
     """Add delivered serials to the pool in file order; a serial exists once per product, for ever."""
     rows = rows.select(LINE, "product_code", "serial")
-    products = pl.DataFrame(
-        {"product_code": sorted(_products(con))}, schema={"product_code": pl.String}
-    )
-    unknown = rows.join(products, on="product_code", how="anti", maintain_order="left")
+    # Tens of millions of rows: filter (copy) only when something is wrong.
+    known = pl.col("product_code").is_in(sorted(_products(con)))
+    unknown = rows.filter(~known)
     rej_unknown = reject_where(
         unknown, pl.lit(True), column="product_code", rule="unknown_product",
         message=pl.lit("product ") + pl.col("product_code") + pl.lit(" does not exist: load it in a products file first"),
     )  # fmt: skip
-    rows = rows.join(products, on="product_code", how="semi", maintain_order="left")
+    if unknown.height:
+        rows = rows.filter(known)
     repeat = rows.select("product_code", "serial").is_duplicated()
-    repeated = rows.filter(repeat).filter(~pl.struct("product_code", "serial").is_first_distinct())
+    repeated = (
+        rows.filter(repeat).filter(~pl.struct("product_code", "serial").is_first_distinct())
+        if repeat.any()
+        else rows.clear()
+    )
     rej_repeat = pl.DataFrame(schema=REJECT_SCHEMA)
     if repeated.height:
         first = (
