@@ -103,6 +103,7 @@ _EVENT_SCHEMA: dict[str, pl.DataType] = {
 
 _NO_DAY = -(10**9)
 _LAST_DAY = 10**9
+_NEVER = 2**62
 
 
 @dataclass
@@ -382,8 +383,8 @@ class _Evaluator:
         self.cap: list[int] = ranked.get_column("cap").fill_null(-1).to_list()
         self.taken: list[int] = [0] * len(self.cid)
         self.item: list[str] = ranked.get_column("item").to_list()
-        self.closed_items: set[str] = set()
-        """Items with a line closed during the run: their static diagnosis may be stale."""
+        self.closed_by: list[int] = [-1 if c else _NEVER for c in self.closed]
+        """The order line at which each line closed (-1: closed before the run)."""
         self.by_item: dict[str, list[int]] = {}
         for li, item in enumerate(self.item):
             self.by_item.setdefault(item, []).append(li)
@@ -529,7 +530,6 @@ class _Evaluator:
         closed = cap >= 0 and self.consumed[li] >= cap
         if closed:
             self.closed[li] = True
-            self.closed_items.add(self.item[li])
         return opened, closed
 
 
@@ -539,120 +539,76 @@ def _line_keys(ranked: pl.DataFrame) -> pl.DataFrame:
         s("_li").cast(pl.Int64), "item", s("contract_id").alias("_lcid"), s("line_no").alias("_llno"),
         "contract_type", s("warehouse").alias("_lwh"),
         (s("active").fill_null(False) & s("initialized").fill_null(False)).alias("_ready"),
-        (s("status") == "C").alias("_closed"), "valid_from", "valid_to",
+        "valid_from", "valid_to",
         s("customer").alias("_lcust"), "key_customers", "unit_factor",
     )  # fmt: skip
 
 
-def _step_flags() -> list[pl.Expr]:
-    """On an (order, line) pair frame: the line passes narrowing steps 1..k (k = 1..7), with
-    the statuses at the start of the run."""
+def _depth() -> pl.Expr:
+    """On an (order, line) pair frame: how many narrowing steps (1-7) the line passes in a
+    row, with the line closed for the order line when it closed before it (`_closed_by` <
+    `_o`)."""
     s = pl.col
-    p1 = s("contract_id").is_null() | (
-        (s("_lcid") == s("contract_id")) & (s("line_no").is_null() | (s("_llno") == s("line_no")))
-    )
-    p2 = (
-        p1
-        & (s("warehouse").is_null() | (s("_lwh") == s("warehouse")))
-        & (s("contract_id").is_not_null() | (s("contract_type") != "DIS"))
-    )
-    p3 = p2 & s("_ready")
-    p4 = p3 & ~s("_closed")
-    p5 = (
-        p4
-        & (s("valid_from").is_null() | (s("valid_from") <= s("order_date")))
-        & (s("valid_to").is_null() | (s("order_date") <= s("valid_to")))
-    )
-    p6 = p5 & _may_buy()
-    p7 = p6 & ((s("quantity") % s("unit_factor")) == 0)
-    return [p.fill_null(False) for p in (p1, p2, p3, p4, p5, p6, p7)]
-
-
-def _near_misses(
-    todo: pl.DataFrame, ranked: pl.DataFrame, walked: list[int]
-) -> tuple[list[int], list[int], list[int], dict[int, int]]:
-    """For the walked order lines: the lines that pass steps 1-4 at the start but fail step
-    5, 6 or 7 ("near misses"), deepest first then in search order, as (offsets, lines,
-    depths), and the first line that passes steps 1-3.
-
-    Step 4 (closed) is the only step that changes during the walk and lines only
-    close, so when an order line finds no open candidate its reason is the first
-    near miss still open, else `LINE_CLOSED`.
-    """
-    s = pl.col
-    n = todo.height
-    if not walked:
-        return [0] * (n + 1), [], [], {}
-    p1, _p2, p3, p4, p5, p6, p7 = _step_flags()
-    depth = (
-        pl.when(~p3).then(0).when(~p4).then(3).when(~p5).then(4).when(~p6).then(5).when(~p7).then(6).otherwise(7)
-    )  # fmt: skip
-    pairs = (
-        todo.lazy()
-        .select(
-            "_o",
-            "item",
-            "customer",
-            "warehouse",
-            "contract_id",
-            "line_no",
-            "order_date",
-            "quantity",
-        )
-        .filter(s("_o").is_in(walked))
-        .join(_line_keys(ranked).lazy(), on="item", how="inner")
-        .filter(p3)
-        .select(s("_o").cast(pl.Int64), "_li", depth.alias("_d"))
-        .collect()
-    )
-    first3 = pairs.group_by("_o").agg(s("_li").min())
-    near = pairs.filter(s("_d").is_between(4, 6)).sort(
-        ["_o", "_d", "_li"], descending=[False, True, False]
-    )
-    counts = np.bincount(near.get_column("_o").to_numpy(), minlength=n)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
-    return (
-        offsets,
-        near.get_column("_li").to_list(),
-        near.get_column("_d").to_list(),
-        dict(
-            zip(first3.get_column("_o").to_list(), first3.get_column("_li").to_list(), strict=True)
-        ),
-    )
+    steps = [
+        s("contract_id").is_null()
+        | ((s("_lcid") == s("contract_id")) & (s("line_no").is_null() | (s("_llno") == s("line_no")))),
+        (s("warehouse").is_null() | (s("_lwh") == s("warehouse")))
+        & (s("contract_id").is_not_null() | (s("contract_type") != "DIS")),
+        s("_ready"),
+        s("_closed_by") >= s("_o"),
+        (s("valid_from").is_null() | (s("valid_from") <= s("order_date")))
+        & (s("valid_to").is_null() | (s("order_date") <= s("valid_to"))),
+        _may_buy(),
+        (s("quantity") % s("unit_factor")) == 0,
+    ]  # fmt: skip
+    chain: Any = pl.when(~steps[0].fill_null(False)).then(0)
+    for k, step in enumerate(steps[1:], 1):
+        chain = chain.when(~step.fill_null(False)).then(k)
+    return chain.otherwise(len(steps))
 
 
 def _diagnose(
-    todo: pl.DataFrame, ranked: pl.DataFrame, offsets: list[int]
-) -> dict[int, tuple[int, int]]:
-    """For the order lines that no line passes at the start of the run: the first narrowing
-    step that leaves none, and the first line (search order) of the step before — set-based.
+    todo: pl.DataFrame, ranked: pl.DataFrame, deferred: list[int], closed_by: list[int]
+) -> list[tuple[Any, ...]]:
+    """For the order lines that no line passed when the walk reached them: the first
+    narrowing step that leaves none, and the first line (search order) of the step before
+    — set-based, after the walk.
 
-    Exact as long as no line of the item closes during the run (step 4 is the only live
-    step); the walk checks that and falls back to the live rule otherwise.
+    Step 4 (closed) is the only step that changes during the walk, and lines only close:
+    a line is closed for order line `o` when it closed at an order line before `o`
+    (`closed_by`), which is what the walk saw when it reached `o`.  The step is one past
+    the deepest line, the line the first (search order) of that depth.  Rows: (order line,
+    step, line, item, customer, warehouse, contract_id, line_no).
     """
-    counts = np.diff(np.asarray(offsets))
-    empty = np.flatnonzero(counts == 0)
-    if empty.size == 0:
-        return {}
     s = pl.col
-    ords = todo.select(
-        "_o", "item", "customer", "warehouse", "contract_id", "line_no", "order_date", "quantity"
-    ).filter(s("_o").is_in(empty.tolist()))
-    lk = _line_keys(ranked)
-    p1, p2, p3, p4, p5, p6, p7 = _step_flags()
-    firsts = (
-        ords.join(lk, on="item", how="left")
+    cols = ("item", "customer", "warehouse", "contract_id", "line_no")
+    ords = (
+        todo.lazy()
+        .select(s("_o").cast(pl.Int64), *cols, "order_date", "quantity")
+        .join(pl.LazyFrame({"_o": deferred}, schema={"_o": pl.Int64}), on="_o", how="semi")
+    )
+    lk = _line_keys(ranked).with_columns(pl.Series("_closed_by", closed_by, dtype=pl.Int64))
+    span = 1 << 32
+    # deepest first, then the first in search order
+    key = (_depth().cast(pl.Int64) * span + (span - 1 - s("_li"))).fill_null(0)
+    deepest = (
+        ords.join(lk.lazy(), on="item", how="left")
+        .select("_o", key.alias("_k"))
         .group_by("_o")
-        .agg([s("_li").filter(p).min().alias(f"f{i}") for i, p in enumerate((p1, p2, p3, p4, p5, p6, p7), 1)])
-    )  # fmt: skip
-    out: dict[int, tuple[int, int]] = {}
-    for row in firsts.iter_rows():
-        o, found = row[0], row[1:]
-        for step, li in enumerate(found, 1):
-            if li is None:
-                out[o] = (step, found[step - 2] if step > 1 else -1)
-                break
-    return out
+        .agg(s("_k").max())
+    )
+    depth = s("_k") // span
+    rows = (
+        ords.join(deepest, on="_o", how="left")
+        .select(
+            "_o",
+            (depth + 1).alias("_step"),
+            pl.when(depth > 0).then(span - 1 - s("_k") % span).otherwise(-1).alias("_before"),
+            *cols,
+        )
+        .collect()
+    )
+    return list(rows.iter_rows())
 
 
 def _settle_isolated_lines(
@@ -768,37 +724,20 @@ def allocate_order_lines(
         cand = pairs.get_column("_li").to_list()
         counts = np.bincount(pairs.get_column("_o").to_numpy(), minlength=n)
         offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
-    cols = todo.select("item", "customer", "warehouse", "contract_id", "line_no", "order_date")
-    item_l = cols.get_column("item").to_list()
-    cust_l = cols.get_column("customer").to_list()
-    wh_l = cols.get_column("warehouse").to_list()
-    ref_l = cols.get_column("contract_id").to_list()
-    chosen_l = cols.get_column("line_no").to_list()
-    day_l = _days(cols.get_column("order_date"), 0)
-    diagnosis: dict[int, tuple[int, int]] = {}
-    nm_off: list[int] = []
-    nm_li: list[int] = []
-    nm_depth: list[int] = []
-    first3: dict[int, int] = {}
+    if reference:
+        cols = todo.select("item", "customer", "warehouse", "contract_id", "line_no", "order_date")
+        item_l = cols.get_column("item").to_list()
+        cust_l = cols.get_column("customer").to_list()
+        wh_l = cols.get_column("warehouse").to_list()
+        ref_l = cols.get_column("contract_id").to_list()
+        chosen_l = cols.get_column("line_no").to_list()
+        day_l = _days(cols.get_column("order_date"), 0)
+    deferred: list[int] = []
     if not reference:
         todo_list = _settle_isolated_lines(todo, ranked, pairs, counts, ev, link, opened_at)
-        diagnosis = _diagnose(todo, ranked, offsets)
-        # items whose lines may close in the walk keep their diagnosis for the walk
-        walked_arr = np.asarray(todo_list, dtype=np.int64)
-        starts = np.asarray(offsets, dtype=np.int64)
-        cand_arr = np.asarray(cand, dtype=np.int64)
-        spans = [cand_arr[starts[o] : starts[o + 1]] for o in walked_arr[counts[walked_arr] > 0]]
-        walked_lines = np.unique(np.concatenate(spans)) if spans else np.empty(0, dtype=np.int64)
-        walked_items = {ev.item[li] for li in walked_lines.tolist()}
-        for o, (step, before) in diagnosis.items():
-            if item_l[o] not in walked_items:
-                reasons[o] = ev.describe(
-                    step, before, item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], qty[o]
-                )
-        todo_list = sorted(set(todo_list) - set(reasons))
-        nm_off, nm_li, nm_depth, first3 = _near_misses(todo, ranked, todo_list)
 
     closed, auto, avail, icf = ev.closed, ev.auto, ev.avail, ev.icfullqt
+    closed_by = ev.closed_by
     for o in todo_list:
         q = qty[o]
         chosen_li = -1
@@ -820,17 +759,9 @@ def allocate_order_lines(
                 # steps 1-7 leave exactly the open static candidates: only the search decides
                 chosen_li, reason, detail = ev.search(survivors, ref_flags[o], q)
             elif not reference:
-                chosen_li = -1
-                step, before = diagnosis.get(o, (4, -1))
-                if step > 3:  # some line passes steps 1-3: closing during the walk matters
-                    step, before = 4, first3.get(o, -1)
-                    for k in range(nm_off[o], nm_off[o + 1]):
-                        if not closed[nm_li[k]]:
-                            step, before = nm_depth[k] + 1, nm_li[k]
-                            break
-                reason, detail = ev.describe(
-                    step, before, item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], q
-                )
+                # no line passes steps 1-7: the reason is worked out after the walk
+                deferred.append(o)
+                continue
             else:
                 chosen_li, reason, detail = ev.evaluate(
                     item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], day_l[o], q
@@ -844,6 +775,13 @@ def allocate_order_lines(
             opened_at.append(o)
         if was_closed:
             closed_at.append(o)
+            closed_by[chosen_li] = o
+
+    if deferred:
+        for o, step, before, item, customer, warehouse, ref, chosen in _diagnose(
+            todo, ranked, deferred, closed_by
+        ):
+            reasons[o] = ev.describe(step, before, item, customer, warehouse, ref, chosen, qty[o])
 
     return _results(todo, ranked, ev, link, reasons, opened_at, closed_at, rejected, pooled)
 
