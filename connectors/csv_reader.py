@@ -55,6 +55,16 @@ def _record_start_lines(path: Path, sep: str) -> list[int]:
     return starts
 
 
+def _cleaned(column: pl.Series) -> pl.Expr:
+    """Cells trimmed, empty = not given; columns that need neither are not copied
+    (a pool file has tens of millions of cells)."""
+    col = pl.col(column.name).cast(pl.String)
+    values = column.cast(pl.String)
+    if values.str.contains(r"^\s|\s$").any() or (values == "").any():
+        return col.str.strip_chars().replace("", None)
+    return col
+
+
 def read_inbox_csv(path: Path) -> ParsedCsv:
     """Parse an inbox CSV into strings; raise `FileRejected` when it cannot be read at all."""
     first = _first_line(path)
@@ -101,17 +111,20 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
         starts = _record_start_lines(path, sep)
         if len(starts) >= frame.height:
             lines = pl.lit(pl.Series(starts[: frame.height], dtype=pl.Int64))
+    unique = len(set(header)) == len(header)
     frame = frame.select(
         [
-            pl.col(n).cast(pl.String).str.strip_chars().replace("", None).alias(h)
+            _cleaned(frame.get_column(n)).alias(h if unique else n)
             for n, h in zip(names, header, strict=True)
         ]
-        if len(set(header)) == len(header)
-        else [pl.col(n).cast(pl.String).str.strip_chars().replace("", None) for n in names]
     )
     frame = frame.with_columns(lines.alias(LINE))
     data_cols = [c for c in frame.columns if c != LINE]
     if data_cols:
         # blank lines keep their numbers but are not rows
-        frame = frame.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in data_cols]))
+        filled = frame.select(
+            pl.any_horizontal([pl.col(c).is_not_null() for c in data_cols])
+        ).to_series()
+        if not filled.all():
+            frame = frame.filter(filled)
     return ParsedCsv(header=header, rows=frame, semicolon=semicolon)
