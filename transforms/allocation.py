@@ -174,6 +174,9 @@ def _static_rejects(
     """Rejected order lines that do not depend on consumption (§7.5)."""
     s = pl.col
     out: list[pl.DataFrame] = []
+    all_orders = orders
+    # only order lines that name a contract or a line can break these rules
+    orders = orders.filter(s("contract_id").is_not_null() | s("line_no").is_not_null())
     out.append(
         _reject_frame(
             orders,
@@ -234,7 +237,9 @@ def _static_rejects(
     rejects = pl.concat(out, how="vertical").unique(
         subset=["_o"], keep="first", maintain_order=True
     )
-    remaining = orders.join(rejects.select("_o"), on="_o", how="anti", maintain_order="left")
+    remaining = all_orders.filter(~s("_o").is_in(rejects.get_column("_o").implode()))
+    # only order lines whose key repeats can be duplicates
+    remaining = remaining.filter(pl.struct("order_no", "order_line").is_duplicated())
     where_first = (
         pl.format("{} line {}", s(FILE), s(LINE))
         if FILE in orders.columns
@@ -629,50 +634,51 @@ def _settle_isolated_lines(
     Such a line never closes and no other order line sees it, so the walk of the
     others is unchanged.
     """
-    s = pl.col
     n = todo.height
-    per_pair = pairs.with_columns(
-        pl.Series("_n", counts[pairs.get_column("_o").to_numpy()], dtype=pl.Int64)
-    ).join(
-        todo.select("_o", "quantity", s("contract_id").is_not_null().alias("_ref")),
-        on="_o",
-        how="left",
+    n_lines = ranked.height
+    o_arr = pairs.get_column("_o").to_numpy().astype(np.int64)
+    li_arr = pairs.get_column("_li").to_numpy().astype(np.int64)
+    qty = todo.get_column("quantity").to_numpy()
+    is_ref = todo.get_column("contract_id").is_not_null().to_numpy()
+    shared = np.zeros(n_lines, dtype=bool)  # some order line has other candidates too
+    shared[li_arr[counts[o_arr] != 1]] = True
+    not_all_ref = np.zeros(n_lines, dtype=bool)
+    not_all_ref[li_arr[~is_ref[o_arr]]] = True
+    demand = np.bincount(li_arr, weights=qty[o_arr], minlength=n_lines).astype(np.int64)
+    taken = np.bincount(li_arr, minlength=n_lines)
+    auto = ranked.get_column("auto_assign").fill_null(False).to_numpy()
+    available = ranked.get_column("available").fill_null(0).to_numpy()
+    consumed = ranked.get_column("consumed")
+    cap = ranked.get_column("cap")
+    under_cap = cap.is_null().to_numpy() | (
+        consumed.is_not_null().to_numpy()
+        & (consumed.fill_null(0).to_numpy() + demand < cap.fill_null(0).to_numpy())
     )
-    lines = ranked.select(
-        s("_li").cast(pl.Int64), "auto_assign", "available", "consumed", "cap", "status"
+    ok = (
+        (taken > 0)
+        & ~shared
+        & (auto | ~not_all_ref)
+        & (demand <= available)
+        & under_cap
+        & ~ranked.get_column("available").is_null().to_numpy()
     )
-    stats = (
-        per_pair.group_by("_li")
-        .agg(
-            (s("_n") == 1).all().alias("_single"),
-            s("_ref").all().alias("_all_ref"),
-            s("quantity").sum().alias("_demand"),
-            s("_o").min().alias("_first"),
-            pl.len().alias("_taken"),
-        )
-        .with_columns(s("_li").cast(pl.Int64))
-        .join(lines, on="_li", how="left")
-        .filter(
-            s("_single")
-            & (s("auto_assign") | s("_all_ref"))
-            & (s("_demand") <= s("available"))
-            & (s("cap").is_null() | (s("consumed") + s("_demand") < s("cap")))
-        )
-    )
-    settled = per_pair.join(stats.select("_li"), on="_li", how="semi")
-    for o, li in zip(
-        settled.get_column("_o").to_list(), settled.get_column("_li").to_list(), strict=True
-    ):
+    settled = ok[li_arr]
+    o_set, li_set = o_arr[settled], li_arr[settled]
+    for o, li in zip(o_set.tolist(), li_set.tolist(), strict=True):
         link[o] = li
-    for li, demand, taken, first in stats.select("_li", "_demand", "_taken", "_first").iter_rows():
-        ev.avail[li] -= demand
-        ev.consumed[li] += demand
-        ev.taken[li] += taken
+    # pairs are sorted by order line: the first pair of a line is its first order line
+    uniq, first_idx = np.unique(li_set, return_index=True)
+    firsts = o_set[first_idx]
+    for li, first in zip(uniq.tolist(), firsts.tolist(), strict=True):
+        d = int(demand[li])
+        ev.avail[li] -= d
+        ev.consumed[li] += d
+        ev.taken[li] += int(taken[li])
         if not ev.opened[li]:
             ev.opened[li] = True
             opened_at.append(first)
     done = np.zeros(n, dtype=bool)
-    done[settled.get_column("_o").to_numpy()] = True
+    done[o_set] = True
     return np.flatnonzero(~done).tolist()
 
 
