@@ -157,7 +157,14 @@ def apply_serial_pool(
     )  # fmt: skip
     if unknown.height:
         rows = rows.filter(known)
-    repeat = rows.select("product_code", "serial").is_duplicated()
+    # 64-bit hashes first: only when two rows share one are the strings compared
+    hashed = rows.select(pl.struct("product_code", "serial").hash().alias("h")).to_series()
+    repeat = (
+        rows.select("product_code", "serial").is_duplicated()
+        if hashed.is_duplicated().any()
+        else pl.Series("repeat", [False] * 0, dtype=pl.Boolean).extend_constant(False, rows.height)
+    )
+    del hashed
     repeated = (
         rows.filter(repeat).filter(~pl.struct("product_code", "serial").is_first_distinct())
         if repeat.any()
