@@ -162,7 +162,7 @@ def apply_serial_pool(
     repeat = (
         rows.select("product_code", "serial").is_duplicated()
         if hashed.is_duplicated().any()
-        else pl.Series("repeat", [False] * 0, dtype=pl.Boolean).extend_constant(False, rows.height)
+        else pl.repeat(False, rows.height, dtype=pl.Boolean, eager=True)
     )
     del hashed
     repeated = (
