@@ -744,34 +744,54 @@ def allocate_order_lines(
 
     closed, auto, avail, icf = ev.closed, ev.auto, ev.avail, ev.icfullqt
     closed_by = ev.closed_by
+    # search failures, detailed set-based after the walk: order line, reason, line, available
+    miss_o: list[int] = []
+    miss_auto: list[bool] = []
+    miss_li: list[int] = []
+    miss_avail: list[int] = []
     for o in todo_list:
         q = qty[o]
         chosen_li = -1
         start, end = offsets[o], offsets[o + 1]
-        if start < end:
-            is_ref = ref_flags[o]
+        is_ref = ref_flags[o]
+        for k in range(start, end):
+            li = cand[k]
+            if closed[li] or (not is_ref and not auto[li]):
+                continue
+            if avail[li] >= q:
+                chosen_li = li
+                break
+            if not icf:
+                break
+        if chosen_li < 0:
+            # steps 1-7 leave exactly the open static candidates: only the search decides
+            # (`_Evaluator.search`): none of the eligible lines holds the quantity
+            first_open = first_elig = auto_off = -1
             for k in range(start, end):
                 li = cand[k]
-                if closed[li] or (not is_ref and not auto[li]):
+                if closed[li]:
                     continue
-                if avail[li] >= q:
-                    chosen_li = li
-                    break
-                if not icf:
-                    break
-        if chosen_li < 0:
-            survivors = [cand[k] for k in range(start, end) if not closed[cand[k]]]
-            if survivors:
-                # steps 1-7 leave exactly the open static candidates: only the search decides
-                chosen_li, reason, detail = ev.search(survivors, ref_flags[o], q)
-            elif not reference:
+                if first_open < 0:
+                    first_open = li
+                if is_ref or auto[li]:
+                    if first_elig < 0:
+                        first_elig = li
+                elif auto_off < 0 and avail[li] >= q:
+                    auto_off = li
+            if first_open >= 0:
+                first = auto_off if auto_off >= 0 else first_elig if first_elig >= 0 else first_open
+                miss_o.append(o)
+                miss_auto.append(auto_off >= 0)
+                miss_li.append(first)
+                miss_avail.append(avail[first])
+                continue
+            if not reference:
                 # no line passes steps 1-7: the reason is worked out after the walk
                 deferred.append(o)
                 continue
-            else:
-                chosen_li, reason, detail = ev.evaluate(
-                    item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], day_l[o], q
-                )
+            chosen_li, reason, detail = ev.evaluate(
+                item_l[o], cust_l[o], wh_l[o], ref_l[o], chosen_l[o], day_l[o], q
+            )
             if chosen_li < 0:
                 reasons[o] = (reason, detail)
                 continue
@@ -789,7 +809,46 @@ def allocate_order_lines(
         ):
             reasons[o] = ev.describe(step, before, item, customer, warehouse, ref, chosen, qty[o])
 
-    return _results(todo, ranked, ev, link, reasons, opened_at, closed_at, rejected, pooled)
+    why = pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "_o": list(reasons.keys()),
+                    "reason": [r for r, _ in reasons.values()],
+                    "detail": [d for _, d in reasons.values()],
+                },
+                schema={"_o": pl.UInt32, "reason": pl.String, "detail": pl.String},
+            ),
+            _search_misses(ranked, miss_o, miss_auto, miss_li, miss_avail),
+        ]
+    )
+    return _results(todo, ranked, ev, link, why, opened_at, closed_at, rejected, pooled)
+
+
+def _search_misses(
+    ranked: pl.DataFrame, o: list[int], auto_off: list[bool], li: list[int], avail: list[int]
+) -> pl.DataFrame:
+    """Reasons of the order lines whose search found no line (`_Evaluator.search`)."""
+    s = pl.col
+    name = pl.format("contract {} line {}", s("contract_id"), s("line_no"))
+    return (
+        pl.DataFrame(
+            {"_o": o, "_auto_off": auto_off, "_li": li, "_avail": avail},
+            schema={"_o": pl.UInt32, "_auto_off": pl.Boolean, "_li": pl.UInt32, "_avail": pl.Int64},
+        )
+        .join(ranked.select("_li", "contract_id", "line_no"), on="_li", how="left")
+        .select(
+            "_o",
+            pl.when(s("_auto_off"))
+            .then(pl.lit(AUTO_ASSIGN_OFF))
+            .otherwise(pl.lit(INSUFFICIENT_QUANTITY))
+            .alias("reason"),
+            pl.when(s("_auto_off"))
+            .then(pl.format("{} could take it but has auto-assign N", name))
+            .otherwise(pl.format("{} can take {}", name, s("_avail")))
+            .alias("detail"),
+        )
+    )
 
 
 def _results(
@@ -797,7 +856,7 @@ def _results(
     ranked: pl.DataFrame,
     ev: _Evaluator,
     link: list[int],
-    reasons: dict[int, tuple[str | None, str | None]],
+    why: pl.DataFrame,
     opened_at: list[int],
     closed_at: list[int],
     rejected: pl.DataFrame,
@@ -806,14 +865,6 @@ def _results(
     s = pl.col
     line_ids = ranked.select(
         s("_li").cast(pl.Int64), s("contract_id").alias("_cid"), s("line_no").alias("_lno")
-    )
-    why = pl.DataFrame(
-        {
-            "_o": list(reasons.keys()),
-            "reason": [r for r, _ in reasons.values()],
-            "detail": [d for _, d in reasons.values()],
-        },
-        schema={"_o": pl.UInt32, "reason": pl.String, "detail": pl.String},
     )
     allocated = (
         todo.with_columns(pl.Series("_li", link, dtype=pl.Int64))
