@@ -269,6 +269,25 @@ def _rank_lines(lines: pl.DataFrame) -> pl.DataFrame:
     ).with_row_index("_li")
 
 
+def _code_items_and_customers(
+    orders: pl.DataFrame, ranked: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Integer codes of the items (`_ic`) and of the lines' customers (`_lcc`, orders: `_cc`)
+    of the contract lines, to join on; null for an order item or customer no line has."""
+    s = pl.col
+    items = ranked.select("item").unique().with_row_index("_ic")
+    custs = ranked.select(s("customer").drop_nulls().unique().alias("customer")).with_row_index(
+        "_cc"
+    )
+    ranked = ranked.join(items, on="item", how="left", maintain_order="left").join(
+        custs.rename({"_cc": "_lcc"}), on="customer", how="left", maintain_order="left"
+    )
+    orders = orders.join(items, on="item", how="left", maintain_order="left").join(
+        custs, on="customer", how="left", maintain_order="left"
+    )
+    return orders, ranked
+
+
 def _candidate_pairs(orders: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame:
     """(order, line) pairs that pass narrowing steps 1-7 with the state at the start of the run.
 
@@ -279,12 +298,13 @@ def _candidate_pairs(orders: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame
     lk = ranked.lazy().filter(
         s("active") & s("initialized") & (s("status") != "C")
     ).select(
-        "_li", "contract_id", "line_no", "item", "contract_type", pl.col("warehouse").alias("_lwh"),
+        "_li", "contract_id", "line_no", "item", "_ic", "_lcc", "contract_type", pl.col("warehouse").alias("_lwh"),
         "valid_from", "valid_to", pl.col("customer").alias("_lcust"), "key_customers", "unit_factor",
     )  # fmt: skip
     ok = orders.lazy().select(
-        "_o", "item", "customer", "warehouse", "contract_id", "line_no", "order_date", "quantity"
-    )
+        "_o", "item", "_ic", "customer", "_cc", "warehouse", "contract_id", "line_no", "order_date",
+        "quantity",
+    )  # fmt: skip
     ref = ok.filter(s("contract_id").is_not_null()).join(
         lk, on=["item", "contract_id"], how="inner", suffix="_l"
     )
@@ -297,18 +317,18 @@ def _candidate_pairs(orders: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame
     plain = ok.filter(s("contract_id").is_null())
     open_lines = lk.filter(s("contract_type") != "DIS")
     by_customer = plain.join(
-        open_lines.filter(s("_lcust").is_not_null()), left_on=["item", "customer"], right_on=["item", "_lcust"], how="inner"
+        open_lines.filter(s("_lcust").is_not_null()), left_on=["_ic", "_cc"], right_on=["_ic", "_lcc"], how="inner"
     )  # fmt: skip
     by_key = plain.join(
         open_lines.filter(s("_lcust").is_null() & s("key_customers").is_not_null())
         .explode("key_customers")
         .rename({"key_customers": "_kc"}),
-        left_on=["item", "customer"],
-        right_on=["item", "_kc"],
+        left_on=["_ic", "customer"],
+        right_on=["_ic", "_kc"],
         how="inner",
     )
     everyone = plain.join(
-        open_lines.filter(s("_lcust").is_null() & s("key_customers").is_null()), on="item", how="inner"
+        open_lines.filter(s("_lcust").is_null() & s("key_customers").is_null()), on="_ic", how="inner"
     )  # fmt: skip
     cols = [
         "_o",
@@ -541,7 +561,7 @@ class _Evaluator:
 def _line_keys(ranked: pl.DataFrame) -> pl.DataFrame:
     s = pl.col
     return ranked.select(
-        s("_li").cast(pl.Int64), "item", s("contract_id").alias("_lcid"), s("line_no").alias("_llno"),
+        s("_li").cast(pl.Int64), "_ic", s("contract_id").alias("_lcid"), s("line_no").alias("_llno"),
         "contract_type", s("warehouse").alias("_lwh"),
         (s("active").fill_null(False) & s("initialized").fill_null(False)).alias("_ready"),
         "valid_from", "valid_to",
@@ -589,7 +609,7 @@ def _diagnose(
     cols = ("item", "customer", "warehouse", "contract_id", "line_no")
     ords = (
         todo.lazy()
-        .select(s("_o").cast(pl.Int64), *cols, "order_date", "quantity")
+        .select(s("_o").cast(pl.Int64), "_ic", *cols, "order_date", "quantity")
         .join(pl.LazyFrame({"_o": deferred}, schema={"_o": pl.Int64}), on="_o", how="semi")
     )
     lk = _line_keys(ranked).with_columns(pl.Series("_closed_by", closed_by, dtype=pl.Int64))
@@ -597,7 +617,7 @@ def _diagnose(
     # deepest first, then the first in search order
     key = (_depth().cast(pl.Int64) * span + (span - 1 - s("_li"))).fill_null(0)
     deepest = (
-        ords.join(lk.lazy(), on="item", how="left")
+        ords.join(lk.lazy(), on="_ic", how="left")
         .select("_o", key.alias("_k"))
         .group_by("_o")
         .agg(s("_k").max())
@@ -726,6 +746,7 @@ def allocate_order_lines(
         offsets: list[int] = [0] * (n + 1)
         cand: list[int] = []
     else:
+        todo, ranked = _code_items_and_customers(todo, ranked)
         pairs = _candidate_pairs(todo, ranked)
         cand = pairs.get_column("_li").to_list()
         counts = np.bincount(pairs.get_column("_o").to_numpy(), minlength=n)
