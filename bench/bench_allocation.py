@@ -3,13 +3,15 @@
 For ICFULLQT off and on, a child process generates the data (`allocation_gen`),
 times `allocate_order_lines` and, on the same data, a DuckDB ASOF join of every
 order line to its first candidate line by end date (a set-based floor that
-ignores consumption), and reports its own peak RSS.  Target: >= 200,000 order
+ignores consumption), and reports its RSS with the data generated and its peak RSS
+after the allocation and after the floor (the target is on the last, the whole child).  Target: >= 200,000 order
 lines/s on 2 cores, peak memory < 2 GB.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import subprocess
@@ -52,13 +54,26 @@ def _asof_floor(orders: pl.DataFrame, lines: pl.DataFrame) -> float:
     return elapsed
 
 
+def _rss_mb() -> int:
+    """Current resident set size (Linux), MB."""
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * resource.getpagesize() / 2**20)
+
+
+def _peak_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def child(n_orders: int, n_lines: int, n_items: int, icfullqt: bool) -> dict[str, object]:
     t0 = time.perf_counter()
     orders, lines, contracts = generate(n_orders, n_lines, n_items)
     gen_s = time.perf_counter() - t0
+    gc.collect()
+    data_mb, gen_peak_mb = _rss_mb(), _peak_mb()
     t0 = time.perf_counter()
     result = allocate_order_lines(orders, lines, FunctionsConfig(icfullqt=icfullqt), contracts)
     wall = time.perf_counter() - t0
+    alloc_peak_mb = _peak_mb()  # the peak so far: generation or allocation, not the floor
     floor = _asof_floor(orders, lines)
     reasons = result.allocations.group_by("reason").len().sort("len", descending=True)
     return {
@@ -74,7 +89,10 @@ def child(n_orders: int, n_lines: int, n_items: int, icfullqt: bool) -> dict[str
         "linked": int(result.allocations.get_column("contract_id").is_not_null().sum()),
         "rejected": result.rejects.height,
         "reasons": {str(r): int(c) for r, c in reasons.iter_rows()},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_with_data_mb": data_mb,
+        "generate_peak_rss_mb": gen_peak_mb,
+        "alloc_peak_rss_mb": alloc_peak_mb,
+        "peak_rss_mb": _peak_mb(),
     }
 
 
@@ -100,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{rep['order_lines_per_s']:,} order lines/s, peak RSS {rep['peak_rss_mb']} MB; "
             f"DuckDB ASOF join floor {rep['asof_join_s']} s (ratio {rep['ratio_to_asof']}x); "
             f"linked {rep['linked']:,}, rejected {rep['rejected']:,}"
+        )
+        print(
+            f"  memory: {rep['rss_with_data_mb']} MB with the data generated (generation peak "
+            f"{rep['generate_peak_rss_mb']} MB), peak {rep['alloc_peak_rss_mb']} MB after allocation, "
+            f"{rep['peak_rss_mb']} MB after the ASOF floor"
         )
         print(f"  reasons: {rep['reasons']}")
         if args.orders >= 1_000_000:
