@@ -594,7 +594,7 @@ def _depth() -> pl.Expr:
 
 def _diagnose(
     todo: pl.DataFrame, ranked: pl.DataFrame, deferred: list[int], closed_by: list[int]
-) -> list[tuple[Any, ...]]:
+) -> pl.DataFrame:
     """For the order lines that no line passed when the walk reached them: the first
     narrowing step that leaves none, and the first line (search order) of the step before
     — set-based, after the walk.
@@ -602,8 +602,8 @@ def _diagnose(
     Step 4 (closed) is the only step that changes during the walk, and lines only close:
     a line is closed for order line `o` when it closed at an order line before `o`
     (`closed_by`), which is what the walk saw when it reached `o`.  The step is one past
-    the deepest line, the line the first (search order) of that depth.  Rows: (order line,
-    step, line, item, customer, warehouse, contract_id, line_no).
+    the deepest line, the line the first (search order) of that depth.  Returns `_o`,
+    `reason`, `detail` (as `_Evaluator.describe`).
     """
     s = pl.col
     cols = ("item", "customer", "warehouse", "contract_id", "line_no")
@@ -623,17 +623,61 @@ def _diagnose(
         .agg(s("_k").max())
     )
     depth = s("_k") // span
-    rows = (
+    names = ranked.lazy().select(
+        s("_li").cast(pl.Int64).alias("_before"),
+        s("contract_id").alias("_bcid"),
+        s("line_no").alias("_blno"),
+        s("unit_factor").alias("_bfactor"),
+    )
+    step = s("_step")
+    name = pl.format("contract {} line {}", s("_bcid"), s("_blno"))
+    # the reasons and details of `_Evaluator.describe`
+    reason = (
+        pl.when((step == 1) & s("contract_id").is_null())
+        .then(pl.lit(NO_CONTRACT_LINE))
+        .when(step == 1)
+        .then(pl.lit(OFF_CONTRACT_NORMAL_SOURCING))
+        .when(step == 2)
+        .then(pl.lit(NO_CONTRACT_LINE))
+        .when(step == 3)
+        .then(pl.lit(NOT_INITIALIZED))
+        .when(step == 4)
+        .then(pl.lit(LINE_IS_CLOSED))
+        .when(step == 5)
+        .then(pl.lit(CONTRACT_NOT_VALID))
+        .when(step == 6)
+        .then(pl.lit(CUSTOMER_NOT_ALLOWED))
+        .otherwise(pl.lit(UNIT_MISMATCH))
+    )
+    detail = (
+        pl.when((step == 1) & s("contract_id").is_null())
+        .then(pl.format("no contract line for item {}", s("item")))
+        .when((step == 1) & s("line_no").is_null())
+        .then(pl.format("contract {} has no line for item {}; normal sourcing", s("contract_id"), s("item")))
+        .when(step == 1)
+        .then(pl.format("line {} of contract {} is not for item {}; normal sourcing", s("line_no"), s("contract_id"), s("item")))
+        .when((step == 2) & s("warehouse").is_not_null())
+        .then(pl.format("no contract line for item {} in warehouse {}", s("item"), s("warehouse")))
+        .when(step == 2)
+        .then(pl.format("only DIS contract lines hold item {}; DIS needs a contract reference", s("item")))
+        .when(step == 3)
+        .then(pl.format("{} is not initialized (contract active and line received)", name))
+        .when(step == 4).then(pl.format("{} is closed", name))
+        .when(step == 5).then(pl.format("{} is not valid on the order date", name))
+        .when(step == 6)
+        .then(pl.format("customer {} may not buy from contract {}", s("customer"), s("_bcid")))
+        .otherwise(pl.format("quantity {} is not a multiple of the unit factor {} of {}", s("quantity"), s("_bfactor"), name))
+    )  # fmt: skip
+    return (
         ords.join(deepest, on="_o", how="left")
-        .select(
-            "_o",
+        .with_columns(
             (depth + 1).alias("_step"),
             pl.when(depth > 0).then(span - 1 - s("_k") % span).otherwise(-1).alias("_before"),
-            *cols,
         )
+        .join(names, on="_before", how="left")
+        .select(s("_o").cast(pl.UInt32), reason.alias("reason"), detail.alias("detail"))
         .collect()
     )
-    return list(rows.iter_rows())
 
 
 def _settle_isolated_lines(
@@ -824,14 +868,9 @@ def allocate_order_lines(
             closed_at.append(o)
             closed_by[chosen_li] = o
 
-    if deferred:
-        for o, step, before, item, customer, warehouse, ref, chosen in _diagnose(
-            todo, ranked, deferred, closed_by
-        ):
-            reasons[o] = ev.describe(step, before, item, customer, warehouse, ref, chosen, qty[o])
-
     why = pl.concat(
         [
+            *([_diagnose(todo, ranked, deferred, closed_by)] if deferred else []),
             pl.DataFrame(
                 {
                     "_o": list(reasons.keys()),
