@@ -13,12 +13,17 @@ one sees):
   Polars: the static rejects, and for every order line the contract lines that
   pass narrowing steps 1-7 (joined on item and customer, then filtered), ranked
   in the search order, which is the same for every order line.
-- A small Python loop then walks the order lines once, over integer arrays:
-  for each, its few ranked candidates, skipping lines closed during the run,
-  linking the first that covers the quantity (ICFULLQT: the first that covers
-  it at all).  Only when an order line stays unlinked is its reason worked out,
-  step by step against the live state (`_Evaluator.evaluate`), which is also
-  the reference implementation the property tests compare against.
+- Contract lines that only their own order lines can take and that hold all of
+  them without closing are settled set-based (`_settle_isolated_lines`).
+- A small Python loop then walks the other order lines once, over integer
+  arrays: for each, its few ranked candidates, skipping lines closed during the
+  run, linking the first that covers the quantity (ICFULLQT: the first that
+  covers it at all), else noting why the search failed.  An order line with no
+  open candidate is only recorded; after the walk one set-based pass works out
+  its reason from the point at which each line closed (`_diagnose`: step 4 is
+  the only step that changes during the walk).  `_Evaluator.evaluate`, the
+  step-by-step rule against the live state, is the reference implementation
+  the property tests compare against (`reference=True`).
 
 `apply_orders` loads the state, calls it and writes the results back.
 """
