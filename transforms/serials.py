@@ -724,6 +724,7 @@ def apply_partner_requests(
     first_id = take_counter(con, "outbox_file", len(plan))
     files: list[dict[str, Any]] = []
     taken: list[_Taken] = []
+    served: list[pl.DataFrame] = []
     for i, row in enumerate(plan):
         key = (row["cmo_id"], row["product_code"])
         g = groups[key]
@@ -742,11 +743,11 @@ def apply_partner_requests(
              "quantity": int(row["quantity"]), "run_id": ctx.run_id}
         )  # fmt: skip
         taken.append(_Taken(first_id + i, chosen.select("product_code", "serial", "sid")))
-        served = chosen.select("sid").with_columns(pl.lit(row["request_id"]).alias("request_id"))
-        view = register(con, served, "served")
-        con.execute(
-            f"UPDATE serials SET request_id = u.request_id FROM {view} u WHERE serials.sid = u.sid"
-        )
-        con.unregister(view)
+        served.append(chosen.select("sid", pl.lit(row["request_id"]).alias("request_id")))
+    view = register(con, pl.concat(served), "served")
+    con.execute(
+        f"UPDATE serials SET request_id = u.request_id FROM {view} u WHERE serials.sid = u.sid"
+    )
+    con.unregister(view)
     _record_outbox_files(con, files, taken)
     return FileResult(rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings)
