@@ -85,12 +85,26 @@ def _setup_state(db: Path, shape: Shape) -> object:
     # the serials the document commissions (units, then cases), made inside DuckDB so
     # that the setup leaves no Python-side memory behind in the measured process
     unit_gtin, case_gtin = gtins[UNIT_ITEM_REF], gtins[CASE_ITEM_REF]
+    units, cases = shape.units, shape.total_sgtins - shape.units
     con.execute(
-        f"""INSERT INTO serials (sid, product_code, serial, source, cmo_id, assign_seq)
-        SELECT i + 1, CASE WHEN i < {shape.units} THEN '{unit_gtin}' ELSE '{case_gtin}' END,
-            lpad(((i * {SERIAL_MULTIPLIER}) % 1000000000000)::VARCHAR, 12, '0'),
-            'pool', 'CMO1', i + 1
+        "INSERT INTO serial_products VALUES (?, 1, ?), (?, 2, ?)",
+        [unit_gtin, units, case_gtin, cases],
+    )
+    con.execute(
+        f"""INSERT INTO pool
+        SELECT CASE WHEN i < {units} THEN 1 ELSE 2 END,
+            CASE WHEN i < {units} THEN i ELSE i - {units} END,
+            lpad(((i * {SERIAL_MULTIPLIER}) % 1000000000000)::VARCHAR, 12, '0')
         FROM range({shape.total_sgtins}) t(i)"""
+    )
+    con.execute(
+        f"""INSERT INTO serial_runs VALUES
+            (1, 0, {units}, 'CMO1', 1, 0, NULL, NULL, FALSE, FALSE, NULL, NULL),
+            (2, 0, {cases}, 'CMO1', {units + 1}, 0, NULL, NULL, FALSE, FALSE, NULL, NULL)"""
+    )
+    con.execute(
+        f"INSERT INTO pool_loads VALUES (1, 0, {units}, 'pool', 'bench', NULL), "
+        f"(2, 0, {cases}, 'pool', 'bench', NULL)"
     )
     con.execute("CHECKPOINT")
     return con

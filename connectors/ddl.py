@@ -22,22 +22,41 @@ SERIAL_DDL = [
     # produceable products of a CMO, in the order the file listed them
     """CREATE TABLE IF NOT EXISTS cmo_products (
         cmo_id VARCHAR NOT NULL, product_code VARCHAR NOT NULL, pos INTEGER NOT NULL)""",
-    # One row per serial ever known.  No index: uniqueness is checked set-based by
+    # Serials (SPEC §5).  A product's serials are numbered in arrival order (`pseq`,
+    # from 0: the FIFO order); `pool` holds the immutable (product, number, serial)
+    # triples, `serial_runs` the status of every serial run-length encoded (see
+    # transforms/serial_runs.py).  No index: uniqueness is checked set-based by
     # anti-joins, which keeps loading tens of millions of serials fast and small.
-    """CREATE TABLE IF NOT EXISTS serials (
-        sid BIGINT NOT NULL,             -- arrival order in the pool (FIFO), global
-        product_code VARCHAR NOT NULL,
-        serial VARCHAR NOT NULL,
+    """CREATE TABLE IF NOT EXISTS serial_products (
+        product_code VARCHAR PRIMARY KEY, pid INTEGER NOT NULL UNIQUE,
+        size BIGINT NOT NULL)            -- serials the product ever had: pseq 0 .. size-1""",
+    """CREATE TABLE IF NOT EXISTS pool (
+        pid INTEGER NOT NULL, pseq BIGINT NOT NULL, serial VARCHAR NOT NULL)""",
+    # where each arrival range came from (audit)
+    """CREATE TABLE IF NOT EXISTS pool_loads (
+        pid INTEGER NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,
         source VARCHAR NOT NULL,         -- 'pool' | 'generated'
+        run_id VARCHAR, file VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS serial_runs (
+        pid INTEGER NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,  -- serials [lo, hi)
         cmo_id VARCHAR,                  -- holder; NULL = available in the pool
-        assign_seq BIGINT,               -- order of assignment; NULL when available
-        export_count INTEGER NOT NULL DEFAULT 0,
+        assign_seq BIGINT,               -- assignment order of the serial at lo; NULL when available
+        export_count INTEGER NOT NULL,   -- times written to an export file
         last_export_id BIGINT,           -- outbox file id of the latest export
-        request_id VARCHAR,              -- partner request that took it (no longer 'assigned')
-        commissioned BOOLEAN NOT NULL DEFAULT FALSE,
-        shipped BOOLEAN NOT NULL DEFAULT FALSE,
+        request_id VARCHAR,              -- partner request that took them (no longer 'assigned')
+        commissioned BOOLEAN NOT NULL,   -- reported by the CMO with outcome OK (SPEC §6)
+        shipped BOOLEAN NOT NULL,
         lot VARCHAR,                     -- commissioning ILMD (SPEC §6)
         expiry DATE)""",
+    # one row per serial, for people and ad-hoc queries (the product never reads it)
+    """CREATE OR REPLACE VIEW serials AS
+        SELECT (p.pid::BIGINT << 40) | p.pseq AS sid, sp.product_code, p.serial, p.pid, p.pseq,
+               r.cmo_id, r.assign_seq + (p.pseq - r.lo) AS assign_seq, r.export_count,
+               r.last_export_id, r.request_id, r.commissioned, r.shipped, r.lot, r.expiry,
+               l.source
+        FROM pool p JOIN serial_products sp ON sp.pid = p.pid
+        JOIN serial_runs r ON r.pid = p.pid AND p.pseq >= r.lo AND p.pseq < r.hi
+        JOIN pool_loads l ON l.pid = p.pid AND p.pseq >= l.lo AND p.pseq < l.hi""",
     # Every export file and partner answer, recorded with its serials in the same
     # transaction as the serial status change; materialised afterwards (SPEC §8).
     """CREATE TABLE IF NOT EXISTS outbox_files (
@@ -46,9 +65,11 @@ SERIAL_DDL = [
         file_name VARCHAR NOT NULL, count BIGINT NOT NULL, created TIMESTAMP NOT NULL,
         can_contain_duplicates BOOLEAN NOT NULL, request_id VARCHAR, quantity BIGINT,
         run_id VARCHAR NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS outbox_items (
-        file_id BIGINT NOT NULL, ord BIGINT NOT NULL, product_code VARCHAR NOT NULL, serial VARCHAR NOT NULL)""",
-    """CREATE SEQUENCE IF NOT EXISTS seq_sid START 1""",
+    # the serials of each file: ranges of one product's serials, in file order
+    # (`ord`: the position of the range's first serial in the file, from 0)
+    """CREATE TABLE IF NOT EXISTS outbox_ranges (
+        file_id BIGINT NOT NULL, ord BIGINT NOT NULL, pid INTEGER NOT NULL,
+        lo BIGINT NOT NULL, hi BIGINT NOT NULL)""",
     """CREATE SEQUENCE IF NOT EXISTS seq_assign START 1""",
     """CREATE SEQUENCE IF NOT EXISTS seq_outbox_file START 1""",
 ]

@@ -1,7 +1,7 @@
 """The state store's tables of the TraceLink shipping side (SPEC §6, §10).
 
 `connectors.store` runs `SHIPPING_DDL` at start-up next to `SERIAL_DDL`.  The
-serial outcomes themselves live in `serials` (commissioned, shipped, lot, expiry);
+serial outcomes themselves live in `serial_runs` (commissioned, shipped, lot, expiry);
 these tables keep what a later document needs:
 
 - `shipping_aggregation` — the packaging hierarchy as it stands after every

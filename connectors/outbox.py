@@ -19,6 +19,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from transforms.serials import outbox_contents
+
 FORMULA_START = ("=", "+", "-", "@")
 
 
@@ -83,11 +85,7 @@ def materialize_missing(
     missing = [(int(fid), rel) for fid, rel in recorded if not _inside(outbox, rel).exists()]
     if not missing:
         return []
-    items = con.execute(
-        """SELECT file_id, product_code, serial FROM outbox_items
-           WHERE file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY file_id, ord""",
-        [[fid for fid, _ in missing]],
-    ).pl()
+    items = outbox_contents(con, [fid for fid, _ in missing])
     parts = {int(k[0]): v for k, v in items.partition_by("file_id", as_dict=True).items()}
     empty = pl.DataFrame(schema={"product_code": pl.String, "serial": pl.String})
     for fid, rel in missing:

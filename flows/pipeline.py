@@ -92,7 +92,7 @@ class Run:
     shipping_exceptions: list[pl.DataFrame] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     report_dir: Path | None = None
-    first_sid: int = 1  # the first arrival number this run could give a serial
+    pool_sizes: dict[int, int] = field(default_factory=dict)  # pid -> serials at the start
 
     @property
     def run_id(self) -> str:
@@ -130,8 +130,7 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
             "INSERT INTO runs VALUES (?, ?, ?, NULL)", [run_id, as_of, dt.datetime.now()]
         )
         run = Run(paths, config, as_of, store, RunContext(run_id, as_of, config), dt.datetime.now())
-        next_sid = store.con.execute("SELECT value FROM meta WHERE key = 'sid'").fetchone()
-        run.first_sid = int(next_sid[0]) if next_sid else 1
+        run.pool_sizes = reports.pool_sizes(store.con)
         written = outbox_io.materialize_missing(store.con, paths.outbox)
         if written:
             run.warnings.append(
@@ -508,7 +507,7 @@ def write_reports(run: Run) -> Run:
         reports.exported_files_report(con),
         reports.EXPORTED_FILES_COLUMNS,
     )
-    invariants = reports.serial_invariants(con, balance, run.first_sid)
+    invariants = reports.serial_invariants(con, balance, run.pool_sizes)
     _optional_reports(run, folder, invariants)
     _timed(run, "reports", started)
     finished = dt.datetime.now()

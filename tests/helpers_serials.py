@@ -11,9 +11,11 @@ import polars as pl
 
 from connectors.store import memory_connection
 from schemas.base import validate_rows
+from transforms import serial_runs as sr
 from transforms.codes import gs1_check_digit
 from transforms.context import Config, RunContext, SerialsConfig
 from transforms.rejects import LINE
+from transforms.serials import insert_serials, load_runs, outbox_contents, save_runs
 
 AS_OF = dt.datetime(2024, 5, 17, 14, 30, 5)
 RUN_ID = "20240517T143005"
@@ -91,8 +93,6 @@ def seed(
         )
         for pos, code in enumerate(produceable):
             con.execute("INSERT INTO cmo_products VALUES (?, ?, ?)", [cmo_id, code, pos])
-    row = con.execute("SELECT coalesce(max(sid), 0) FROM serials").fetchone()
-    sid = int(row[0]) if row else 0
     for code, serials in (pool or {}).items():
         values = (
             [f"S{i:05d}" for i in range(1, serials + 1)]
@@ -100,22 +100,10 @@ def seed(
             else list(serials)
         )
         frame = pl.DataFrame(
-            {
-                "sid": list(range(sid + 1, sid + 1 + len(values))),
-                "product_code": [code] * len(values),
-                "serial": values,
-            },
-            schema={"sid": pl.Int64, "product_code": pl.String, "serial": pl.String},
+            {"product_code": [code] * len(values), "serial": values},
+            schema={"product_code": pl.String, "serial": pl.String},
         )
-        con.register("_seed_pool", frame)
-        con.execute(
-            """INSERT INTO serials (sid, product_code, serial, source)
-               SELECT sid, product_code, serial, 'pool' FROM _seed_pool"""
-        )
-        con.unregister("_seed_pool")
-        sid += len(values)
-    if sid:
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('sid', ?)", [str(sid + 1)])
+        insert_serials(con, frame, "pool", RunContext(RUN_ID, AS_OF))
     return con
 
 
@@ -129,3 +117,24 @@ def serial_rows(con: duckdb.DuckDBPyConnection, where: str = "TRUE", order: str 
 def count(con: duckdb.DuckDBPyConnection, where: str, params: list[Any] | None = None) -> int:
     row = con.execute(f"SELECT count(*) FROM serials WHERE {where}", params or []).fetchone()
     return int(row[0]) if row else 0
+
+
+def set_status(con: duckdb.DuckDBPyConnection, where: str, **values: Any) -> int:
+    """Set status columns (e.g. `shipped=True`) of the serials matching `where` (over the
+    `serials` view), as a rule would: through the runs.  Returns how many serials."""
+    hit = con.execute(f"SELECT pid, pseq FROM serials WHERE {where}").pl()
+    if hit.height == 0:
+        return 0
+    patches = sr.ranges_of(hit).with_columns([pl.lit(v).alias(k) for k, v in values.items()])
+    pids = hit.get_column("pid").unique().to_list()
+    save_runs(con, pids, sr.overlay(load_runs(con, pids), patches, list(values)))
+    return hit.height
+
+
+def register_outbox_items(con: duckdb.DuckDBPyConnection) -> None:
+    """A view `outbox_items` (file_id, ord, product_code, serial) of every recorded file."""
+    ids = [r[0] for r in con.execute("SELECT file_id FROM outbox_files").fetchall()]
+    items = outbox_contents(con, ids).with_columns(
+        pl.int_range(1, pl.len() + 1).over("file_id").alias("ord")
+    )
+    con.register("outbox_items", items)

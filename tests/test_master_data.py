@@ -6,7 +6,17 @@ from typing import Any
 
 import duckdb
 import pytest
-from helpers_serials import DEMO, PROD_A, PROD_B, count, make_ctx, rows, seed, valid_rows
+from helpers_serials import (
+    DEMO,
+    PROD_A,
+    PROD_B,
+    count,
+    make_ctx,
+    rows,
+    seed,
+    set_status,
+    valid_rows,
+)
 
 from connectors.store import memory_connection
 from schemas.master_data import CmosFile, PartnershipsFile, ProductsFile
@@ -166,8 +176,8 @@ def test_deleting_a_cmo_returns_its_never_exported_serials_and_keeps_the_exporte
     apply_assignments(
         con, valid_rows(AssignmentsFile, rows(cmo_id="C1", product_code=DEMO, quantity="5")), CTX
     )
-    con.execute("UPDATE serials SET export_count = 1 WHERE serial IN ('S00001', 'S00002')")
-    con.execute("UPDATE serials SET request_id = 'R1' WHERE serial = 'S00003'")
+    set_status(con, "serial IN ('S00001', 'S00002')", export_count=1)
+    set_status(con, "serial = 'S00003'", request_id="R1")
     _cmos(con, action="delete", cmo_id="C1")
     held = con.execute("SELECT serial FROM serials WHERE cmo_id = 'C1' ORDER BY sid").fetchall()
     assert held == [("S00001",), ("S00002",), ("S00003",)]

@@ -6,17 +6,23 @@ import datetime as dt
 from typing import Any
 
 import duckdb
-from helpers_serials import DEMO, PROD_A, PROD_B, make_ctx, rows, seed, valid_rows
+import polars as pl
+from helpers_serials import DEMO, PROD_A, PROD_B, make_ctx, rows, seed, set_status, valid_rows
 
-from connectors.store import memory_connection
 from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
 from transforms.reports import (
     SERIAL_BALANCE_COLUMNS,
     exported_files_report,
+    pool_sizes,
     serial_balance_report,
     serial_invariants,
 )
-from transforms.serials import apply_assignments, apply_exports, apply_partner_requests
+from transforms.serials import (
+    apply_assignments,
+    apply_exports,
+    apply_partner_requests,
+    insert_serials,
+)
 
 CTX = make_ctx()
 
@@ -81,8 +87,8 @@ def test_the_counts_follow_the_definitions_of_section_5() -> None:
     _export(con, "C1", 3)  # S1-S3 exported
     req = rows(request_id="R1", cmo_id="C1", product_code=DEMO, quantity="2")  # S4, S5
     apply_partner_requests(con, valid_rows(PartnerRequestsFile, req), CTX)
-    con.execute("UPDATE serials SET commissioned = TRUE WHERE serial IN ('S00001', 'S00006')")
-    con.execute("UPDATE serials SET commissioned = TRUE, shipped = TRUE WHERE serial = 'S00004'")
+    set_status(con, "serial IN ('S00001', 'S00006')", commissioned=True)
+    set_status(con, "serial = 'S00004'", commissioned=True, shipped=True)
     balance = _balance(con)
     # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped
     assert _counts(balance[("C1", DEMO)]) == (7, 8, 4, 3, 2, 3, 1)
@@ -122,7 +128,7 @@ def test_invariants_detect_a_duplicate_serial() -> None:
 
 def test_invariants_detect_a_serial_assigned_to_no_known_cmo() -> None:
     con = seed(products=[DEMO], pool={DEMO: 2})
-    con.execute("UPDATE serials SET cmo_id = 'GHOST', assign_seq = 1 WHERE serial = 'S00001'")
+    set_status(con, "serial = 'S00001'", cmo_id="GHOST", assign_seq=1)
     invariants = serial_invariants(con, serial_balance_report(con))
     assert invariants["assigned_serials_belong_to_a_cmo"] is False
 
@@ -163,14 +169,20 @@ def test_partner_answers_are_not_exported_files() -> None:
 
 
 def test_incremental_uniqueness_check_catches_a_new_serial_that_repeats_an_old_one() -> None:
-    con = memory_connection()
-    con.execute(
-        "INSERT INTO serials (sid, product_code, serial, source) VALUES (1, 'P', 'A', 'pool'), (2, 'P', 'B', 'pool')"
-    )
+    con = seed(products=["P"], pool={"P": ["A", "B"]})
     balance = serial_balance_report(con)
-    assert serial_invariants(con, balance, since_sid=3)["serial_unique_per_product"] is True
-    con.execute(
-        "INSERT INTO serials (sid, product_code, serial, source) VALUES (3, 'P', 'A', 'pool')"
-    )
-    assert serial_invariants(con, balance, since_sid=3)["serial_unique_per_product"] is False
-    assert serial_invariants(con, balance, since_sid=4)["serial_unique_per_product"] is True
+    before = pool_sizes(con)
+    assert serial_invariants(con, balance, before)["serial_unique_per_product"] is True
+    # a repeat slipped into the pool behind the rules' back (its run made consistent)
+    insert_serials(con, pl.DataFrame({"product_code": ["P"], "serial": ["A"]}), "pool", CTX)
+    assert serial_invariants(con, balance, before)["serial_unique_per_product"] is False
+    # products that did not grow since are not checked again: serials never change
+    assert serial_invariants(con, balance, pool_sizes(con))["serial_unique_per_product"] is True
+
+
+def test_invariants_detect_runs_that_do_not_cover_the_pool() -> None:
+    con = seed(products=["P"], pool={"P": 3})
+    balance = serial_balance_report(con)
+    assert serial_invariants(con, balance)["serial_unique_per_product"] is True
+    con.execute("UPDATE serial_runs SET hi = hi - 1")  # the last serial lost its status
+    assert serial_invariants(con, balance)["serial_unique_per_product"] is False

@@ -12,7 +12,18 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
-from helpers_serials import DEMO, PROD_A, PROD_B, count, make_ctx, rows, seed, valid_rows
+from helpers_serials import (
+    DEMO,
+    PROD_A,
+    PROD_B,
+    count,
+    make_ctx,
+    register_outbox_items,
+    rows,
+    seed,
+    set_status,
+    valid_rows,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +46,7 @@ from transforms.serials import (
     apply_serial_pool,
     apply_serial_returns,
     export_file_name,
+    outbox_contents,
     random_serials,
     safe_cmo_name,
 )
@@ -107,12 +119,7 @@ def _files(con: duckdb.DuckDBPyConnection, kind: str = "export") -> list[dict[st
 
 
 def _items(con: duckdb.DuckDBPyConnection, file_id: int) -> list[str]:
-    return [
-        r[0]
-        for r in con.execute(
-            "SELECT serial FROM outbox_items WHERE file_id = ? ORDER BY ord", [file_id]
-        ).fetchall()
-    ]
+    return outbox_contents(con, [file_id]).get_column("serial").to_list()
 
 
 def _counts(con: duckdb.DuckDBPyConnection, cmo_id: str, product: str = DEMO) -> dict[str, int]:
@@ -170,7 +177,7 @@ def test_a_serial_that_already_exists_for_the_product_is_rejected() -> None:
 def test_a_serial_exists_once_for_ever_even_after_it_left_the_pool() -> None:
     con = seed(products=[DEMO], cmos={"C1": [DEMO]}, pool={DEMO: ["A1", "A2"]})
     assign(con, cmo_id="C1", product_code=DEMO, quantity="2")
-    con.execute("UPDATE serials SET export_count = 1, shipped = TRUE WHERE serial = 'A1'")
+    set_status(con, "serial = 'A1'", export_count=1, shipped=True)
     result = pool(con, product_code=DEMO, serial=["A1", "A2"])
     assert _rules(result) == [(2, "serial_exists"), (3, "serial_exists")]
     assert count(con, "TRUE") == 2
@@ -465,7 +472,7 @@ def test_with_allow_already_exported_the_limit_is_assigned() -> None:
 def test_commissioned_or_shipped_serials_are_never_exported_again(flag: str) -> None:
     con = _assigned(3)
     export(con, cmo_id="C1", product_code=DEMO, quantity="3")
-    con.execute(f"UPDATE serials SET {flag} = TRUE WHERE serial IN ('S00001', 'S00003')")
+    set_status(con, "serial IN ('S00001', 'S00003')", **{flag: True})
     refused = export(con, cmo_id="C1", product_code=DEMO, quantity="2", allow_already_exported="Y")
     assert _rules(refused) == [(2, "not_enough_assigned")]
     assert "at most 1" in refused.rejects.get_column("message")[0]
@@ -476,7 +483,7 @@ def test_commissioned_or_shipped_serials_are_never_exported_again(flag: str) -> 
 @pytest.mark.parametrize("flag", ["commissioned", "shipped"])
 def test_a_used_serial_that_was_never_exported_is_not_exported(flag: str) -> None:
     con = _assigned(3)
-    con.execute(f"UPDATE serials SET {flag} = TRUE WHERE serial = 'S00001'")
+    set_status(con, "serial = 'S00001'", **{flag: True})
     refused = export(con, cmo_id="C1", product_code=DEMO, quantity="3", allow_already_exported="Y")
     assert _rules(refused) == [(2, "not_enough_assigned")]
     export(con, cmo_id="C1", product_code=DEMO, quantity="2")
@@ -706,8 +713,8 @@ def test_only_assigned_not_exported_serials_return() -> None:
     con = _partner(6)
     export(con, cmo_id="C1", product_code=DEMO, quantity="1")  # S1
     request(con, request_id="R1", cmo_id="C1", product_code=DEMO, quantity="1")  # S2
-    con.execute("UPDATE serials SET commissioned = TRUE WHERE serial = 'S00003'")
-    con.execute("UPDATE serials SET shipped = TRUE WHERE serial = 'S00004'")
+    set_status(con, "serial = 'S00003'", commissioned=True)
+    set_status(con, "serial = 'S00004'", shipped=True)
     result = give_back(con, cmo_id="C1", product_code=DEMO, quantity="ALL")
     assert result.rows_applied == 1
     assert _available(con) == ["S00005", "S00006"]
@@ -796,16 +803,17 @@ def test_no_sequence_of_files_breaks_the_serial_invariants(ops: list[tuple[str, 
         elif op == "return":
             give_back(con, cmo_id=cmo_id, product_code=DEMO, quantity=q)
         else:
-            con.execute(
-                "UPDATE serials SET commissioned = TRUE WHERE sid = "
-                "(SELECT min(sid) FROM serials WHERE cmo_id = ? AND NOT commissioned)",
-                [cmo_id],
+            set_status(
+                con,
+                f"sid = (SELECT min(sid) FROM serials WHERE cmo_id = '{cmo_id}' AND NOT commissioned)",
+                commissioned=True,
             )
         invariants = serial_invariants(con, serial_balance_report(con))
         assert all(invariants.values()), (op, invariants)
         assert count(con, "cmo_id IS NULL AND (export_count > 0 OR request_id IS NOT NULL)") == 0
         assert count(con, "cmo_id IS NULL AND assign_seq IS NOT NULL") == 0
         assert count(con, "request_id IS NOT NULL AND cmo_id <> 'C2'") == 0
+    register_outbox_items(con)
     files = con.execute(
         """SELECT f.file_id, f.cmo_id, f.count, count(*), count(DISTINCT i.serial),
                   count(*) FILTER (WHERE s.cmo_id = f.cmo_id)

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from helpers_serials import set_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ from schemas.shipping import (
 )
 from transforms.context import RunContext
 from transforms.epc import parse_epc
+from transforms.serials import insert_serials
 from transforms.shipping import ShippingResult, lot_reconciliation, reconcile_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "epcis"
@@ -133,13 +135,16 @@ def store() -> duckdb.DuckDBPyConnection:
 
 
 def add_serials(con: duckdb.DuckDBPyConnection, uris: list[str], holder: str | None = "A") -> None:
-    for uri in uris:
-        epc = parse_epc(uri)
-        con.execute(
-            "INSERT INTO serials (sid, product_code, serial, source, cmo_id) "
-            "VALUES (nextval('seq_sid'), ?, ?, 'pool', ?)",
-            [epc.product_code, epc.serial, holder],
-        )
+    """Put these SGTINs in the pool, assigned to `holder` (None: available)."""
+    epcs = [parse_epc(uri) for uri in uris]
+    frame = pl.DataFrame(
+        {"product_code": [e.product_code for e in epcs], "serial": [e.serial for e in epcs]},
+        schema={"product_code": pl.String, "serial": pl.String},
+    )
+    insert_serials(con, frame, "pool", CTX)
+    if holder is not None:
+        keys = ", ".join(f"('{e.product_code}', '{e.serial}')" for e in epcs)
+        set_status(con, f"(product_code, serial) IN ({keys})", cmo_id=holder, assign_seq=1)
 
 
 def run(
@@ -228,7 +233,7 @@ def test_precedence_first_outcome_that_applies(tmp_path: Path) -> None:
     add_serials(con, [unit("np-pool", "099999")], None)
     add_serials(con, [unit("np-other", "099999")], "B")
     add_serials(con, [unit("np-shipped", "099999")], "B")
-    con.execute("UPDATE serials SET shipped = TRUE WHERE serial = 'np-shipped'")
+    set_status(con, "serial = 'np-shipped'", shipped=True)
     ship = obj(
         [unit(s, "099999") for s in ("np-pool", "np-other", "np-shipped")], "shipping", "OBSERVE"
     )

@@ -46,30 +46,33 @@ def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """`serial_balance.csv`: one row per produceable product of each CMO not deleted, plus
     every (CMO, product) that holds serials; counts as defined in §5."""
     return con.execute(
-        """WITH held AS (
+        """WITH runs AS (
+               SELECT sp.product_code, r.*, r.hi - r.lo AS n
+               FROM serial_runs r JOIN serial_products sp ON sp.pid = r.pid),
+           held AS (
                SELECT cmo_id, product_code,
-                      count(*) FILTER (WHERE request_id IS NULL) AS assigned,
-                      count(*) FILTER (WHERE request_id IS NULL AND export_count = 0
-                                       AND NOT commissioned AND NOT shipped) AS assigned_not_exported,
-                      count(*) FILTER (WHERE request_id IS NULL AND export_count > 0) AS exported,
-                      count(*) FILTER (WHERE request_id IS NOT NULL) AS requested,
-                      count(*) FILTER (WHERE commissioned) AS commissioned,
-                      count(*) FILTER (WHERE shipped) AS shipped
-               FROM serials WHERE cmo_id IS NOT NULL GROUP BY cmo_id, product_code),
+                      sum(n) FILTER (WHERE request_id IS NULL) AS assigned,
+                      sum(n) FILTER (WHERE request_id IS NULL AND export_count = 0
+                                     AND NOT commissioned AND NOT shipped) AS assigned_not_exported,
+                      sum(n) FILTER (WHERE request_id IS NULL AND export_count > 0) AS exported,
+                      sum(n) FILTER (WHERE request_id IS NOT NULL) AS requested,
+                      sum(n) FILTER (WHERE commissioned) AS commissioned,
+                      sum(n) FILTER (WHERE shipped) AS shipped
+               FROM runs WHERE cmo_id IS NOT NULL GROUP BY cmo_id, product_code),
            avail AS (
-               SELECT product_code, count(*) AS available FROM serials
+               SELECT product_code, sum(n) AS available FROM runs
                WHERE cmo_id IS NULL GROUP BY product_code),
            pairs AS (
                SELECT cmo_id, product_code FROM cmo_products
                UNION SELECT cmo_id, product_code FROM held)
            SELECT c.cmo_id, c.cmo_name, p.product_code, pr.product_name,
-                  coalesce(a.available, 0) AS available,
-                  coalesce(h.assigned, 0) AS assigned,
-                  coalesce(h.assigned_not_exported, 0) AS assigned_not_exported,
-                  coalesce(h.exported, 0) AS exported,
-                  coalesce(h.requested, 0) AS requested,
-                  coalesce(h.commissioned, 0) AS commissioned,
-                  coalesce(h.shipped, 0) AS shipped
+                  coalesce(a.available, 0)::BIGINT AS available,
+                  coalesce(h.assigned, 0)::BIGINT AS assigned,
+                  coalesce(h.assigned_not_exported, 0)::BIGINT AS assigned_not_exported,
+                  coalesce(h.exported, 0)::BIGINT AS exported,
+                  coalesce(h.requested, 0)::BIGINT AS requested,
+                  coalesce(h.commissioned, 0)::BIGINT AS commissioned,
+                  coalesce(h.shipped, 0)::BIGINT AS shipped
            FROM pairs p JOIN cmos c ON c.cmo_id = p.cmo_id AND NOT c.deleted
            LEFT JOIN products pr ON pr.product_code = p.product_code
            LEFT JOIN held h ON h.cmo_id = p.cmo_id AND h.product_code = p.product_code
@@ -88,42 +91,77 @@ def exported_files_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).pl()
 
 
-def _newest_sid(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT max(sid) FROM serials").fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+def pool_sizes(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    """pid -> serials the product has: where a run's new arrivals start."""
+    return {
+        int(r[0]): int(r[1])
+        for r in con.execute("SELECT pid, size FROM serial_products").fetchall()
+    }
+
+
+def _new_serials_unique(con: duckdb.DuckDBPyConnection, since: dict[int, int]) -> bool:
+    """Every serial that arrived since `since` (pid -> size then) is unique in its product.
+
+    Hash every (product, serial) of the products that grew to 64 bits and count the
+    distinct integers; only when two share a hash are the strings compared, so the
+    answer is exact and cheap.  Serials never change once stored, so products that
+    did not grow need no check.
+    """
+    grew = [pid for pid, size in pool_sizes(con).items() if size > since.get(pid, 0)]
+    if not grew:
+        return True
+    hashes = con.execute(
+        "SELECT hash(serial) AS h, pid FROM pool WHERE pid IN (SELECT unnest(?::INTEGER[]))",
+        [grew],
+    ).pl()
+    keyed = hashes.select(pl.col("h").xor(pl.col("pid").cast(pl.UInt64).hash(seed=3)))
+    if keyed.to_series().n_unique() == hashes.height:
+        return True
+    dup = con.execute(
+        """SELECT count(*) FROM (SELECT pid, serial FROM pool
+           WHERE pid IN (SELECT unnest(?::INTEGER[])) GROUP BY ALL HAVING count(*) > 1)""",
+        [grew],
+    ).fetchone()
+    return bool(dup and dup[0] == 0)
+
+
+def _runs_partition_pool(con: duckdb.DuckDBPyConnection) -> bool:
+    """The runs of each product cover its serials 0 .. size-1 exactly once."""
+    row = con.execute(
+        """WITH r AS (
+               SELECT pid, lo, hi, lag(hi) OVER (PARTITION BY pid ORDER BY lo) AS prev_hi,
+                      row_number() OVER (PARTITION BY pid ORDER BY lo) AS k
+               FROM serial_runs),
+           bad_runs AS (
+               SELECT count(*) AS n FROM r
+               WHERE hi <= lo OR (k = 1 AND lo <> 0) OR (k > 1 AND lo <> prev_hi)),
+           ends AS (SELECT pid, max(hi) AS top, count(*) AS runs FROM serial_runs GROUP BY pid)
+           SELECT (SELECT n FROM bad_runs)
+                  + (SELECT count(*) FROM serial_products sp LEFT JOIN ends e ON e.pid = sp.pid
+                     WHERE coalesce(e.top, 0) <> sp.size)
+                  + (SELECT count(*) FROM ends e WHERE e.pid NOT IN (SELECT pid FROM serial_products))"""
+    ).fetchone()
+    return bool(row and row[0] == 0)
 
 
 def serial_invariants(
-    con: duckdb.DuckDBPyConnection, balance: pl.DataFrame, since_sid: int | None = None
+    con: duckdb.DuckDBPyConnection, balance: pl.DataFrame, since: dict[int, int] | None = None
 ) -> dict[str, bool]:
     """§8 invariants of the serial side, checked against the state.
 
-    With `since_sid`, a night without new serials (none at or after `since_sid`)
-    skips the uniqueness check: (product_code, serial) never changes once stored.
+    `since` (pid -> pool size at the start of the run) limits the uniqueness check
+    to the products that received serials in this run; None checks every product.
     """
-    if since_sid is not None and _newest_sid(con) < since_sid:
-        dup: tuple[int] | None = (0,)  # no serial arrived in this run
-    else:
-        # Hash every (product, serial) to 64 bits and group the integers; only hash
-        # collisions are compared as strings, so the answer is exact and cheap.
-        dup = con.execute(
-            """WITH twice AS (
-                   SELECT hash(product_code, serial) AS h FROM serials
-                   GROUP BY h HAVING count(*) > 1)
-               SELECT count(*) FROM (
-                   SELECT product_code, serial FROM serials
-                   WHERE hash(product_code, serial) IN (SELECT h FROM twice)
-                   GROUP BY ALL HAVING count(*) > 1)"""
-        ).fetchone()
+    unique = _new_serials_unique(con, since or {}) and _runs_partition_pool(con)
     orphan = con.execute(
-        """SELECT count(*) FROM serials s WHERE s.cmo_id IS NOT NULL
+        """SELECT count(*) FROM serial_runs s WHERE s.cmo_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM cmos c WHERE c.cmo_id = s.cmo_id)"""
     ).fetchone()
     totals = con.execute(
-        """SELECT count(*) FILTER (WHERE s.request_id IS NULL),
-                  count(*) FILTER (WHERE s.request_id IS NULL AND s.export_count = 0
-                                   AND NOT s.commissioned AND NOT s.shipped)
-           FROM serials s JOIN cmos c ON c.cmo_id = s.cmo_id AND NOT c.deleted"""
+        """SELECT coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL), 0),
+                  coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL AND s.export_count = 0
+                                   AND NOT s.commissioned AND NOT s.shipped), 0)
+           FROM serial_runs s JOIN cmos c ON c.cmo_id = s.cmo_id AND NOT c.deleted"""
     ).fetchone()
     reported_assigned = int(balance.get_column("assigned").sum()) if balance.height else 0
     reported_ane = int(balance.get_column("assigned_not_exported").sum()) if balance.height else 0
@@ -135,7 +173,7 @@ def serial_invariants(
         ).item()
     )
     return {
-        "serial_unique_per_product": bool(dup and dup[0] == 0),
+        "serial_unique_per_product": unique,
         "assigned_serials_belong_to_a_cmo": bool(orphan and orphan[0] == 0),
         "reported_counts_equal_state": bool(
             totals is not None

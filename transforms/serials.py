@@ -1,13 +1,17 @@
 """Serial rules: pool, in-house generation, assignment, returns, exports, partner requests (SPEC §5).
 
-Status changes are set-based: DuckDB statements over the `serials` table, or
-Polars over the few (CMO, product) groups a file touches.  The only Python loops
-run over the rows of a request file (hundreds), never over serials.
+State: `pool` holds each serial once as (product index `pid`, arrival number
+`pseq`, serial) and never changes; the status of every serial lives in
+`serial_runs`, run-length encoded (`transforms.serial_runs`).  A file's rules load
+the runs of the products it touches (a few rows), change them with Polars and
+write them back.  Only the pool insert and the contents of export files touch one
+row per serial, and both are set-based.  The only Python loops run over the rows
+of a request file (hundreds), never over serials.
 
-The counts of §5, as predicates over `serials`:
+The counts of §5, as predicates over runs:
 - available: `cmo_id IS NULL`
 - assigned: `cmo_id = c AND request_id IS NULL`
-- assigned not exported: assigned and `export_count = 0` and not commissioned/shipped
+- assigned not exported: assigned, `export_count = 0`, not commissioned or shipped
 - requested: `cmo_id = c AND request_id IS NOT NULL`
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,17 +27,19 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from transforms import serial_runs as sr
 from transforms.codes import bool_expr
 from transforms.context import FileResult, RunContext
 from transforms.rejects import LINE, REJECT_SCHEMA, RejectCollector, concat_rejects, reject_where
 from transforms.state import register, take_counter
 
-ASSIGNED_NOT_EXPORTED = (
-    "request_id IS NULL AND export_count = 0 AND NOT commissioned AND NOT shipped"
-)
 CHARSETS = {"numeric": "0123456789", "alphanumeric": "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
 DUPLICATE_SUFFIX = "_CanContainDuplicateSerials"
 MAX_GENERATE_PER_ROW = 10_000_000  # one row's serials are drawn in memory
+
+ASSIGNED = pl.col("cmo_id").is_not_null() & pl.col("request_id").is_null()
+USED = pl.col("commissioned") | pl.col("shipped")
+ASSIGNED_NOT_EXPORTED = ASSIGNED & (pl.col("export_count") == 0) & ~USED
 
 
 # --------------------------------------------------------------------------- lookups
@@ -105,12 +111,162 @@ def _check_cmo_product(
     return True
 
 
+# --------------------------------------------------------------------------- the serial state
+
+
+def product_ids(
+    con: duckdb.DuckDBPyConnection, codes: Iterable[str] = (), *, create: bool = False
+) -> dict[str, int]:
+    """product_code -> pid of every product that has (or, `create`, is about to get) serials."""
+    known = {
+        str(r[0]): int(r[1])
+        for r in con.execute("SELECT product_code, pid FROM serial_products").fetchall()
+    }
+    missing = sorted(set(codes) - known.keys()) if create else []
+    if missing:
+        first = max(known.values(), default=0) + 1
+        rows = [(code, first + i) for i, code in enumerate(missing)]
+        con.executemany("INSERT INTO serial_products VALUES (?, ?, 0)", rows)
+        known.update(dict(rows))
+    return known
+
+
+def load_runs(con: duckdb.DuckDBPyConnection, pids: Iterable[int]) -> pl.DataFrame:
+    """The runs of these products."""
+    wanted = sorted(set(pids))
+    if not wanted:
+        return sr.empty_runs()
+    frame = con.execute(
+        f"""SELECT {", ".join(sr.COLUMNS)} FROM serial_runs
+            WHERE pid IN (SELECT unnest(?::INTEGER[])) ORDER BY pid, lo""",
+        [wanted],
+    ).pl()
+    return frame.cast(sr.RUN_SCHEMA) if frame.height else sr.empty_runs()  # type: ignore[arg-type]
+
+
+def save_runs(con: duckdb.DuckDBPyConnection, pids: Iterable[int], runs: pl.DataFrame) -> None:
+    """Replace the runs of these products by `runs` (compressed)."""
+    wanted = sorted(set(pids))
+    if not wanted:
+        return
+    con.execute("DELETE FROM serial_runs WHERE pid IN (SELECT unnest(?::INTEGER[]))", [wanted])
+    runs = sr.compress(runs)
+    if runs.height:
+        view = register(con, runs, "runs")
+        con.execute(f"INSERT INTO serial_runs SELECT {', '.join(sr.COLUMNS)} FROM {view}")
+        con.unregister(view)
+
+
+def pool_serials(
+    con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame, keep: Sequence[str] = ()
+) -> pl.DataFrame:
+    """The serials of `ranges` (pid, lo, hi, keep…): one row per serial (keep…, serial),
+    in range order then arrival order."""
+    wanted = sr.expand(ranges, keep).with_row_index("_pos")
+    if wanted.height == 0:
+        return wanted.select(*keep, pl.lit(None, pl.String).alias("serial"))
+    view = register(con, wanted.select("_pos", "pid", "pseq"), "wanted")
+    found = con.execute(
+        f"""SELECT w._pos, p.serial FROM pool p JOIN {view} w ON p.pid = w.pid AND p.pseq = w.pseq"""
+    ).pl()
+    con.unregister(view)
+    if found.height != wanted.height:
+        raise RuntimeError(
+            f"state store is inconsistent: {wanted.height - found.height} serial(s) of a range "
+            "are missing from the pool"
+        )
+    serial = found.sort("_pos").get_column("serial")
+    return wanted.select(*keep).with_columns(serial)
+
+
+def outbox_contents(con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]) -> pl.DataFrame:
+    """The rows of recorded export files / partner answers: (file_id, product_code, serial)
+    in file order."""
+    ranges = con.execute(
+        """SELECT r.file_id, r.ord, r.pid, r.lo, r.hi, f.product_code
+           FROM outbox_ranges r JOIN outbox_files f ON f.file_id = r.file_id
+           WHERE r.file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY r.file_id, r.ord""",
+        [sorted(set(file_ids))],
+    ).pl()
+    return pool_serials(con, ranges, ["file_id", "product_code"])
+
+
+def insert_serials(
+    con: duckdb.DuckDBPyConnection, serials: pl.DataFrame, source: str, ctx: RunContext
+) -> None:
+    """Append new serials (product_code, serial) to the pool in this order (FIFO): each
+    product's next arrival numbers, available."""
+    if serials.height == 0:
+        return
+    codes = serials.get_column("product_code").unique(maintain_order=True).to_list()
+    pids = product_ids(con, codes, create=True)
+    touched = {c: pids[c] for c in codes}
+    sizes = {
+        int(r[0]): int(r[1])
+        for r in con.execute(
+            "SELECT pid, size FROM serial_products WHERE pid IN (SELECT unnest(?::INTEGER[]))",
+            [sorted(touched.values())],
+        ).fetchall()
+    }
+    pid = pl.col("product_code").replace_strict(touched, return_dtype=pl.Int32)
+    if len(codes) == 1:
+        frame = serials.select(
+            pl.lit(pids[codes[0]], pl.Int32).alias("pid"),
+            (pl.int_range(pl.len(), dtype=pl.Int64) + sizes[pids[codes[0]]]).alias("pseq"),
+            "serial",
+        )
+    else:
+        base = pid.replace_strict({p: sizes[p] for p in touched.values()}, return_dtype=pl.Int64)
+        frame = serials.select(
+            pid.alias("pid"),
+            (pl.int_range(pl.len(), dtype=pl.Int64).over(pid) + base).alias("pseq"),
+            "serial",
+        )
+    view = register(con, frame, "new_serials", scan_only=True)
+    con.execute(f"INSERT INTO pool SELECT pid, pseq, serial FROM {view}")
+    con.unregister(view)
+    added = frame.group_by("pid").agg(pl.len().alias("n"))
+    ranges = added.select(
+        "pid",
+        pl.col("pid").replace_strict(sizes, return_dtype=pl.Int64).alias("lo"),
+        (pl.col("pid").replace_strict(sizes, return_dtype=pl.Int64) + pl.col("n")).alias("hi"),
+    )
+    runs = load_runs(con, touched.values())
+    fresh = ranges.select(sr.available_runs(pl.col("pid"), pl.col("lo"), pl.col("hi")))
+    save_runs(con, touched.values(), pl.concat([runs, fresh]))
+    view = register(
+        con,
+        ranges.with_columns(
+            pl.lit(source).alias("source"),
+            pl.lit(ctx.run_id).alias("run_id"),
+            pl.lit(ctx.source_file).alias("file"),
+        ),
+        "loads",
+    )
+    con.execute(
+        f"""UPDATE serial_products SET size = l.hi FROM {view} l WHERE serial_products.pid = l.pid"""
+    )
+    con.execute(f"INSERT INTO pool_loads SELECT pid, lo, hi, source, run_id, file FROM {view}")
+    con.unregister(view)
+
+
+def _runs_with_codes(
+    con: duckdb.DuckDBPyConnection, codes: Iterable[str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The runs of these products (those without serials have none) and their pids."""
+    pids = product_ids(con)
+    wanted = {c: pids[c] for c in set(codes) if c in pids}
+    return load_runs(con, wanted.values()), wanted
+
+
 def available_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Serials in the pool (not assigned) per product."""
     return {
-        r[0]: int(r[1])
+        str(r[0]): int(r[1])
         for r in con.execute(
-            "SELECT product_code, count(*) FROM serials WHERE cmo_id IS NULL GROUP BY product_code"
+            """SELECT sp.product_code, sum(r.hi - r.lo) FROM serial_runs r
+               JOIN serial_products sp ON sp.pid = r.pid
+               WHERE r.cmo_id IS NULL GROUP BY sp.product_code"""
         ).fetchall()
     }
 
@@ -128,15 +284,16 @@ def holder_counts(
     """The §5 counts of every (CMO, product) these CMOs hold."""
     if not cmo_ids:
         return {}
-    view = register(con, pl.DataFrame({"cmo_id": sorted(set(cmo_ids))}), "cmo_ids")
     rows = con.execute(
-        f"""SELECT cmo_id, product_code, count(*),
-                   count(*) FILTER (WHERE export_count = 0 AND NOT commissioned AND NOT shipped),
-                   count(*) FILTER (WHERE commissioned OR shipped)
-            FROM serials WHERE request_id IS NULL AND cmo_id IN (SELECT cmo_id FROM {view})
-            GROUP BY cmo_id, product_code"""
+        """SELECT r.cmo_id, sp.product_code, sum(r.hi - r.lo),
+                  coalesce(sum(r.hi - r.lo) FILTER (
+                      WHERE r.export_count = 0 AND NOT r.commissioned AND NOT r.shipped), 0),
+                  coalesce(sum(r.hi - r.lo) FILTER (WHERE r.commissioned OR r.shipped), 0)
+           FROM serial_runs r JOIN serial_products sp ON sp.pid = r.pid
+           WHERE r.request_id IS NULL AND r.cmo_id IN (SELECT unnest(?::VARCHAR[]))
+           GROUP BY ALL""",
+        [sorted(set(cmo_ids))],
     ).fetchall()
-    con.unregister(view)
     return {(r[0], r[1]): HolderCounts(int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
 
@@ -157,70 +314,68 @@ def apply_serial_pool(
     )  # fmt: skip
     if unknown.height:
         rows = rows.filter(known)
-    # 64-bit hashes first: only when two rows share one are the strings compared
-    hashed = rows.select(pl.struct("product_code", "serial").hash().alias("h")).to_series()
-    repeat = (
-        rows.select("product_code", "serial").is_duplicated()
-        if hashed.is_duplicated().any()
-        else pl.repeat(False, rows.height, dtype=pl.Boolean, eager=True)
-    )
-    del hashed
-    repeated = (
-        rows.filter(repeat).filter(~pl.struct("product_code", "serial").is_first_distinct())
-        if repeat.any()
-        else rows.clear()
-    )
-    rej_repeat = pl.DataFrame(schema=REJECT_SCHEMA)
-    if repeated.height:
-        first = (
-            rows.join(
-                repeated.select("product_code", "serial").unique(), on=["product_code", "serial"]
-            )
-            .group_by("product_code", "serial")
-            .agg(pl.col(LINE).min().alias("first_line"))
-        )
-        repeated = repeated.join(first, on=["product_code", "serial"], maintain_order="left")
-        rej_repeat = reject_where(
-            repeated, pl.lit(True), column="serial", rule="duplicate_serial",
-            message=pl.lit("serial '") + pl.col("serial") + pl.lit("' of product ")
-            + pl.col("product_code") + pl.lit(" repeats line ") + pl.col("first_line").cast(pl.String)
-            + pl.lit(" of this file: a serial exists once per product"),
-        )  # fmt: skip
-        rows = rows.join(repeated.select(LINE), on=LINE, how="anti", maintain_order="left")
-    view = register(con, rows, "pool")
-    existing = con.execute(
-        f"""SELECT r.{LINE} AS {LINE}, r.product_code, r.serial FROM {view} r
-            JOIN serials s ON s.product_code = r.product_code AND s.serial = r.serial"""
-    ).pl()
-    rej_existing = reject_where(
-        existing, pl.lit(True), column="serial", rule="serial_exists",
-        message=pl.lit("serial '") + pl.col("serial") + pl.lit("' already exists for product ")
-        + pl.col("product_code") + pl.lit(": a serial exists once per product, for ever"),
-    )  # fmt: skip
-    con.unregister(view)
-    if existing.height:
-        rows = rows.join(existing.select(LINE), on=LINE, how="anti", maintain_order="left")
-    _insert_serials(con, rows.select("product_code", "serial"), "pool")
+    rows, rej_repeat = _reject_repeats(rows)
+    rows, rej_existing = _reject_existing(con, rows)
+    insert_serials(con, rows.select("product_code", "serial"), "pool", ctx)
     return FileResult(
         rejects=concat_rejects(rej_unknown, rej_repeat, rej_existing), rows_applied=rows.height
     )
 
 
-def _insert_serials(con: duckdb.DuckDBPyConnection, serials: pl.DataFrame, source: str) -> None:
-    """Append new serials to the pool with consecutive arrival numbers (FIFO)."""
-    if serials.height == 0:
-        return
-    first = take_counter(con, "sid", serials.height)
-    frame = serials.with_columns(
-        (pl.int_range(0, pl.len(), dtype=pl.Int64) + first).alias("sid"),
-        pl.lit(source).alias("source"),
-    )
-    view = register(con, frame, "new_serials")
-    con.execute(
-        f"""INSERT INTO serials (sid, product_code, serial, source)
-            SELECT sid, product_code, serial, source FROM {view}"""
-    )
+def _key_hash(frame: pl.DataFrame) -> pl.Series:
+    """A 64-bit hash of (product_code, serial) per row; equal keys, equal hashes."""
+    return frame.select(
+        pl.col("serial").hash(seed=7).xor(pl.col("product_code").hash(seed=11))
+    ).to_series()
+
+
+def _reject_repeats(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A serial that repeats within the file: every occurrence after the first is rejected."""
+    hashed = _key_hash(rows)
+    if hashed.n_unique() == rows.height:  # no two rows share a hash: no repeat (the usual case)
+        return rows, pl.DataFrame(schema=REJECT_SCHEMA)
+    # only rows whose hash repeats can repeat: compare their strings
+    suspects = rows.filter(hashed.is_duplicated())
+    repeated = suspects.filter(~pl.struct("product_code", "serial").is_first_distinct())
+    if repeated.height == 0:
+        return rows, pl.DataFrame(schema=REJECT_SCHEMA)
+    first = suspects.group_by("product_code", "serial").agg(pl.col(LINE).min().alias("first_line"))
+    repeated = repeated.join(first, on=["product_code", "serial"], maintain_order="left")
+    rejects = reject_where(
+        repeated, pl.lit(True), column="serial", rule="duplicate_serial",
+        message=pl.lit("serial '") + pl.col("serial") + pl.lit("' of product ")
+        + pl.col("product_code") + pl.lit(" repeats line ") + pl.col("first_line").cast(pl.String)
+        + pl.lit(" of this file: a serial exists once per product"),
+    )  # fmt: skip
+    return rows.join(repeated.select(LINE), on=LINE, how="anti", maintain_order="left"), rejects
+
+
+def _reject_existing(
+    con: duckdb.DuckDBPyConnection, rows: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A serial the product already has (from any source, ever) is rejected."""
+    filled = {
+        str(r[0])
+        for r in con.execute("SELECT product_code FROM serial_products WHERE size > 0").fetchall()
+    }
+    codes = set(rows.get_column("product_code").unique().to_list())
+    if not rows.height or not filled & codes:
+        return rows, pl.DataFrame(schema=REJECT_SCHEMA)
+    view = register(con, rows, "pool")
+    existing = con.execute(
+        f"""SELECT r.{LINE} AS {LINE}, r.product_code, r.serial FROM {view} r
+            JOIN serial_products sp ON sp.product_code = r.product_code
+            JOIN pool p ON p.pid = sp.pid AND p.serial = r.serial"""
+    ).pl()
     con.unregister(view)
+    rejects = reject_where(
+        existing, pl.lit(True), column="serial", rule="serial_exists",
+        message=pl.lit("serial '") + pl.col("serial") + pl.lit("' already exists for product ")
+        + pl.col("product_code") + pl.lit(": a serial exists once per product, for ever"),
+    )  # fmt: skip
+    if existing.height:
+        rows = rows.join(existing.select(LINE), on=LINE, how="anti", maintain_order="left")
+    return rows, rejects
 
 
 # --------------------------------------------------------------------------- generation §5.2
@@ -263,9 +418,7 @@ def apply_serial_generate(
     products = _products(con)
     totals = {
         r[0]: int(r[1])
-        for r in con.execute(
-            "SELECT product_code, count(*) FROM serials GROUP BY product_code"
-        ).fetchall()
+        for r in con.execute("SELECT product_code, size FROM serial_products").fetchall()
     }
     rejects = RejectCollector()
     applied = 0
@@ -299,7 +452,13 @@ def apply_serial_generate(
             )  # fmt: skip
             continue
         _generate_unique(
-            con, product, qty, cfg.generated_length, CHARSETS[cfg.generated_charset], random_bytes
+            con,
+            product,
+            qty,
+            cfg.generated_length,
+            CHARSETS[cfg.generated_charset],
+            random_bytes,
+            ctx,
         )
         totals[product] = after
         applied += 1
@@ -313,6 +472,7 @@ def _generate_unique(
     length: int,
     charset: str,
     random_bytes: RandomBytes,
+    ctx: RunContext,
 ) -> None:
     """Draw until `qty` serials are new for the product (collisions are redrawn)."""
     fresh = pl.DataFrame(schema={"serial": pl.String})
@@ -324,21 +484,45 @@ def _generate_unique(
         draw = pl.concat([fresh, draw]).unique("serial", maintain_order=True)
         view = register(con, draw, "draw")
         taken = con.execute(
-            f"SELECT d.serial FROM {view} d JOIN serials s ON s.serial = d.serial AND s.product_code = ?",
+            f"""SELECT d.serial FROM {view} d
+                JOIN serial_products sp ON sp.product_code = ?
+                JOIN pool p ON p.pid = sp.pid AND p.serial = d.serial""",
             [product],
         ).pl()
         con.unregister(view)
         fresh = draw.join(taken, on="serial", how="anti", maintain_order="left")
-    _insert_serials(
+    insert_serials(
         con,
         fresh.head(qty)
         .with_columns(pl.lit(product).alias("product_code"))
         .select("product_code", "serial"),
         "generated",
+        ctx,
     )
 
 
 # --------------------------------------------------------------------------- assignment §5.3
+
+
+def _slices(plan: list[dict[str, Any]], group: str, quantity: str = "quantity") -> pl.DataFrame:
+    """Consecutive position ranges per group, in plan order: (group, k, start, end)."""
+    frame = pl.DataFrame(
+        {
+            "g": [p[group] for p in plan],
+            "k": [p["k"] for p in plan],
+            "q": [p[quantity] for p in plan],
+        },
+        schema={"g": pl.String, "k": pl.Int64, "q": pl.Int64},
+    )
+    return frame.with_columns(
+        (pl.col("q").cum_sum().over("g") - pl.col("q")).alias("start"),
+        pl.col("q").cum_sum().over("g").alias("end"),
+    )
+
+
+def _group_key() -> pl.Expr:
+    """`cmo_id|pid` — the (CMO, product) group of a run."""
+    return pl.col("cmo_id") + pl.lit("|") + pl.col("pid").cast(pl.String)
 
 
 def apply_assignments(
@@ -350,7 +534,7 @@ def apply_assignments(
     produceable = _produceable(con)
     available = available_counts(con)
     rejects = RejectCollector()
-    accepted: list[dict[str, Any]] = []
+    plan: list[dict[str, Any]] = []
     taken: dict[str, int] = {}
     for row in rows.iter_rows(named=True):
         if not _check_cmo_product(rejects, row, cmos, products, produceable):
@@ -363,36 +547,41 @@ def apply_assignments(
                 f"cannot assign {qty} serials of product {product}: only {left} are available in the pool",
             )  # fmt: skip
             continue
-        accepted.append(
-            {"k": len(accepted), "cmo_id": row["cmo_id"], "product_code": product,
-             "lo": taken.get(product, 0), "hi": taken.get(product, 0) + qty}
-        )  # fmt: skip
+        plan.append(
+            {"k": len(plan), "cmo_id": row["cmo_id"], "product_code": product, "quantity": qty}
+        )
         taken[product] = taken.get(product, 0) + qty
-    if accepted:
-        total = sum(r["hi"] - r["lo"] for r in accepted)
-        base = take_counter(con, "assign_seq", total)
-        ranges = pl.DataFrame(accepted).with_columns(
-            (pl.col("hi") - pl.col("lo")).cum_sum().shift(1, fill_value=0).alias("seq_base")
-        )
-        view = register(con, ranges, "ranges")
-        con.execute(
-            f"""WITH avail AS (
-                    SELECT sid, product_code,
-                           row_number() OVER (PARTITION BY product_code ORDER BY sid) AS rk
-                    FROM serials
-                    WHERE cmo_id IS NULL AND product_code IN (SELECT product_code FROM {view})),
-                take AS (
-                    SELECT a.sid, r.cmo_id, {base} + r.seq_base + (a.rk - r.lo - 1) AS assign_seq
-                    FROM avail a JOIN {view} r
-                      ON a.product_code = r.product_code AND a.rk > r.lo AND a.rk <= r.hi)
-                UPDATE serials SET cmo_id = take.cmo_id, assign_seq = take.assign_seq
-                FROM take WHERE serials.sid = take.sid"""
-        )
-        con.unregister(view)
-    return FileResult(rejects=rejects.frame(), rows_applied=len(accepted))
+    if not plan:
+        return FileResult(rejects=rejects.frame())
+    runs, pids = _runs_with_codes(con, taken)
+    base = take_counter(con, "assign_seq", sum(p["quantity"] for p in plan))
+    slices = _slices([{**p, "g": str(pids[p["product_code"]])} for p in plan], "g")
+    # every serial of the file gets the next assignment number, in file order
+    firsts = slices.select("k", (pl.col("q").cum_sum() - pl.col("q") + base).alias("_seq0"))
+    holders = pl.DataFrame(
+        {"k": [p["k"] for p in plan], "_holder": [p["cmo_id"] for p in plan]},
+        schema={"k": pl.Int64, "_holder": pl.String},
+    )
+    available_runs = (
+        runs.filter(pl.col("cmo_id").is_null())
+        .with_columns(pl.col("pid").cast(pl.String).alias("g"))
+        .sort("pid", "lo")
+    )
+    pieces = (
+        sr.take_slices(available_runs, slices, by="g").join(firsts, on="k").join(holders, on="k")
+    )
+    patches = pieces.select(
+        "pid", "lo", "hi",
+        pl.col("_holder").alias("cmo_id"),
+        (pl.col("_seq0") + pl.col("ord")).alias("assign_seq"),
+    )  # fmt: skip
+    save_runs(con, pids.values(), sr.overlay(runs, patches, ["cmo_id", "assign_seq"]))
+    return FileResult(rejects=rejects.frame(), rows_applied=len(plan))
 
 
 # --------------------------------------------------------------------------- returns §5.6
+
+_RETURNED = {"cmo_id": None, "assign_seq": None}
 
 
 def return_unexported(
@@ -403,20 +592,26 @@ def return_unexported(
     They keep their arrival number, so the pool's FIFO order is their original one.
     `product_code` None = every product; `quantity` None = all of them.
     """
-    where = f"cmo_id = ? AND {ASSIGNED_NOT_EXPORTED}"
-    params: list[Any] = [cmo_id]
-    if product_code is not None:
-        where += " AND product_code = ?"
-        params.append(product_code)
-    limit = "" if quantity is None else f"LIMIT {int(quantity)}"
-    before = con.execute(f"SELECT count(*) FROM serials WHERE {where}", params).fetchone()
-    con.execute(
-        f"""UPDATE serials SET cmo_id = NULL, assign_seq = NULL
-            WHERE sid IN (SELECT sid FROM serials WHERE {where} ORDER BY assign_seq DESC, sid DESC {limit})""",
-        params,
+    pids = product_ids(con)
+    if product_code is None:
+        held = con.execute(
+            "SELECT DISTINCT pid FROM serial_runs WHERE cmo_id = ?", [cmo_id]
+        ).fetchall()
+        wanted = [int(r[0]) for r in held]
+    else:
+        wanted = [pids[product_code]] if product_code in pids else []
+    runs = load_runs(con, wanted)
+    candidates = runs.filter((pl.col("cmo_id") == cmo_id) & ASSIGNED_NOT_EXPORTED)
+    held_n = sr.count(candidates)
+    if quantity is not None:
+        candidates = sr.take(
+            candidates.sort("assign_seq", descending=True), quantity, from_end=True
+        )
+    patches = candidates.select("pid", "lo", "hi").with_columns(
+        pl.lit(None, pl.String).alias("cmo_id"), pl.lit(None, pl.Int64).alias("assign_seq")
     )
-    held = int(before[0]) if before else 0
-    return held if quantity is None else min(held, quantity)
+    save_runs(con, wanted, sr.overlay(runs, patches, ["cmo_id", "assign_seq"]))
+    return held_n if quantity is None else min(held_n, quantity)
 
 
 def apply_serial_returns(
@@ -426,27 +621,44 @@ def apply_serial_returns(
     cmos = _cmo_states(con)
     products = _products(con)
     rejects = RejectCollector()
-    applied = 0
+    counts: dict[tuple[str, str], HolderCounts] = {}
+    plan: list[dict[str, Any]] = []
     for row in rows.iter_rows(named=True):
         if not _check_cmo_product(rejects, row, cmos, products, None):
             continue
         cmo_id, product = row["cmo_id"], row["product_code"]
-        held = (
-            holder_counts(con, [cmo_id])
-            .get((cmo_id, product), HolderCounts())
-            .assigned_not_exported
-        )
-        quantity = None if row["quantity"].upper() == "ALL" else int(row["quantity"])
-        if quantity is not None and quantity > held:
+        key = (cmo_id, product)
+        if key not in counts:
+            counts[key] = holder_counts(con, [cmo_id]).get(key, HolderCounts())
+        held = counts[key].assigned_not_exported
+        quantity = held if row["quantity"].upper() == "ALL" else int(row["quantity"])
+        if quantity > held:
             rejects.add(
                 row[LINE], "quantity", row["quantity"], "not_enough_assigned",
                 f"cannot return {quantity} serials of product {product}: CMO '{cmo_id}' holds only "
                 f"{held} assigned serials that were never exported, requested or used",
             )  # fmt: skip
             continue
-        return_unexported(con, cmo_id, product, quantity)
-        applied += 1
-    return FileResult(rejects=rejects.frame(), rows_applied=applied)
+        counts[key].assigned_not_exported -= quantity
+        plan.append(
+            {"k": len(plan), "cmo_id": cmo_id, "product_code": product, "quantity": quantity}
+        )
+    if not plan:
+        return FileResult(rejects=rejects.frame())
+    runs, pids = _runs_with_codes(con, {p["product_code"] for p in plan})
+    for p in plan:
+        p["g"] = f"{p['cmo_id']}|{pids.get(p['product_code'], -1)}"
+    candidates = (
+        runs.filter(ASSIGNED_NOT_EXPORTED)
+        .with_columns(_group_key().alias("g"))
+        .sort("g", "assign_seq", descending=[False, True])
+    )
+    pieces = sr.take_slices(candidates, _slices(plan, "g"), by="g", from_end=True)
+    patches = pieces.select("pid", "lo", "hi").with_columns(
+        pl.lit(None, pl.String).alias("cmo_id"), pl.lit(None, pl.Int64).alias("assign_seq")
+    )
+    save_runs(con, pids.values(), sr.overlay(runs, patches, ["cmo_id", "assign_seq"]))
+    return FileResult(rejects=rejects.frame(), rows_applied=len(plan))
 
 
 # --------------------------------------------------------------------------- exports §5.4
@@ -480,39 +692,13 @@ def _unique_name(name: str, taken: set[str]) -> str:
     return f"{stem}-{n}.csv"
 
 
-_GROUP_COLUMNS = ["sid", "product_code", "serial", "assign_seq", "export_count", "last_export_id"]
-
-
-def _load_groups(
-    con: duckdb.DuckDBPyConnection, pairs: set[tuple[str, str]], extra_where: str
-) -> dict[tuple[str, str], pl.DataFrame]:
-    """The serials each (CMO, product) holds, not requested and not used, split per pair."""
-    if not pairs:
-        return {}
-    view = register(
-        con, pl.DataFrame([{"cmo_id": c, "product_code": p} for c, p in sorted(pairs)]), "pairs"
-    )
-    frame = con.execute(
-        f"""SELECT s.cmo_id, {", ".join("s." + c for c in _GROUP_COLUMNS)} FROM serials s
-            JOIN {view} p ON s.cmo_id = p.cmo_id AND s.product_code = p.product_code
-            WHERE s.request_id IS NULL AND NOT s.commissioned AND NOT s.shipped {extra_where}"""
-    ).pl()
-    con.unregister(view)
-    groups: dict[tuple[str, str], pl.DataFrame] = {pair: frame.clear() for pair in pairs}
-    for key, part in frame.partition_by(["cmo_id", "product_code"], as_dict=True).items():
-        groups[(str(key[0]), str(key[1]))] = part
-    return groups
-
-
-@dataclass
-class _Taken:
-    file_id: int
-    serials: pl.DataFrame  # product_code, serial, sid in file order
+_PIECE = ["k", "ord", "pid", "lo", "hi", "export_count"]
 
 
 def _record_outbox_files(
-    con: duckdb.DuckDBPyConnection, files: list[dict[str, Any]], taken: list[_Taken]
+    con: duckdb.DuckDBPyConnection, files: list[dict[str, Any]], pieces: pl.DataFrame
 ) -> None:
+    """Record the files and their serials (ranges: `pieces` with `file_id`, `ord`)."""
     if not files:
         return
     fview = register(con, pl.DataFrame(files), "outbox_files")
@@ -523,20 +709,72 @@ def _record_outbox_files(
                    can_contain_duplicates, request_id, quantity, run_id FROM {fview}"""
     )
     con.unregister(fview)
-    items = pl.concat(
-        [
-            t.serials.select(
-                pl.lit(t.file_id, pl.Int64).alias("file_id"),
-                pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("ord"),
-                "product_code",
-                "serial",
+    if pieces.height:
+        rview = register(con, pieces.select("file_id", "ord", "pid", "lo", "hi"), "outbox_ranges")
+        con.execute(f"INSERT INTO outbox_ranges SELECT file_id, ord, pid, lo, hi FROM {rview}")
+        con.unregister(rview)
+
+
+def _export_candidates(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(never exported, oldest assigned first; exported before, least recently first),
+    each with its group column `g` — what an export may take, per (CMO, product)."""
+    held = runs.filter(ASSIGNED & ~USED).with_columns(_group_key().alias("g"))
+    fresh = held.filter(pl.col("export_count") == 0).sort("g", "assign_seq")
+    again = held.filter(pl.col("export_count") > 0).sort("g", "last_export_id", "assign_seq")
+    return fresh, again
+
+
+def _export_pieces(
+    runs: pl.DataFrame, plan: list[dict[str, Any]]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The serials each planned export takes (k, ord, pid, lo, hi, export_count) and the
+    patches (pid, lo, hi, export_count, last_export_id) that record the exports.
+
+    Never-exported serials first (oldest assigned first), then previously exported
+    ones (least recently exported first).  Rows of a group that take no previously
+    exported serial are cut from one order at once; a group with such a row is
+    walked row by row, because each export moves its serials to the back of the
+    previously-exported order.
+    """
+    fresh, again = _export_candidates(runs)
+    walked = {p["g"] for p in plan if p["again"]}
+    simple = [p for p in plan if p["g"] not in walked]
+    parts, patches = [], []
+    if simple:
+        cut = sr.take_slices(
+            fresh.filter(~pl.col("g").is_in(list(walked))), _slices(simple, "g", "new"), by="g"
+        ).select(_PIECE)
+        parts.append(cut)
+        file_ids = pl.DataFrame(
+            {"k": [p["k"] for p in simple], "last_export_id": [p["file_id"] for p in simple]},
+            schema={"k": pl.Int64, "last_export_id": pl.Int64},
+        )
+        patches.append(
+            cut.join(file_ids, on="k").select(
+                "pid", "lo", "hi", pl.col("export_count") + 1, "last_export_id"
             )
-            for t in taken
-        ]
-    )
-    iview = register(con, items, "outbox_items")
-    con.execute(f"INSERT INTO outbox_items SELECT file_id, ord, product_code, serial FROM {iview}")
-    con.unregister(iview)
+        )
+    for g in sorted(walked):
+        group = runs.filter(ASSIGNED & ~USED).filter(_group_key() == g)
+        for p in (p for p in plan if p["g"] == g):
+            f, a = _export_candidates(group)
+            new = sr.take(f, p["new"]).with_columns(pl.lit(p["k"], pl.Int64).alias("k"))
+            old = sr.take(a, p["again"]).with_columns(
+                pl.lit(p["k"], pl.Int64).alias("k"), pl.col("offset") + p["new"]
+            )
+            took = pl.concat([new, old]).rename({"offset": "ord"})
+            parts.append(took.select(_PIECE))
+            group = sr.overlay(
+                group,
+                took.select(
+                    "pid", "lo", "hi", pl.col("export_count") + 1,
+                    pl.lit(p["file_id"], pl.Int64).alias("last_export_id"),
+                ),
+                ["export_count", "last_export_id"],
+            )  # fmt: skip
+        patches.append(group.select("pid", "lo", "hi", "export_count", "last_export_id"))
+    pieces = pl.concat(parts, how="vertical_relaxed").sort("k", "ord")
+    return pieces, pl.concat(patches, how="vertical_relaxed")
 
 
 def apply_exports(
@@ -556,7 +794,7 @@ def apply_exports(
         if _check_cmo_product(rejects, r, cmos, products, None)
     ]
     counts = holder_counts(con, [r["cmo_id"] for r in good])
-    plan: list[tuple[dict[str, Any], int, int]] = []  # row, new serials, already exported ones
+    plan: list[dict[str, Any]] = []
     for row in good:
         key = (row["cmo_id"], row["product_code"])
         c = counts.setdefault(key, HolderCounts())
@@ -580,80 +818,40 @@ def apply_exports(
             continue
         new = min(qty, c.assigned_not_exported)
         c.assigned_not_exported -= new
-        plan.append((row, new, qty - new))
+        plan.append({"k": len(plan), "row": row, "new": new, "again": qty - new})
     if not plan:
         return FileResult(rejects=rejects.frame())
-    groups = _load_groups(con, {(r["cmo_id"], r["product_code"]) for r, _, _ in plan}, "")
+    runs, pids = _runs_with_codes(con, {p["row"]["product_code"] for p in plan})
+    first_id = take_counter(con, "outbox_file", len(plan))
+    for p in plan:
+        p["file_id"] = first_id + p["k"]
+        p["g"] = f"{p['row']['cmo_id']}|{pids.get(p['row']['product_code'], -1)}"
+    pieces, patches = _export_pieces(runs, plan)
+    pieces = pieces.with_columns((pl.col("k") + first_id).alias("file_id"))
     taken_names = {
         (r[0], r[1])
         for r in con.execute(
             "SELECT cmo_id, file_name FROM outbox_files WHERE kind = 'export'"
         ).fetchall()
     }
-    first_id = take_counter(con, "outbox_file", len(plan))
     files: list[dict[str, Any]] = []
-    taken: list[_Taken] = []
-    for i, (row, new, again) in enumerate(plan):
-        file_id = first_id + i
-        key = (row["cmo_id"], row["product_code"])
-        g = groups[key]
-        fresh = g.filter(pl.col("export_count") == 0).sort("assign_seq", "sid").head(new)
-        old = (
-            g.filter(pl.col("export_count") > 0)
-            .sort("last_export_id", "assign_seq", "sid")
-            .head(again)
-            if again
-            else g.clear()
-        )
-        chosen = pl.concat([fresh, old])
-        hit = pl.col("sid").is_in(chosen.get_column("sid").implode())
-        groups[key] = g.with_columns(
-            pl.when(hit)
-            .then(pl.col("export_count") + 1)
-            .otherwise(pl.col("export_count"))
-            .alias("export_count"),
-            pl.when(hit)
-            .then(pl.lit(file_id, pl.Int64))
-            .otherwise(pl.col("last_export_id"))
-            .alias("last_export_id"),
-        )
+    for p in plan:
+        row, count = p["row"], p["new"] + p["again"]
         cmo_id = row["cmo_id"]
         name = export_file_name(
-            row["product_code"], names.get(cmo_id), cmo_id, chosen.height, ctx.as_of, again > 0
+            row["product_code"], names.get(cmo_id), cmo_id, count, ctx.as_of, p["again"] > 0
         )
         name = _unique_name(name, {n for c, n in taken_names if c == cmo_id})
         taken_names.add((cmo_id, name))
         files.append(
-            {"file_id": file_id, "kind": "export", "cmo_id": cmo_id, "product_code": row["product_code"],
-             "rel_path": f"serials/{cmo_id}/{name}", "file_name": name, "count": chosen.height,
-             "created": ctx.as_of, "can_contain_duplicates": again > 0, "request_id": None,
+            {"file_id": p["file_id"], "kind": "export", "cmo_id": cmo_id, "product_code": row["product_code"],
+             "rel_path": f"serials/{cmo_id}/{name}", "file_name": name, "count": count,
+             "created": ctx.as_of, "can_contain_duplicates": p["again"] > 0, "request_id": None,
              "quantity": int(row["quantity"]), "run_id": ctx.run_id}
         )  # fmt: skip
-        taken.append(_Taken(file_id, chosen.select("product_code", "serial", "sid")))
-    _apply_group_updates(
-        con, groups, ["export_count", "last_export_id"], [t.serials for t in taken]
-    )
-    _record_outbox_files(con, files, taken)
+    save_runs(con, pids.values(), sr.overlay(runs, patches, ["export_count", "last_export_id"]))
+    _record_outbox_files(con, files, pieces)
     return FileResult(rejects=rejects.frame(), rows_applied=len(plan))
-
-
-def _apply_group_updates(
-    con: duckdb.DuckDBPyConnection,
-    groups: dict[tuple[str, str], pl.DataFrame],
-    columns: list[str],
-    touched: list[pl.DataFrame],
-) -> None:
-    """Write the changed columns of the touched serials back, in one statement."""
-    sids = pl.concat([t.select("sid") for t in touched]).unique()
-    if sids.height == 0:
-        return
-    changed = pl.concat([g.select(["sid", *columns]) for g in groups.values() if g.height]).join(
-        sids, on="sid"
-    )
-    view = register(con, changed, "changed")
-    sets = ", ".join(f"{c} = u.{c}" for c in columns)
-    con.execute(f"UPDATE serials SET {sets} FROM {view} u WHERE serials.sid = u.sid")
-    con.unregister(view)
 
 
 # --------------------------------------------------------------------------- partner requests §5.5
@@ -715,39 +913,35 @@ def apply_partner_requests(
             continue
         c.assigned_not_exported -= values[2]
         seen[request_id] = (*values, ctx.run_id)
-        plan.append(row)
+        plan.append({"k": len(plan), "row": row, "quantity": values[2]})
     if not plan:
         return FileResult(rejects=rejects.frame(), warnings=warnings)
-    groups = _load_groups(
-        con, {(r["cmo_id"], r["product_code"]) for r in plan}, "AND s.export_count = 0"
-    )
+    runs, pids = _runs_with_codes(con, {p["row"]["product_code"] for p in plan})
     first_id = take_counter(con, "outbox_file", len(plan))
+    for p in plan:
+        p["g"] = f"{p['row']['cmo_id']}|{pids.get(p['row']['product_code'], -1)}"
+    fresh, _ = _export_candidates(runs)
+    pieces = sr.take_slices(fresh, _slices(plan, "g"), by="g").with_columns(
+        (pl.col("k") + first_id).alias("file_id")
+    )
+    request_ids = pl.DataFrame(
+        {"k": [p["k"] for p in plan], "_rid": [p["row"]["request_id"] for p in plan]},
+        schema={"k": pl.Int64, "_rid": pl.String},
+    )
+    patches = pieces.join(request_ids, on="k").select(
+        "pid", "lo", "hi", pl.col("_rid").alias("request_id")
+    )
+    save_runs(con, pids.values(), sr.overlay(runs, patches, ["request_id"]))
     files: list[dict[str, Any]] = []
-    taken: list[_Taken] = []
-    served: list[pl.DataFrame] = []
-    for i, row in enumerate(plan):
-        key = (row["cmo_id"], row["product_code"])
-        g = groups[key]
-        chosen = (
-            g.filter(pl.col("export_count") == 0)
-            .sort("assign_seq", "sid")
-            .head(int(row["quantity"]))
-        )
-        groups[key] = g.filter(~pl.col("sid").is_in(chosen.get_column("sid").implode()))
+    for p in plan:
+        row = p["row"]
         name = f"{row['request_id']}.csv"
         files.append(
-            {"file_id": first_id + i, "kind": "partner", "cmo_id": row["cmo_id"],
+            {"file_id": first_id + p["k"], "kind": "partner", "cmo_id": row["cmo_id"],
              "product_code": row["product_code"], "rel_path": f"partners/{row['cmo_id']}/{name}",
-             "file_name": name, "count": chosen.height, "created": ctx.as_of,
+             "file_name": name, "count": p["quantity"], "created": ctx.as_of,
              "can_contain_duplicates": False, "request_id": row["request_id"],
-             "quantity": int(row["quantity"]), "run_id": ctx.run_id}
+             "quantity": p["quantity"], "run_id": ctx.run_id}
         )  # fmt: skip
-        taken.append(_Taken(first_id + i, chosen.select("product_code", "serial", "sid")))
-        served.append(chosen.select("sid", pl.lit(row["request_id"]).alias("request_id")))
-    view = register(con, pl.concat(served), "served")
-    con.execute(
-        f"UPDATE serials SET request_id = u.request_id FROM {view} u WHERE serials.sid = u.sid"
-    )
-    con.unregister(view)
-    _record_outbox_files(con, files, taken)
+    _record_outbox_files(con, files, pieces)
     return FileResult(rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings)

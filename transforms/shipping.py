@@ -2,7 +2,7 @@
 
 Pure rules over a DuckDB connection: they read the staging tables that
 `connectors.epcis.stage_document` filled (`schemas.shipping.STAGE_*`) and the
-state tables (`serials`, `cmos`, `cmo_products`, `shipping_aggregation`,
+state tables (`pool`, `serial_runs`, `cmos`, `cmo_products`, `shipping_aggregation`,
 `shipping_exception_log`), and change the state only for a document whose
 sender is known.  The caller wraps `reconcile_document` in one transaction per
 file and writes the reports.
@@ -31,6 +31,8 @@ from schemas.shipping import (
 )
 from transforms.context import RunContext
 from transforms.epc import parse_epcs_sql, sgln_key
+from transforms.serial_runs import overlay
+from transforms.serials import load_runs, save_runs
 
 _SGTIN_OUTCOMES = {
     "OK": "ok",
@@ -286,9 +288,20 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
             SELECT 'shipping', product_code, serial, min(event_index), NULL, NULL
             FROM _ship_expanded WHERE epc_scheme = 'sgtin'
             GROUP BY product_code, serial
+        ),
+        known AS (  -- the reported serials that are in the pool, with their arrival number
+            SELECT k.product_code, k.serial, p.pid, p.pseq
+            FROM (SELECT DISTINCT product_code, serial FROM reported) k
+            JOIN serial_products sp ON sp.product_code = k.product_code
+            JOIN pool p ON p.pid = sp.pid AND p.serial = k.serial
+        ),
+        found AS (  -- and the status of the run each one lies in
+            SELECT k.*, u.lo AS run_lo, u.cmo_id, u.commissioned, u.shipped, u.lot, u.expiry
+            FROM known k ASOF JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo
         )
-        SELECT r.*, s.sid, s.lot AS serial_lot, s.expiry AS serial_expiry,
-            CASE WHEN s.serial IS NULL THEN 'UNKNOWN_SERIAL'
+        SELECT r.*, s.pid, s.pseq, s.run_lo, s.lot AS serial_lot, s.expiry AS serial_expiry,
+            s.commissioned AS was_commissioned, s.shipped AS was_shipped,
+            CASE WHEN s.pseq IS NULL THEN 'UNKNOWN_SERIAL'
                  WHEN r.kind = 'shipping' AND s.shipped THEN 'ALREADY_SHIPPED'
                  WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
                  WHEN s.cmo_id IS NULL THEN 'NOT_ASSIGNED'
@@ -296,7 +309,7 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
                  ELSE 'OK'
             END AS outcome
         FROM reported r
-        LEFT JOIN serials s ON s.product_code = r.product_code AND s.serial = r.serial
+        LEFT JOIN found s ON s.product_code = r.product_code AND s.serial = r.serial
         LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
           ON cp.product_code = r.product_code""",
         [sender, sender],
@@ -340,18 +353,27 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; hierarchy; exception log."""
-    _run(
-        con,
-        """UPDATE serials SET commissioned = TRUE,
-            lot = coalesce(o.lot, serials.lot), expiry = coalesce(o.expiry, serials.expiry)
-        FROM _ship_outcomes o
-        WHERE o.kind = 'commissioning' AND o.outcome = 'OK' AND serials.sid = o.sid""",
-    )
-    _run(
-        con,
-        """UPDATE serials SET shipped = TRUE FROM _ship_outcomes o
-        WHERE o.kind = 'shipping' AND o.outcome = 'OK' AND serials.sid = o.sid""",
-    )
+    patches = con.sql(
+        """WITH marks AS (  -- each OK serial's status after the document
+            SELECT pid, pseq, any_value(run_lo) AS run_lo,
+                bool_or(kind = 'commissioning') OR any_value(was_commissioned) AS commissioned,
+                bool_or(kind = 'shipping') OR any_value(was_shipped) AS shipped,
+                coalesce(any_value(lot) FILTER (WHERE kind = 'commissioning'),
+                         any_value(serial_lot)) AS lot,
+                coalesce(any_value(expiry) FILTER (WHERE kind = 'commissioning'),
+                         any_value(serial_expiry)) AS expiry
+            FROM _ship_outcomes WHERE outcome = 'OK' GROUP BY pid, pseq),
+        numbered AS (  -- consecutive serials of one run with the same status form one patch
+            SELECT *, pseq - row_number() OVER (
+                PARTITION BY pid, run_lo, commissioned, shipped, lot, expiry ORDER BY pseq) AS g
+            FROM marks)
+        SELECT pid, min(pseq) AS lo, max(pseq) + 1 AS hi, commissioned, shipped, lot, expiry
+        FROM numbered GROUP BY pid, run_lo, commissioned, shipped, lot, expiry, g"""
+    ).pl()
+    if patches.height:
+        pids = patches.get_column("pid").unique().to_list()
+        runs = load_runs(con, pids)
+        save_runs(con, pids, overlay(runs, patches, ["commissioned", "shipped", "lot", "expiry"]))
     # the stored hierarchy: every child the document mentions (or empties out of a
     # parent) gets its link as it stands after the document's last event
     _run(
@@ -457,9 +479,11 @@ def lot_reconciliation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             """SELECT cmo_id, product_code, lot, expiry,
                 sum(c)::BIGINT AS commissioned, sum(s)::BIGINT AS shipped, sum(x)::BIGINT AS exceptions
             FROM (
-                SELECT cmo_id, product_code, lot, expiry,
-                    commissioned::INTEGER AS c, shipped::INTEGER AS s, 0 AS x
-                FROM serials WHERE lot IS NOT NULL AND (commissioned OR shipped)
+                SELECT r.cmo_id, sp.product_code, r.lot, r.expiry,
+                    CASE WHEN r.commissioned THEN r.hi - r.lo ELSE 0 END AS c,
+                    CASE WHEN r.shipped THEN r.hi - r.lo ELSE 0 END AS s, 0 AS x
+                FROM serial_runs r JOIN serial_products sp ON sp.pid = r.pid
+                WHERE r.lot IS NOT NULL AND (r.commissioned OR r.shipped)
                 UNION ALL
                 SELECT cmo_id, product_code, lot, expiry, 0, 0, 1
                 FROM shipping_exception_log

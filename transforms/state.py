@@ -22,8 +22,23 @@ def take_counter(con: duckdb.DuckDBPyConnection, key: str, n: int) -> int:
     return first
 
 
-def register(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, prefix: str = "f") -> str:
-    """Register a Polars frame under a fresh view name and return the name."""
+def register(
+    con: duckdb.DuckDBPyConnection,
+    frame: pl.DataFrame,
+    prefix: str = "f",
+    *,
+    scan_only: bool = False,
+) -> str:
+    """Register a Polars frame under a fresh view name and return the name.
+
+    `scan_only`: the view is only read whole (no filter on a string column), so its
+    strings can be handed over as Arrow string views, without a copy — for tens
+    of millions of serials.  (DuckDB pushes filters down to Arrow, which cannot
+    compare string views yet.)
+    """
     name = f"_{prefix}_{next(_names)}"
-    con.register(name, frame)
+    if scan_only:
+        con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+    else:
+        con.register(name, frame)
     return name
