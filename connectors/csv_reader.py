@@ -55,12 +55,11 @@ def _record_start_lines(path: Path, sep: str) -> list[int]:
     return starts
 
 
-def _cleaned(column: pl.Series) -> pl.Expr:
+def _cleaned(name: str, spaced: bool, empty: bool, column: pl.Series) -> pl.Expr:
     """Cells trimmed, empty = not given; columns that need neither are not copied
     (a pool file has tens of millions of cells)."""
-    col = pl.col(column.name).cast(pl.String)
-    values = column.cast(pl.String)
-    if values.str.contains(r"^\s|\s$").any() or (values == "").any():
+    col = pl.col(name).cast(pl.String)
+    if (spaced and column.str.contains(r"^\s|\s$").any()) or empty:
         return col.str.strip_chars().replace("", None)
     return col
 
@@ -105,7 +104,16 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
     if frame.width != len(names):  # pragma: no cover - polars guarantees the width
         raise FileRejected("the rows do not match the header: fix the file")
     lines: pl.Expr = pl.int_range(2, pl.len() + 2, dtype=pl.Int64)
-    line_break = pl.any_horizontal([pl.col(n).str.contains("[\r\n]") for n in names]).any()
+    # one scan per column, the columns side by side on all cores: any whitespace (line
+    # breaks included), any empty cell
+    scan = frame.select(
+        *[pl.col(n).str.contains(r"\s").any().alias(f"s{n}") for n in names],
+        *[(pl.col(n) == "").any().alias(f"e{n}") for n in names],
+    ).row(0, named=True)
+    spaced = {n: bool(scan[f"s{n}"]) for n in names}
+    line_break = pl.any_horizontal(
+        [pl.col(n).str.contains("[\r\n]") for n in names if spaced[n]] or [pl.lit(False)]
+    ).any()
     if frame.height and frame.select(line_break).item():
         # a quoted cell spans lines: the row index no longer gives the file line
         starts = _record_start_lines(path, sep)
@@ -114,7 +122,9 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
     unique = len(set(header)) == len(header)
     frame = frame.select(
         [
-            _cleaned(frame.get_column(n)).alias(h if unique else n)
+            _cleaned(n, spaced[n], bool(scan[f"e{n}"]), frame.get_column(n)).alias(
+                h if unique else n
+            )
             for n, h in zip(names, header, strict=True)
         ]
     )

@@ -21,10 +21,15 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
+from pandera.backends.polars.register import register_polars_backends
 from pandera.errors import SchemaErrors
 
 from transforms.codes import product_code_message_expr
 from transforms.rejects import LINE, REJECT_SCHEMA, empty_rejects, without_rejected
+
+# Pandera registers its Polars backends on the first validation; doing it at import
+# keeps that one-off cost (it imports much of pandera) out of the first file's time.
+register_polars_backends()
 
 _HEADER = "header"
 

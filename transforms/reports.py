@@ -111,11 +111,11 @@ def _new_serials_unique(con: duckdb.DuckDBPyConnection, since: dict[int, int]) -
     if not grew:
         return True
     hashes = con.execute(
-        "SELECT hash(serial) AS h, pid FROM pool WHERE pid IN (SELECT unnest(?::INTEGER[]))",
+        """SELECT xor(hash(serial), hash(pid)) AS h FROM pool
+           WHERE pid IN (SELECT unnest(?::INTEGER[]))""",
         [grew],
     ).pl()
-    keyed = hashes.select(pl.col("h").xor(pl.col("pid").cast(pl.UInt64).hash(seed=3)))
-    if keyed.to_series().n_unique() == hashes.height:
+    if hashes.to_series().n_unique() == hashes.height:
         return True
     dup = con.execute(
         """SELECT count(*) FROM (SELECT pid, serial FROM pool

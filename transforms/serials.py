@@ -157,25 +157,40 @@ def save_runs(con: duckdb.DuckDBPyConnection, pids: Iterable[int], runs: pl.Data
         con.unregister(view)
 
 
+_RANGES_PER_QUERY = 256
+
+
 def pool_serials(
     con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame, keep: Sequence[str] = ()
 ) -> pl.DataFrame:
     """The serials of `ranges` (pid, lo, hi, keep…): one row per serial (keep…, serial),
-    in range order then arrival order."""
-    wanted = sr.expand(ranges, keep).with_row_index("_pos")
+    in range order then arrival order.
+
+    Each range is its own filtered scan of `pool`, so DuckDB skips the row groups
+    outside it (a product's serials are stored in arrival order); a few hundred
+    ranges go in one statement.
+    """
+    wanted = sr.expand(ranges, keep)
     if wanted.height == 0:
         return wanted.select(*keep, pl.lit(None, pl.String).alias("serial"))
-    view = register(con, wanted.select("_pos", "pid", "pseq"), "wanted")
-    found = con.execute(
-        f"""SELECT w._pos, p.serial FROM pool p JOIN {view} w ON p.pid = w.pid AND p.pseq = w.pseq"""
-    ).pl()
-    con.unregister(view)
-    if found.height != wanted.height:
+    parts = []
+    bounds = ranges.select(
+        pl.col("pid").cast(pl.Int64), pl.col("lo").cast(pl.Int64), pl.col("hi").cast(pl.Int64)
+    ).rows()
+    for start in range(0, len(bounds), _RANGES_PER_QUERY):
+        chunk = bounds[start : start + _RANGES_PER_QUERY]
+        scans = " UNION ALL ".join(
+            f"SELECT {k}::INTEGER AS k, pseq, serial FROM pool "
+            f"WHERE pid = {pid} AND pseq >= {lo} AND pseq < {hi}"
+            for k, (pid, lo, hi) in enumerate(chunk)
+        )
+        parts.append(con.execute(f"SELECT serial FROM ({scans}) ORDER BY k, pseq").pl())
+    serial = pl.concat(parts).get_column("serial") if parts else pl.Series("serial", [], pl.String)
+    if serial.len() != wanted.height:
         raise RuntimeError(
-            f"state store is inconsistent: {wanted.height - found.height} serial(s) of a range "
+            f"state store is inconsistent: {wanted.height - serial.len()} serial(s) of a range "
             "are missing from the pool"
         )
-    serial = found.sort("_pos").get_column("serial")
     return wanted.select(*keep).with_columns(serial)
 
 
@@ -208,20 +223,7 @@ def insert_serials(
             [sorted(touched.values())],
         ).fetchall()
     }
-    pid = pl.col("product_code").replace_strict(touched, return_dtype=pl.Int32)
-    if len(codes) == 1:
-        frame = serials.select(
-            pl.lit(pids[codes[0]], pl.Int32).alias("pid"),
-            (pl.int_range(pl.len(), dtype=pl.Int64) + sizes[pids[codes[0]]]).alias("pseq"),
-            "serial",
-        )
-    else:
-        base = pid.replace_strict({p: sizes[p] for p in touched.values()}, return_dtype=pl.Int64)
-        frame = serials.select(
-            pid.alias("pid"),
-            (pl.int_range(pl.len(), dtype=pl.Int64).over(pid) + base).alias("pseq"),
-            "serial",
-        )
+    frame = _numbered(serials, touched, sizes)
     view = register(con, frame, "new_serials", scan_only=True)
     con.execute(f"INSERT INTO pool SELECT pid, pseq, serial FROM {view}")
     con.unregister(view)
@@ -248,6 +250,33 @@ def insert_serials(
     )
     con.execute(f"INSERT INTO pool_loads SELECT pid, lo, hi, source, run_id, file FROM {view}")
     con.unregister(view)
+
+
+def _numbered(serials: pl.DataFrame, pids: dict[str, int], sizes: dict[int, int]) -> pl.DataFrame:
+    """(pid, pseq, serial): each product's next arrival numbers, in file order."""
+    blocks = serials.select(pl.col("product_code").rle()).unnest("product_code")
+    if blocks.height <= 1000:  # products come in blocks (the usual file): number per block
+        pid_parts, seq_parts = [], []
+        nxt = dict(sizes)
+        for n, code in blocks.iter_rows():
+            pid = pids[code]
+            pid_parts.append(pl.repeat(pid, n, dtype=pl.Int32, eager=True))
+            seq_parts.append(pl.int_range(nxt[pid], nxt[pid] + n, dtype=pl.Int64, eager=True))
+            nxt[pid] += n
+        return pl.DataFrame(
+            [
+                pl.concat(pid_parts).alias("pid"),
+                pl.concat(seq_parts).alias("pseq"),
+                serials.get_column("serial"),
+            ]
+        )
+    pid = pl.col("product_code").replace_strict(pids, return_dtype=pl.Int32)
+    base = pid.replace_strict(sizes, return_dtype=pl.Int64)
+    return serials.select(
+        pid.alias("pid"),
+        (pl.int_range(pl.len(), dtype=pl.Int64).over(pid) + base).alias("pseq"),
+        "serial",
+    )
 
 
 def _runs_with_codes(
