@@ -270,11 +270,11 @@ def _numbered(serials: pl.DataFrame, pids: dict[str, int], sizes: dict[int, int]
                 serials.get_column("serial"),
             ]
         )
-    pid = pl.col("product_code").replace_strict(pids, return_dtype=pl.Int32)
-    base = pid.replace_strict(sizes, return_dtype=pl.Int64)
+    pid_of = pl.col("product_code").replace_strict(pids, return_dtype=pl.Int32)
+    base = pid_of.replace_strict(sizes, return_dtype=pl.Int64)
     return serials.select(
-        pid.alias("pid"),
-        (pl.int_range(pl.len(), dtype=pl.Int64).over(pid) + base).alias("pseq"),
+        pid_of.alias("pid"),
+        (pl.int_range(pl.len(), dtype=pl.Int64).over(pid_of) + base).alias("pseq"),
         "serial",
     )
 
