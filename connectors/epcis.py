@@ -21,11 +21,15 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   `huge_tree` stays off, so libxml2 keeps its depth and text-size limits.
 - Speed and flat memory: lxml's incremental parser (`XMLPullParser`, what
   `iterparse` is built on, fed 1 MB at a time) hands Python only the finished
-  EPC lists and events (a tag filter in C); an EPC list becomes a Python list of
-  texts in one comprehension; each finished event is read, cleared and its
-  previous siblings deleted; between two chunks an EPC list still being parsed
-  is harvested and emptied, so one event with millions of EPCs never sits whole
-  in the tree; the texts go to DuckDB every `batch_size` rows.
+  EPC lists and events (a tag filter in C); the texts of an EPC list are taken
+  with one `map` (no per-EPC Python code); each finished event is read into a
+  row; after each chunk everything before the last event read is deleted from
+  the tree, and an EPC list still being parsed is harvested and emptied, so one
+  event with millions of EPCs never sits whole in the tree.  Texts and rows go
+  to a writer thread every `batch_size` rows, which parses the EPC URIs in
+  DuckDB (`transforms.epc.parse_epcs_sql`) while the next part is read; DuckDB
+  runs on one thread meanwhile (the parser has the other core), and the
+  connection's thread setting is restored afterwards.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ import itertools
 import queue
 import re
 import threading
+from operator import attrgetter
 from pathlib import Path
-from typing import cast
 
 import duckdb
-import polars as pl
+import numpy as np
 import pyarrow as pa
 from lxml import etree
 
@@ -117,6 +121,10 @@ def _local(tag: object) -> str:
     return local
 
 
+_EVENT_LOCAL = {t: _local(t) for t, c in _CODES.items() if c in (_READ, _SKIP)}
+_TEXT_OF = attrgetter("text")
+
+
 def _text(el: etree._Element | None) -> str | None:
     if el is None or el.text is None:
         return None
@@ -156,6 +164,10 @@ def _cbv(value: str | None) -> str | None:
     return word
 
 
+# Field positions in the row of one read event (`_read_event`).
+_ACTION, _BIZ_STEP, _PARENT, _READ_POINT, _BIZ_LOCATION, _LOT, _EXPIRY = range(7)
+
+
 def _first_id(node: etree._Element) -> str | None:
     for child in node:
         if child.tag in _ID_TAGS:
@@ -163,63 +175,37 @@ def _first_id(node: etree._Element) -> str | None:
     return None
 
 
-class _Event:
-    """The fields of one ObjectEvent / AggregationEvent, read from its finished element."""
-
-    __slots__ = (
-        "action",
-        "biz_step",
-        "parent",
-        "read_point",
-        "biz_location",
-        "lot",
-        "expiry",
-        "parties",
-    )
-
-    def __init__(self, event: etree._Element) -> None:
-        self.action: str | None = None
-        self.biz_step: str | None = None
-        self.parent: str | None = None
-        self.read_point: str | None = None
-        self.biz_location: str | None = None
-        self.lot: str | None = None
-        self.expiry: str | None = None
-        self.parties: list[_Party] = []
-        self._read(event)
-
-    def _read(self, node: etree._Element) -> None:
-        child_codes = _CHILD
-        for child in node:
-            code = child_codes.get(child.tag)  # type: ignore[call-overload]
-            if code is None:
-                continue
-            if code == 1:
-                self.action = _text(child)
-            elif code == 2:
-                self.biz_step = _cbv(child.text)
-            elif code == 3:
-                self.parent = _text(child)
-            elif code == 4:
-                self.read_point = _first_id(child)
-            elif code == 5:
-                self.biz_location = _first_id(child)
-            elif code == 6 or code == 7:
-                role = "source" if code == 6 else "destination"
-                for item in child:
-                    if _local(item.tag) == role:
-                        self.parties.append((role, _cbv(item.get("type")), _text(item)))
-            elif code == 8:
-                for item in child.iter():
-                    name = _local(item.tag)
-                    if name == "lotNumber" and self.lot is None:
-                        self.lot = _text(item)
-                    elif name == "itemExpirationDate" and self.expiry is None:
-                        self.expiry = _text(item)
-            else:
-                self._read(
-                    child
-                )  # EPCIS 1.2 keeps sourceList, destinationList, ilmd in <extension>
+def _read_event(node: etree._Element, row: list[str | None], parties: list[_Party]) -> None:
+    """Read the fields of one finished ObjectEvent / AggregationEvent into `row` and `parties`."""
+    child_codes = _CHILD
+    for child in node:
+        code = child_codes.get(child.tag)  # type: ignore[call-overload]
+        if code is None:
+            continue
+        if code == 1 or code == 3:
+            text = child.text
+            row[_ACTION if code == 1 else _PARENT] = (
+                None if text is None else (text.strip() or None)
+            )
+        elif code == 2:
+            row[_BIZ_STEP] = _cbv(child.text)
+        elif code == 4 or code == 5:
+            row[_READ_POINT if code == 4 else _BIZ_LOCATION] = _first_id(child)
+        elif code == 6 or code == 7:
+            role = "source" if code == 6 else "destination"
+            for item in child:
+                if _local(item.tag) == role:
+                    parties.append((role, _cbv(item.get("type")), _text(item)))
+        elif code == 8:
+            for item in child.iter():
+                name = _local(item.tag)
+                if name == "lotNumber":
+                    if row[_LOT] is None:
+                        row[_LOT] = _text(item)
+                elif name == "itemExpirationDate" and row[_EXPIRY] is None:
+                    row[_EXPIRY] = _text(item)
+        else:  # EPCIS 1.2 keeps sourceList, destinationList, ilmd in <extension>
+            _read_event(child, row, parties)
 
 
 def check_prolog(path: Path) -> tuple[str, str | None]:
@@ -266,8 +252,22 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
             raise EpcisRejected(f"not well-formed XML: {err}") from err
 
 
+_EVENT_COLUMNS = (
+    "event_index",
+    "event_type",
+    "action",
+    "biz_step",
+    "parent_id",
+    "read_point",
+    "biz_location",
+    "lot",
+    "expiry",
+)
+_PARTY_COLUMNS = ("event_index", "role", "type", "id")
+
+
 class _Stager:
-    """Columnar buffers flushed into the staging tables."""
+    """Row buffers of the parsing thread, handed to the writer as whole batches."""
 
     def __init__(self, writer: _Writer) -> None:
         self.writer = writer
@@ -275,53 +275,73 @@ class _Stager:
         self.epc_ends: list[int] = []  # len(epc_text) at the end of each event of this batch
         self.base = 0  # events ended before this batch
         self.staged = 0
-        self.events: dict[str, list[object]] = {
-            k: []
-            for k in (
-                "event_index",
-                "event_type",
-                "action",
-                "biz_step",
-                "parent_id",
-                "read_point",
-                "biz_location",
-                "lot",
-                "expiry",
-            )
-        }
-        self.parties: dict[str, list[object]] = {
-            k: [] for k in ("event_index", "role", "type", "id")
-        }
+        self.events: list[tuple[object, ...]] = []  # rows in _EVENT_COLUMNS order
+        self.parties: list[tuple[object, ...]] = []  # rows in _PARTY_COLUMNS order
 
     def flush_epcs(self, events_ended: int) -> None:
-        n = len(self.epc_text)
-        if n:
-            ends = pl.Series("e", self.epc_ends, dtype=pl.Int64)
-            rows = pl.int_range(0, n, eager=True, dtype=pl.Int64)
-            index = ends.search_sorted(rows, side="right").cast(pl.Int32) + (self.base + 1)
-            frame = pl.DataFrame(
-                {"event_index": index, "epc": pl.Series(self.epc_text, dtype=pl.String)}
-            )
-            self._insert(STAGE_EPCS, frame)
-            self.staged += n
-        self.epc_text.clear()
-        self.epc_ends.clear()
+        if self.epc_text:
+            self.staged += len(self.epc_text)
+            self.writer.put(_EpcBatch(self.epc_text, self.epc_ends, self.base))
+            self.epc_text = []
+            self.epc_ends = []
+        else:
+            self.epc_ends.clear()
         self.base = events_ended
 
     def flush_events(self) -> None:
-        if self.events["event_index"]:
-            schema = {k: pl.String for k in self.events} | {"event_index": pl.Int32}
-            self._insert(STAGE_EVENTS, pl.DataFrame(self.events, schema=schema))
-            for values in self.events.values():
-                values.clear()
-        if self.parties["event_index"]:
-            schema = {k: pl.String for k in self.parties} | {"event_index": pl.Int32}
-            self._insert(STAGE_PARTIES, pl.DataFrame(self.parties, schema=schema))
-            for values in self.parties.values():
-                values.clear()
+        if self.events:
+            self.writer.put(_RowBatch(STAGE_EVENTS, _EVENT_COLUMNS, self.events))
+            self.events = []
+        if self.parties:
+            self.writer.put(_RowBatch(STAGE_PARTIES, _PARTY_COLUMNS, self.parties))
+            self.parties = []
 
-    def _insert(self, table: str, frame: pl.DataFrame) -> None:
-        self.writer.put(table, frame)
+
+class _EpcBatch:
+    """EPC texts in document order; `ends[i]` = texts up to the end of event `base + i + 1`."""
+
+    def __init__(self, texts: list[str | None], ends: list[int], base: int) -> None:
+        self.texts, self.ends, self.base = texts, ends, base
+
+    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        n = len(self.texts)
+        # the event of each text: events ended before it, + 1 (texts after the last end
+        # belong to the event still open, whose EPC list was harvested while parsed)
+        index = np.searchsorted(
+            np.asarray(self.ends, dtype=np.int64), np.arange(n, dtype=np.int64), side="right"
+        )
+        batch = pa.table(
+            {
+                "event_index": pa.array(index.astype(np.int32) + np.int32(self.base + 1)),
+                "epc": pa.array(self.texts, type=pa.string()),
+            }
+        )
+        _run(con, _EPC_INSERT, batch)
+
+
+class _RowBatch:
+    """Rows of the event or party staging table; every column but event_index is text."""
+
+    def __init__(self, table: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]):
+        self.table, self.columns, self.rows = table, columns, rows
+
+    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        values = list(zip(*self.rows, strict=True))
+        batch = pa.table(
+            {
+                name: pa.array(col, type=pa.int32() if name == "event_index" else pa.string())
+                for name, col in zip(self.columns, values, strict=True)
+            }
+        )
+        _run(con, _PLAIN_INSERT.format(table=self.table), batch)
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table) -> None:
+    con.register("_epcis_batch", batch)
+    try:
+        con.execute(sql)
+    finally:
+        con.unregister("_epcis_batch")
 
 
 class _Writer:
@@ -335,28 +355,22 @@ class _Writer:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        self.jobs: queue.Queue[tuple[str, pa.Table] | None] = queue.Queue(maxsize=2)
+        self.jobs: queue.Queue[_EpcBatch | _RowBatch | None] = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._work, name="epcis-stager", daemon=True)
         self.thread.start()
 
-    def put(self, table: str, frame: pl.DataFrame) -> None:
+    def put(self, batch: _EpcBatch | _RowBatch) -> None:
         if self.error is not None:
             raise self.error
-        # an Arrow table is scanned by DuckDB without the GIL, unlike a Polars frame
-        self.jobs.put((table, frame.to_arrow()))
+        self.jobs.put(batch)
 
     def _work(self) -> None:
         while (job := self.jobs.get()) is not None:
             if self.error is not None:
                 continue  # drain after a failure
-            table, frame = job
             try:
-                self.con.register("_epcis_batch", frame)
-                try:
-                    self.con.execute(_INSERTS.get(table, _PLAIN_INSERT).format(table=table))
-                finally:
-                    self.con.unregister("_epcis_batch")
+                job.insert(self.con)
             except BaseException as err:  # noqa: BLE001 - handed to the parsing thread
                 self.error = err
 
@@ -368,56 +382,31 @@ class _Writer:
 
 
 _PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
-_INSERTS = {
-    STAGE_EPCS: "INSERT INTO {table} BY NAME "
-    + parse_epcs_sql("(SELECT event_index, trim(epc) AS epc FROM _epcis_batch)")
-    .replace("{", "{{")
-    .replace("}", "}}"),
-}
-
-
-def _stage_event(
-    stager: _Stager,
-    index: int,
-    event_type: str,
-    ev: _Event,
-    shipping_sources: dict[str, None],
-    locations: dict[str, None],
-) -> None:
-    """Append one read event (and its sources/destinations) to the staging buffers."""
-    cols = stager.events
-    cols["event_index"].append(index)
-    cols["event_type"].append(event_type)
-    cols["action"].append(ev.action)
-    cols["biz_step"].append(ev.biz_step)
-    cols["parent_id"].append(ev.parent)
-    cols["read_point"].append(ev.read_point)
-    cols["biz_location"].append(ev.biz_location)
-    cols["lot"].append(ev.lot)
-    cols["expiry"].append(ev.expiry)
-    for where in (ev.biz_location, ev.read_point):
-        if where:
-            locations[where] = None
-    parties = stager.parties
-    for role, kind, ident in ev.parties:
-        parties["event_index"].append(index)
-        parties["role"].append(role)
-        parties["type"].append(kind)
-        parties["id"].append(ident)
-        if (
-            ident
-            and role == "source"
-            and event_type == "ObjectEvent"
-            and ev.biz_step == "shipping"
-            and kind in ("owning_party", "location")
-        ):
-            shipping_sources[ident] = None
+# `trim` (blanks: U+0020 and the other Unicode space separators) only where an end can
+# be one: the first or last character is a space, or the text is not plain ASCII.
+_TRIMMED = "CASE WHEN ascii(epc) = 32 OR suffix(epc, ' ') OR strlen(epc) <> length(epc) THEN trim(epc) ELSE epc END"
+_EPC_INSERT = f"INSERT INTO {STAGE_EPCS} BY NAME " + parse_epcs_sql(
+    f"(SELECT event_index, {_TRIMMED} AS epc FROM _epcis_batch)"
+)
 
 
 def _close_quietly(writer: _Writer) -> None:
     """Stop the writer after a failure of the parsing thread (that failure wins)."""
     with contextlib.suppress(BaseException):
         writer.close()
+
+
+def _drop_before(node: etree._Element) -> None:
+    """Delete what precedes `node` in the tree: its preceding siblings and those of its ancestors.
+
+    All of it is finished and was read (`node` is the last event read), and the
+    element being parsed is not in it: it is after `node` in document order.
+    """
+    while (parent := node.getparent()) is not None:
+        position = parent.index(node)
+        if position:
+            del parent[:position]
+        node = parent
 
 
 def stage_document(
@@ -433,15 +422,28 @@ def stage_document(
     for ddl in STAGING_DDL:
         con.execute(ddl)
     info = DocumentInfo(file=path.name, namespace=namespace, schema_version=schema_version)
+    threads = con.execute("SELECT current_setting('threads')").fetchone()
+    con.execute("SET threads = 1")
+    try:
+        return _stage(con, path, info, batch_size)
+    finally:
+        con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
+
+
+def _stage(
+    con: duckdb.DuckDBPyConnection, path: Path, info: DocumentInfo, batch_size: int
+) -> DocumentInfo:
     writer = _Writer(con)
     stager = _Stager(writer)
-    epc_text = stager.epc_text
     codes = _CODES
+    locals_ = _EVENT_LOCAL
+    text_of = _TEXT_OF
     events_ended = 0
     by_type: dict[str, int] = {}
     shipping_sources: dict[str, None] = {}
     locations: dict[str, None] = {}
     open_list: etree._Element | None = None  # the EPC list being parsed, if any
+    last_event: etree._Element | None = None  # the last event read in this chunk
 
     parser = etree.XMLPullParser(
         events=("start", "end"),
@@ -461,10 +463,13 @@ def stage_document(
                     parser.feed(chunk)
                 else:
                     parser.close()
-                for action, node in parser.read_events():
-                    el = cast(etree._Element, node)  # start/end events carry elements
-                    tag = el.tag
-                    code = codes.get(tag, _IDENTIFIER)
+                epc_text = stager.epc_text
+                epc_ends = stager.epc_ends
+                event_rows = stager.events
+                party_rows = stager.parties
+                el: etree._Element
+                for action, el in parser.read_events():  # type: ignore[assignment]
+                    code = codes.get(el.tag, _IDENTIFIER)  # type: ignore[call-overload]
                     if action == "start":
                         if code == _LIST:
                             open_list = el
@@ -472,8 +477,7 @@ def stage_document(
                     if code == _LIST:
                         open_list = None
                         # the <epc> children not yet harvested, all complete now
-                        epc_text.extend([c.text for c in el])
-                        el.clear()
+                        epc_text.extend(map(text_of, el))
                     elif code == _IDENTIFIER:
                         holder = el.getparent()
                         if (
@@ -484,34 +488,38 @@ def stage_document(
                             info.sbdh_sender = _text(el)
                             info.sbdh_sender_authority = el.get("Authority")
                     else:
-                        local = _local(tag)
+                        last_event = el
+                        local = locals_[el.tag]  # type: ignore[index]
                         by_type[local] = by_type.get(local, 0) + 1
-                        index = events_ended + 1
+                        events_ended += 1
+                        epc_ends.append(len(epc_text))
                         if code == _READ:
-                            _stage_event(
-                                stager, index, local, _Event(el), shipping_sources, locations
-                            )
-                            info.events_read += 1
+                            row: list[str | None] = [None] * 7
+                            parties: list[_Party] = []
+                            _read_event(el, row, parties)
+                            event_rows.append((events_ended, local, *row))
+                            if parties:
+                                _stage_parties(
+                                    party_rows, events_ended, local, row, parties, shipping_sources
+                                )
+                            for where in (row[_BIZ_LOCATION], row[_READ_POINT]):
+                                if where:
+                                    locations[where] = None
                         else:
                             info.events_skipped += 1
-                        events_ended = index
-                        stager.epc_ends.append(len(epc_text))
-                        el.clear()
-                        holder = el.getparent()
-                        if holder is not None:
-                            while el.getprevious() is not None:
-                                del holder[0]
+                if last_event is not None:
+                    _drop_before(last_event)
                 if not chunk:
                     break
                 # A very long EPC list: harvest its complete children now (all but the
                 # last, which may still be parsing) so the tree never holds it whole.
                 if open_list is not None and len(open_list) > _HARVEST_AT:
                     done = len(open_list) - 1
-                    epc_text.extend([c.text for c in itertools.islice(open_list, done)])
+                    epc_text.extend(map(text_of, itertools.islice(open_list, done)))
                     del open_list[:done]
                 if len(epc_text) >= batch_size:
                     stager.flush_epcs(events_ended)
-                if len(stager.events["event_index"]) >= batch_size:
+                if len(event_rows) >= batch_size:
                     stager.flush_events()
         stager.flush_epcs(events_ended)
         stager.flush_events()
@@ -522,8 +530,30 @@ def stage_document(
         _close_quietly(writer)
         raise
     writer.close()
+    info.events_read = events_ended - info.events_skipped
     info.events_by_type = dict(sorted(by_type.items()))
     info.epcs_staged = stager.staged
     info.shipping_sources = list(shipping_sources)
     info.location_candidates = list(locations)
     return info
+
+
+def _stage_parties(
+    party_rows: list[tuple[object, ...]],
+    index: int,
+    event_type: str,
+    row: list[str | None],
+    parties: list[_Party],
+    shipping_sources: dict[str, None],
+) -> None:
+    """Append the sources/destinations of one read event; note the shipping sources."""
+    for role, kind, ident in parties:
+        party_rows.append((index, role, kind, ident))
+        if (
+            ident
+            and role == "source"
+            and event_type == "ObjectEvent"
+            and row[_BIZ_STEP] == "shipping"
+            and kind in ("owning_party", "location")
+        ):
+            shipping_sources[ident] = None

@@ -144,72 +144,76 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
     e = f"_r.{column}"
     cs82 = _sql_str(_CS82 + "{1,20}")
     raw = _sql_str(_RAW_SERIAL)
-    digits = "translate(_cp || _ir, '0123456789', '') = ''"
-    # Millions of rows: per row only cheap string functions and one regex on the
-    # serial; the rules on `prefix.reference` and the check digits run once per
-    # distinct head (a handful of GTINs / SSCC prefixes) and are joined back.
+    # Millions of rows: per row only cheap string functions (`split_part`, no lists)
+    # and one regex on the serial; the rules on `prefix.reference` and the check
+    # digits run once per distinct head (a handful of GTINs / SSCC prefixes) and are
+    # joined back.  `_two_dots`: `_rest` has two dots or more (`_cp`, `_ir` hold none).
     return f"""
     WITH _parts AS MATERIALIZED (
         SELECT *,
-            _p[1] AS _cp, _p[2] AS _ir, len(_p) AS _n,
-            substr(_rest, length(_p[1]) + length(_p[2]) + 3) AS _ext
+            split_part(_rest, '.', 1) AS _cp,
+            split_part(_rest, '.', 2) AS _ir
         FROM (
-            SELECT *, string_split(_rest, '.') AS _p
-            FROM (
-                SELECT _r.*,
-                    CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN 'sgtin'
-                         WHEN starts_with({e}, '{SSCC_PREFIX}') THEN 'sscc'
-                         WHEN starts_with({e}, '{SGLN_PREFIX}') THEN 'sgln'
-                         WHEN regexp_full_match({e}, {_sql_str(_URI)}) THEN 'other'
-                         ELSE 'bad' END AS _scheme,
-                    CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN substr({e}, {len(SGTIN_PREFIX) + 1})
-                         WHEN starts_with({e}, '{SSCC_PREFIX}') OR starts_with({e}, '{SGLN_PREFIX}')
-                         THEN substr({e}, {len(SSCC_PREFIX) + 1}) END AS _rest
-                FROM {relation} _r
-            )
+            SELECT _r.*,
+                CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN 1
+                     WHEN starts_with({e}, '{SSCC_PREFIX}') THEN 2
+                     WHEN starts_with({e}, '{SGLN_PREFIX}') THEN 3
+                     WHEN regexp_full_match({e}, {_sql_str(_URI)}) THEN 4
+                     ELSE 0 END AS _s,
+                CASE WHEN starts_with({e}, '{SGTIN_PREFIX}') THEN substr({e}, {len(SGTIN_PREFIX) + 1})
+                     WHEN starts_with({e}, '{SSCC_PREFIX}') OR starts_with({e}, '{SGLN_PREFIX}')
+                     THEN substr({e}, {len(SSCC_PREFIX) + 1}) END AS _rest
+            FROM {relation} _r
         )
     ),
     _heads AS (
-        SELECT _scheme, _cp, _ir,
-            CASE _scheme
-                WHEN 'sgtin' THEN length(_cp) + length(_ir) = 13
-                WHEN 'sscc' THEN length(_cp) + length(_ir) = 17
-                ELSE length(_cp) + length(_ir) = 12
-            END AND length(_cp) BETWEEN 6 AND 12 AND {digits} AS _head_ok,
+        SELECT _s, _cp, _ir,
+            CASE _s WHEN 1 THEN length(_cp) + length(_ir) = 13
+                    WHEN 2 THEN length(_cp) + length(_ir) = 17
+                    ELSE length(_cp) + length(_ir) = 12 END
+            AND length(_cp) BETWEEN 6 AND 12
+            AND translate(_cp || _ir, '0123456789', '') = '' AS _head_ok,
             substr(_ir, 1, 1) || _cp || substr(_ir, 2) AS _body
-        FROM (SELECT DISTINCT _scheme, _cp, _ir FROM _parts
-              WHERE _scheme IN ('sgtin', 'sscc', 'sgln'))
+        FROM (SELECT DISTINCT _s, _cp, _ir FROM _parts WHERE _s BETWEEN 1 AND 3)
     ),
     _keys AS (
-        SELECT _scheme, _cp, _ir, _head_ok,
-            CASE WHEN NOT _head_ok OR _scheme = 'sgln' THEN NULL
-                 WHEN _scheme = 'sgtin' THEN _body || {check_digit_sql("_body", 13)}
-                 ELSE _body || {check_digit_sql("_body", 17)} END AS _key
+        SELECT _s, _cp, _ir,
+            CASE WHEN NOT _head_ok THEN NULL
+                 WHEN _s = 1 THEN _body || {check_digit_sql("_body", 13)}
+                 WHEN _s = 2 THEN _body || {check_digit_sql("_body", 17)} END AS _key,
+            _head_ok
         FROM _heads
     ),
     _rows AS (
-        SELECT _parts.*, _keys._head_ok, _keys._key,
-            CASE WHEN _parts._scheme <> 'sgtin' OR NOT regexp_full_match(_ext, {raw}) THEN NULL
+        SELECT _parts.*, _keys._key, _keys._head_ok,
+            CASE WHEN _parts._s IN (1, 3) AND _keys._head_ok
+                 THEN substr(_rest, length(_parts._cp) + length(_parts._ir) + 3) END AS _ext,
+            strlen(_rest) > strlen(_parts._cp) + strlen(_parts._ir) + 1 AS _two_dots
+        FROM _parts LEFT JOIN _keys
+          ON _keys._s = _parts._s AND _keys._cp = _parts._cp AND _keys._ir = _parts._ir
+    ),
+    _ser AS (
+        SELECT *,
+            CASE WHEN _s <> 1 OR NOT _head_ok OR NOT _two_dots OR NOT regexp_full_match(_ext, {raw}) THEN NULL
                  WHEN NOT contains(_ext, '%') THEN _ext
                  WHEN regexp_full_match(url_decode(_ext), {cs82}) THEN url_decode(_ext)
-            END AS _ser
-        FROM _parts LEFT JOIN _keys
-          ON _keys._scheme = _parts._scheme AND _keys._cp = _parts._cp AND _keys._ir = _parts._ir
+            END AS _serial
+        FROM _rows
     )
-    SELECT * EXCLUDE (_scheme, _rest, _p, _cp, _ir, _n, _ext, _head_ok, _key, _ser, _ok),
-        CASE WHEN _ok THEN _scheme ELSE 'malformed' END AS epc_scheme,
-        CASE WHEN _ok AND _scheme = 'sgtin' THEN _key END AS product_code,
-        CASE WHEN _ok AND _scheme = 'sgtin' THEN _ser END AS serial,
-        CASE WHEN _ok AND _scheme = 'sscc' THEN _key END AS sscc,
-        CASE WHEN _ok AND _scheme = 'sgln' THEN _rest END AS sgln
+    SELECT * EXCLUDE (_s, _rest, _cp, _ir, _key, _head_ok, _ext, _two_dots, _serial, _ok),
+        CASE WHEN _ok THEN ['malformed', 'sgtin', 'sscc', 'sgln', 'other'][_s + 1] ELSE 'malformed' END AS epc_scheme,
+        CASE WHEN _ok AND _s = 1 THEN _key END AS product_code,
+        CASE WHEN _ok AND _s = 1 THEN _serial END AS serial,
+        CASE WHEN _ok AND _s = 2 THEN _key END AS sscc,
+        CASE WHEN _ok AND _s = 3 THEN _rest END AS sgln
     FROM (
         SELECT *,
-            CASE _scheme
-                WHEN 'sgtin' THEN _head_ok AND _n >= 3 AND length(_ser) BETWEEN 1 AND 20
-                WHEN 'sscc' THEN _head_ok AND _n = 2
-                WHEN 'sgln' THEN _head_ok AND _n >= 3 AND regexp_full_match(_ext, {raw})
-                ELSE _scheme = 'other'
+            CASE _s
+                WHEN 1 THEN length(_serial) BETWEEN 1 AND 20
+                WHEN 2 THEN _head_ok AND contains(_rest, '.') AND NOT _two_dots
+                WHEN 3 THEN _head_ok AND _two_dots AND regexp_full_match(_ext, {raw})
+                ELSE _s = 4
             END IS TRUE AS _ok
-        FROM _rows
+        FROM _ser
     )
     """
