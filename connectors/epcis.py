@@ -382,9 +382,15 @@ class _Writer:
 
 
 _PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
-# `trim` (blanks: U+0020 and the other Unicode space separators) only where an end can
-# be one: the first or last character is a space, or the text is not plain ASCII.
-_TRIMMED = "CASE WHEN ascii(epc) = 32 OR suffix(epc, ' ') OR strlen(epc) <> length(epc) THEN trim(epc) ELSE epc END"
+# Trimmed only where an end can be blank: the first or last character is a space or a
+# control character (a pretty-printed `<epc>` holds line breaks and tabs), or the text
+# is not plain ASCII.  DuckDB's plain `trim` removes spaces and the Unicode space
+# separators but not tabs or line breaks, hence the explicit set, applied around it.
+_BLANKS = "e' \\t\\n\\r'"
+_TRIMMED = (
+    "CASE WHEN ascii(epc) <= 32 OR ascii(right(epc, 1)) <= 32 OR strlen(epc) <> length(epc) "
+    f"THEN trim(trim(trim(epc, {_BLANKS})), {_BLANKS}) ELSE epc END"
+)
 _EPC_INSERT = f"INSERT INTO {STAGE_EPCS} BY NAME " + parse_epcs_sql(
     f"(SELECT event_index, {_TRIMMED} AS epc FROM _epcis_batch)"
 )

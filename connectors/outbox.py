@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,30 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: int = 4) -> None:
+    """Write many files by temp-file-and-rename: contents made and fsynced side by side
+    (both let go of the GIL), then renamed, then each folder fsynced once."""
+    pid = os.getpid()
+
+    def stage(item: tuple[Path, Callable[[], bytes]]) -> Path:
+        path, make = item
+        tmp = path.with_name(f".{path.name}.{pid}.tmp")
+        with tmp.open("wb") as fh:
+            fh.write(make())
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+
+    for folder in {path.parent for path, _ in files}:
+        folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        staged = list(pool.map(stage, files))
+    for tmp, (path, _) in zip(staged, files, strict=True):
+        os.replace(tmp, path)
+    for folder in sorted({path.parent for path, _ in files}):
+        fsync_dir(folder)
 
 
 def serial_csv_bytes(frame: pl.DataFrame) -> bytes:
@@ -85,11 +111,23 @@ def materialize_missing(
     missing = [(int(fid), rel) for fid, rel in recorded if not _inside(outbox, rel).exists()]
     if not missing:
         return []
-    items = outbox_contents(con, [fid for fid, _ in missing])
-    parts = {int(k[0]): v for k, v in items.partition_by("file_id", as_dict=True).items()}
     empty = pl.DataFrame(schema={"product_code": pl.String, "serial": pl.String})
-    for fid, rel in missing:
-        write_atomic(_inside(outbox, rel), serial_csv_bytes(parts.get(fid, empty)))
+
+    def write(batch: list[tuple[int, str]]) -> None:
+        # each batch on its own cursor: one batch's serials are read while another's are written
+        items = outbox_contents(con.cursor(), [fid for fid, _ in batch])
+        parts = {int(k[0]): v for k, v in items.partition_by("file_id", as_dict=True).items()}
+        write_many_atomic(
+            [
+                (_inside(outbox, rel), partial(serial_csv_bytes, parts.get(fid, empty)))
+                for fid, rel in batch
+            ],
+            workers=2,
+        )
+
+    size = max(1, -(-len(missing) // 4))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(write, [missing[i : i + size] for i in range(0, len(missing), size)]))
     return [rel for _, rel in missing]
 
 

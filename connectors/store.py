@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import duckdb
+import pyarrow.dataset  # noqa: F401 - DuckDB imports it on the first frame it scans: pay it at start-up
 
 from connectors.ddl import SERIAL_DDL
 

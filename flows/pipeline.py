@@ -14,6 +14,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import polars as pl
 
 from connectors import inbox as inbox_io
 from connectors import outbox as outbox_io
-from connectors.csv_reader import FileRejected, read_inbox_csv
+from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv
 from connectors.store import Store, open_store, transaction
 from flows.registry import csv_kinds
 from schemas.base import header_problems, validate_rows
@@ -236,7 +237,15 @@ class _Prepared:
 
 def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared | None:
     """Hash, duplicate check, parse, header check and row validation of one CSV file."""
-    sha = inbox_io.sha256_of(f.path)
+    # hash and parse side by side (hashlib lets go of the GIL): the parse of a file that
+    # turns out to be a duplicate is thrown away, which is rare and cheap
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(inbox_io.sha256_of, f.path)
+        try:
+            parsed: ParsedCsv | FileRejected = read_inbox_csv(f.path)
+        except FileRejected as err:
+            parsed = err
+        sha = hashing.result()
     first = _duplicate_of(run, f.kind or "", sha)
     if first is not None:
         inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
@@ -244,10 +253,8 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
         run.warnings.append(f"{f.name}: {reason}")
         run.files.append(FileRecord(f.name, f.kind, sha, "duplicate", reason=reason))
         return None
-    try:
-        parsed = read_inbox_csv(f.path)
-    except FileRejected as err:
-        _quarantine(run, f, sha, str(err))
+    if isinstance(parsed, FileRejected):
+        _quarantine(run, f, sha, str(parsed))
         return None
     problem = header_problems(model, parsed.header)
     if problem is not None:

@@ -189,6 +189,20 @@ def test_epcis_2_0_namespace_bare_cbv_words_and_direct_lists(tmp_path: Path) -> 
     assert doc.shipping_sources == ["urn:epc:id:sgln:0614141.00002.0"]
 
 
+def test_a_pretty_printed_epc_with_line_breaks_and_tabs_is_read_trimmed(tmp_path: Path) -> None:
+    """`<epc>` texts indented by a pretty printer (line breaks, tabs) are the same EPCs."""
+    pretty = EPCIS2.replace(
+        "<epc>urn:epc:id:sgtin:0614141.107346.2017</epc>",
+        "<epc>\n\t\t urn:epc:id:sgtin:0614141.107346.2017\r\n\t</epc>",
+    )
+    path = tmp_path / "shipping_pretty.xml"
+    path.write_text(pretty, encoding="utf-8")
+    con, _ = _stage(path)
+    staged = con.sql(f"SELECT DISTINCT epc, epc_scheme, serial FROM {STAGE_EPCS}").fetchall()
+    assert ("urn:epc:id:sgtin:0614141.107346.2017", "sgtin", "2017") in staged
+    assert all(scheme != "malformed" for _, scheme, _ in staged)
+
+
 def test_other_event_types_are_counted_and_skipped_also_inside_extension(tmp_path: Path) -> None:
     """A 1.2 `<extension><TransformationEvent>` and a QuantityEvent are skipped but keep their index."""
     body = """<?xml version="1.0"?>

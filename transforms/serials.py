@@ -184,8 +184,9 @@ def pool_serials(
             f"WHERE pid = {pid} AND pseq >= {lo} AND pseq < {hi}"
             for k, (pid, lo, hi) in enumerate(chunk)
         )
-        parts.append(con.execute(f"SELECT serial FROM ({scans}) ORDER BY k, pseq").pl())
-    serial = pl.concat(parts).get_column("serial") if parts else pl.Series("serial", [], pl.String)
+        part = con.execute(f"SELECT k, pseq, serial FROM ({scans})").pl()
+        parts.append(part.sort("k", "pseq").get_column("serial"))
+    serial = pl.concat(parts) if parts else pl.Series("serial", [], pl.String)
     if serial.len() != wanted.height:
         raise RuntimeError(
             f"state store is inconsistent: {wanted.height - serial.len()} serial(s) of a range "
