@@ -111,17 +111,12 @@ def materialize_missing(
     missing = [(int(fid), rel) for fid, rel in recorded if not _inside(outbox, rel).exists()]
     if not missing:
         return []
-    empty = pl.DataFrame(schema={"product_code": pl.String, "serial": pl.String})
 
     def write(batch: list[tuple[int, str]]) -> None:
         # each batch on its own cursor: one batch's serials are read while another's are written
-        items = outbox_contents(con.cursor(), [fid for fid, _ in batch])
-        parts = {int(k[0]): v for k, v in items.partition_by("file_id", as_dict=True).items()}
+        parts = outbox_contents(con.cursor(), [fid for fid, _ in batch])
         write_many_atomic(
-            [
-                (_inside(outbox, rel), partial(serial_csv_bytes, parts.get(fid, empty)))
-                for fid, rel in batch
-            ],
+            [(_inside(outbox, rel), partial(serial_csv_bytes, parts[fid])) for fid, rel in batch],
             workers=2,
         )
 

@@ -134,7 +134,27 @@ def set_status(con: duckdb.DuckDBPyConnection, where: str, **values: Any) -> int
 def register_outbox_items(con: duckdb.DuckDBPyConnection) -> None:
     """A view `outbox_items` (file_id, ord, product_code, serial) of every recorded file."""
     ids = [r[0] for r in con.execute("SELECT file_id FROM outbox_files").fetchall()]
-    items = outbox_contents(con, ids).with_columns(
-        pl.int_range(1, pl.len() + 1).over("file_id").alias("ord")
+    contents = outbox_contents(con, ids)
+    items = (
+        pl.concat(
+            [
+                frame.select(
+                    pl.lit(fid, pl.Int64).alias("file_id"),
+                    pl.int_range(1, pl.len() + 1).alias("ord"),
+                    "product_code",
+                    "serial",
+                )
+                for fid, frame in contents.items()
+            ],
+        )
+        if contents
+        else pl.DataFrame(
+            schema={
+                "file_id": pl.Int64,
+                "ord": pl.Int64,
+                "product_code": pl.String,
+                "serial": pl.String,
+            }
+        )
     )
     con.register("outbox_items", items)

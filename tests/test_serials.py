@@ -119,7 +119,7 @@ def _files(con: duckdb.DuckDBPyConnection, kind: str = "export") -> list[dict[st
 
 
 def _items(con: duckdb.DuckDBPyConnection, file_id: int) -> list[str]:
-    return outbox_contents(con, [file_id]).get_column("serial").to_list()
+    return outbox_contents(con, [file_id])[file_id].get_column("serial").to_list()
 
 
 def _counts(con: duckdb.DuckDBPyConnection, cmo_id: str, product: str = DEMO) -> dict[str, int]:

@@ -160,19 +160,14 @@ def save_runs(con: duckdb.DuckDBPyConnection, pids: Iterable[int], runs: pl.Data
 _RANGES_PER_QUERY = 256
 
 
-def pool_serials(
-    con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame, keep: Sequence[str] = ()
-) -> pl.DataFrame:
-    """The serials of `ranges` (pid, lo, hi, keep…): one row per serial (keep…, serial),
-    in range order then arrival order.
+def pool_serials(con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame) -> pl.Series:
+    """The serials of `ranges` (pid, lo, hi), in range order then arrival order.
 
-    Each range is its own filtered scan of `pool`, so DuckDB skips the row groups
-    outside it (a product's serials are stored in arrival order); a few hundred
-    ranges go in one statement.
+    Each range is its own filtered scan of `pool`, so DuckDB skips the storage
+    segments outside it (a product's serials are stored in arrival order); a few
+    hundred ranges go in one statement.
     """
-    wanted = sr.expand(ranges, keep)
-    if wanted.height == 0:
-        return wanted.select(*keep, pl.lit(None, pl.String).alias("serial"))
+    expected = sr.count(ranges)
     parts = []
     bounds = ranges.select(
         pl.col("pid").cast(pl.Int64), pl.col("lo").cast(pl.Int64), pl.col("hi").cast(pl.Int64)
@@ -187,24 +182,39 @@ def pool_serials(
         part = con.execute(f"SELECT k, pseq, serial FROM ({scans})").pl()
         parts.append(part.sort("k", "pseq").get_column("serial"))
     serial = pl.concat(parts) if parts else pl.Series("serial", [], pl.String)
-    if serial.len() != wanted.height:
+    if serial.len() != expected:
         raise RuntimeError(
-            f"state store is inconsistent: {wanted.height - serial.len()} serial(s) of a range "
+            f"state store is inconsistent: {expected - serial.len()} serial(s) of a range "
             "are missing from the pool"
         )
-    return wanted.select(*keep).with_columns(serial)
+    return serial
 
 
-def outbox_contents(con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]) -> pl.DataFrame:
-    """The rows of recorded export files / partner answers: (file_id, product_code, serial)
-    in file order."""
+def outbox_contents(
+    con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]
+) -> dict[int, pl.DataFrame]:
+    """The rows of recorded export files / partner answers: file_id -> (product_code,
+    serial) in file order (every asked file, empty ones too)."""
     ranges = con.execute(
         """SELECT r.file_id, r.ord, r.pid, r.lo, r.hi, f.product_code
            FROM outbox_ranges r JOIN outbox_files f ON f.file_id = r.file_id
            WHERE r.file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY r.file_id, r.ord""",
         [sorted(set(file_ids))],
     ).pl()
-    return pool_serials(con, ranges, ["file_id", "product_code"])
+    serial = pool_serials(con, ranges)
+    sizes = ranges.group_by("file_id", maintain_order=True).agg(
+        (pl.col("hi") - pl.col("lo")).sum().alias("n"), pl.col("product_code").first()
+    )
+    files: dict[int, pl.DataFrame] = {}
+    offset = 0
+    for file_id, n, product_code in sizes.iter_rows():  # files, not serials
+        part = serial.slice(offset, n)
+        files[int(file_id)] = pl.DataFrame(
+            [pl.Series("product_code", [product_code], pl.String).new_from_index(0, n), part]
+        )
+        offset += n
+    empty = pl.DataFrame(schema={"product_code": pl.String, "serial": pl.String})
+    return {int(fid): files.get(int(fid), empty) for fid in file_ids}
 
 
 def insert_serials(
