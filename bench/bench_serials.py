@@ -5,7 +5,9 @@ assigned in 500 rows; 2,000,000 exported in 100 files.  Each stage runs in its o
 child process (the real `run_local` pipeline on an inbox); wall time is measured
 inside the child after imports, peak memory is the child's maximum RSS.  The
 baseline is a plain `polars.read_csv` + `write_csv` of the same number of rows,
-measured in the same run the same way.  `--scale 0.1` runs a tenth of the size.
+measured in the same run the same way.  The machines are shared and noisy, so each
+stage is run `--reps` times from a copy of the state before it, alternating with
+the baseline, and the medians are compared.  `--scale 0.1` runs a tenth of the size.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--reps", type=int, default=3, help="runs of each stage and baseline")
     opts = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.serials_gen import write_master, write_pool, write_requests
@@ -93,8 +97,6 @@ def main() -> None:
         shutil.copy(f, inbox / f.name)
     child("run", str(root), "-", "2026-11-20T02:00:00")  # master data
     for name, file, n, as_of in stages:
-        shutil.copy(data / file, inbox / file)
-        measured = child("run", str(root), "-", as_of)
         # baseline: plain read + write of the same number of rows
         base_in = data / f"baseline_{n}.csv"
         if not base_in.exists():
@@ -103,7 +105,26 @@ def main() -> None:
             pl.read_csv(data / "serial_pool_bench.csv", infer_schema=False, n_rows=n).write_csv(
                 base_in
             )
-        base = child("baseline", str(base_in), str(data / "baseline_out.csv"), "-")
+        before = work / "before"
+        shutil.rmtree(before, ignore_errors=True)
+        shutil.copytree(root, before)
+        runs, bases = [], []
+        for rep in range(opts.reps):
+            if rep:  # the same stage again, from the same state
+                shutil.rmtree(root)
+                shutil.copytree(before, root)
+            shutil.copy(data / file, inbox / file)
+            runs.append(child("run", str(root), "-", as_of))
+            bases.append(child("baseline", str(base_in), str(data / "baseline_out.csv"), "-"))
+        measured = {
+            "wall": statistics.median(r["wall"] for r in runs),
+            "peak_mb": max(r["peak_mb"] for r in runs),
+            "imports": statistics.median(r["imports"] for r in runs),
+        }
+        base = {
+            "wall": statistics.median(b["wall"] for b in bases),
+            "imports": statistics.median(b["imports"] for b in bases),
+        }
         results.append((name, n, measured, base))
 
     exported = sum(1 for _ in (root / "outbox" / "serials").rglob("*.csv"))
@@ -123,6 +144,7 @@ def main() -> None:
         f"interpreter + imports (reported separately): cmi {results[0][2]['imports']:.2f}s, polars-only {results[0][3]['imports']:.2f}s"
     )
     print(f"export files written: {exported}")
+    print(f"medians of {opts.reps} runs each, alternating with the baseline")
     print("targets: whole stage <= 3x the plain read+write, peak memory < 2048 MB")
     if not opts.keep:
         shutil.rmtree(work)

@@ -6,6 +6,7 @@ import itertools
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 _names = itertools.count(1)
 
@@ -32,13 +33,16 @@ def register(
     """Register a Polars frame under a fresh view name and return the name.
 
     `scan_only`: the view is only read whole (no filter on a string column), so its
-    strings can be handed over as Arrow string views, without a copy — for tens
-    of millions of serials.  (DuckDB pushes filters down to Arrow, which cannot
+    strings can be handed over as Arrow string views, without a copy, in batches
+    that DuckDB reads in parallel — for tens of millions of serials.  (DuckDB pushes filters down to Arrow, which cannot
     compare string views yet.)
     """
     name = f"_{prefix}_{next(_names)}"
     if scan_only:
-        con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+        # and in batches of a million rows, which DuckDB scans (and inserts) on all cores
+        table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+        batches = table.to_batches(max_chunksize=1 << 20)
+        con.register(name, pa.Table.from_batches(batches, schema=table.schema))
     else:
         con.register(name, frame)
     return name
