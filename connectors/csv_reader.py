@@ -106,11 +106,23 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
     lines: pl.Expr = pl.int_range(2, pl.len() + 2, dtype=pl.Int64)
     # one scan per column, the columns side by side on all cores: any whitespace (line
     # breaks included), any empty cell
+    # (ASCII blanks by a plain substring search; a column with any non-ASCII text by
+    # the full Unicode `\s`)
+    ascii_blanks = [" ", "\t", "\n", "\r", "\x0b", "\x0c"]
     scan = frame.select(
-        *[pl.col(n).str.contains(r"\s").any().alias(f"s{n}") for n in names],
+        *[pl.col(n).str.contains_any(ascii_blanks).any().alias(f"s{n}") for n in names],
+        *[
+            (pl.col(n).str.len_bytes() != pl.col(n).str.len_chars()).any().alias(f"u{n}")
+            for n in names
+        ],
         *[(pl.col(n) == "").any().alias(f"e{n}") for n in names],
+        *[pl.col(n).null_count().alias(f"n{n}") for n in names],
     ).row(0, named=True)
-    spaced = {n: bool(scan[f"s{n}"]) for n in names}
+    spaced = {
+        n: bool(scan[f"s{n}"])
+        or bool(scan[f"u{n}"] and frame.get_column(n).str.contains(r"\s").any())
+        for n in names
+    }
     line_break = pl.any_horizontal(
         [pl.col(n).str.contains("[\r\n]") for n in names if spaced[n]] or [pl.lit(False)]
     ).any()
@@ -130,7 +142,8 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
     )
     frame = frame.with_columns(lines.alias(LINE))
     data_cols = [c for c in frame.columns if c != LINE]
-    if data_cols:
+    may_be_blank = all(scan[f"n{n}"] or scan[f"e{n}"] or spaced[n] for n in names)
+    if data_cols and may_be_blank:  # a blank line is null in every column
         # blank lines keep their numbers but are not rows
         filled = frame.select(
             pl.any_horizontal([pl.col(c).is_not_null() for c in data_cols])

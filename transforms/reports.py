@@ -107,13 +107,13 @@ def _new_serials_unique(con: duckdb.DuckDBPyConnection, since: dict[int, int]) -
     answer is exact and cheap.  Serials never change once stored, so products that
     did not grow need no check.
     """
-    grew = [pid for pid, size in pool_sizes(con).items() if size > since.get(pid, 0)]
+    sizes = pool_sizes(con)
+    grew = [pid for pid, size in sizes.items() if size > since.get(pid, 0)]
     if not grew:
         return True
+    where = "" if len(grew) == len(sizes) else "WHERE pid IN (SELECT unnest(?::INTEGER[]))"
     hashes = con.execute(
-        """SELECT xor(hash(serial), hash(pid)) AS h FROM pool
-           WHERE pid IN (SELECT unnest(?::INTEGER[]))""",
-        [grew],
+        f"SELECT xor(hash(serial), hash(pid)) AS h FROM pool {where}", [grew] if where else []
     ).pl()
     if hashes.to_series().n_unique() == hashes.height:
         return True
