@@ -22,6 +22,7 @@ from schemas.shipping import (
     ShippingExceptionsReport,
     ShippingReconciliationReport,
 )
+from transforms import shipping
 from transforms.context import RunContext
 from transforms.epc import parse_epc
 from transforms.serials import insert_serials
@@ -194,8 +195,14 @@ def test_commissioning_ok_marks_serials_with_lot_and_expiry(tmp_path: Path) -> N
     assert result.exceptions.height == 0
 
 
-def test_each_outcome_and_only_ok_changes_state(tmp_path: Path) -> None:
-    """UNKNOWN_SERIAL, NOT_PRODUCEABLE, NOT_ASSIGNED, OTHER_CMO, OK — one commissioning event."""
+@pytest.mark.parametrize("runs_join", ["range", "asof"])
+def test_each_outcome_and_only_ok_changes_state(
+    tmp_path: Path, runs_join: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UNKNOWN_SERIAL, NOT_PRODUCEABLE, NOT_ASSIGNED, OTHER_CMO, OK — one commissioning event
+    (serials found in their runs by a range join, or by the ASOF join of many runs)."""
+    if runs_join == "asof":
+        monkeypatch.setattr(shipping, "_FEW_RUNS", 0)
     con = store()
     add_serials(con, [unit("ok")], "A")
     add_serials(con, [unit("pool")], None)

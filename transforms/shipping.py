@@ -270,11 +270,23 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
         _run(con, "INSERT INTO _ship_expanded SELECT * FROM _ship_stored")
 
 
+_FEW_RUNS = 10_000
+
+
 def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     """One outcome per SGTIN and event kind, the first that applies (§6 *Reconciliation*)."""
+    ((runs,),) = con.sql("SELECT count(*) FROM serial_runs").fetchall()
+    # Few runs (the usual state): a range join, one match per serial (DuckDB would plan
+    # an ASOF join against a tiny table as a nested loop plus a costly aggregate);
+    # many runs: the ASOF join.
+    runs_join = (
+        "JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo AND k.pseq < u.hi"
+        if runs <= _FEW_RUNS
+        else "ASOF JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo"
+    )
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_outcomes AS
+        f"""CREATE OR REPLACE TEMP TABLE _ship_outcomes AS
         WITH commissioned AS (
             SELECT product_code, serial, min(event_index) AS event_index
             FROM _ship_epc
@@ -297,7 +309,7 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         ),
         found AS (  -- and the status of the run each one lies in
             SELECT k.*, u.lo AS run_lo, u.cmo_id, u.commissioned, u.shipped, u.lot, u.expiry
-            FROM known k ASOF JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo
+            FROM known k {runs_join}
         )
         SELECT r.*, s.pid, s.pseq, s.run_lo, s.lot AS serial_lot, s.expiry AS serial_expiry,
             s.commissioned AS was_commissioned, s.shipped AS was_shipped,
