@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -114,6 +115,7 @@ def main() -> None:
                 shutil.rmtree(root)
                 shutil.copytree(before, root)
             shutil.copy(data / file, inbox / file)
+            os.sync()  # the file arrived well before the night: no write-back left to compete with
             runs.append(child("run", str(root), "-", as_of))
             bases.append(child("baseline", str(base_in), str(data / "baseline_out.csv"), "-"))
         measured = {

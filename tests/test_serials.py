@@ -838,3 +838,58 @@ def test_one_generation_row_is_limited_in_size() -> None:
     result = generate(con, cfg, product_code=DEMO, quantity="10000001")
     assert _rules(result) == [(2, "quantity_too_large")]
     assert count(con, "TRUE") == 0
+
+
+def _reference_exports(n: int, files: list[list[tuple[int, bool]]]) -> list[list[str] | None]:
+    """§5.4 serial by serial for one CMO holding `n` serials assigned in order: the
+    contents of each export row (None = rejected)."""
+    serials = [f"S{i:05d}" for i in range(1, n + 1)]
+    count = dict.fromkeys(serials, 0)
+    last = dict.fromkeys(serials, 0)
+    out: list[list[str] | None] = []
+    file_id = 0
+    for rows_ in files:
+        for qty, allow in rows_:
+            fresh = [s for s in serials if count[s] == 0]
+            if qty > (n if allow else len(fresh)):
+                out.append(None)
+                continue
+            file_id += 1
+            new = fresh[:qty]
+            again = sorted((s for s in serials if count[s] > 0), key=lambda s: (last[s], s))
+            taken = new + again[: qty - len(new)]
+            for s in taken:
+                count[s] += 1
+                last[s] = file_id
+            out.append(taken)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(1, 9), st.booleans()), min_size=1, max_size=4),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_exports_equal_a_serial_by_serial_reference(files: list[list[tuple[int, bool]]]) -> None:
+    """Any sequence of export files (rows with and without allow_already_exported, a
+    serial exported twice by one file included) writes what §5.4 says, serial by serial."""
+    con = _assigned(12)
+    expected = _reference_exports(12, files)
+    got: list[list[str] | None] = []
+    for rows_ in files:
+        before = {f["file_id"] for f in _files(con)}
+        result = export(
+            con,
+            cmo_id=["C1"] * len(rows_),
+            product_code=[DEMO] * len(rows_),
+            quantity=[str(q) for q, _ in rows_],
+            allow_already_exported=["Y" if a else "N" for _, a in rows_],
+        )
+        rejected = {int(line) for line in result.rejects.get_column("line").to_list()}
+        new_files = iter(f for f in _files(con) if f["file_id"] not in before)
+        for line in range(2, 2 + len(rows_)):
+            got.append(None if line in rejected else _items(con, next(new_files)["file_id"]))
+    assert got == expected

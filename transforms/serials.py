@@ -621,8 +621,6 @@ def apply_assignments(
 
 # --------------------------------------------------------------------------- returns §5.6
 
-_RETURNED = {"cmo_id": None, "assign_seq": None}
-
 
 def return_unexported(
     con: duckdb.DuckDBPyConnection, cmo_id: str, product_code: str | None, quantity: int | None
