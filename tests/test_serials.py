@@ -893,3 +893,118 @@ def test_exports_equal_a_serial_by_serial_reference(files: list[list[tuple[int, 
         for line in range(2, 2 + len(rows_)):
             got.append(None if line in rejected else _items(con, next(new_files)["file_id"]))
     assert got == expected
+
+
+class _Reference:
+    """§5.3–§5.6 serial by serial, for one product and one partner CMO `C1`."""
+
+    def __init__(self, n: int) -> None:
+        self.pool = [f"S{i:05d}" for i in range(1, n + 1)]  # arrival order
+        self.holder: dict[str, str | None] = dict.fromkeys(self.pool)
+        self.seq: dict[str, int] = {}
+        self.count = dict.fromkeys(self.pool, 0)
+        self.last = dict.fromkeys(self.pool, 0)
+        self.request: dict[str, str] = {}
+        self.next_seq = self.next_file = 0
+
+    def _held(self) -> list[str]:
+        return sorted(
+            (s for s in self.pool if self.holder[s] and s not in self.request),
+            key=lambda s: self.seq[s],
+        )
+
+    def assign(self, q: int) -> list[str] | None:
+        free = [s for s in self.pool if self.holder[s] is None]
+        if q > len(free):
+            return None
+        for s in free[:q]:
+            self.holder[s], self.seq[s] = "C1", self.next_seq
+            self.next_seq += 1
+        return free[:q]
+
+    def export(self, q: int, allow: bool) -> list[str] | None:
+        held = self._held()
+        fresh = [s for s in held if self.count[s] == 0]
+        if q > (len(held) if allow else len(fresh)):
+            return None
+        again = sorted(
+            (s for s in held if self.count[s]), key=lambda s: (self.last[s], self.seq[s])
+        )
+        taken = fresh[:q] + again[: q - len(fresh[:q])]
+        self.next_file += 1
+        for s in taken:
+            self.count[s] += 1
+            self.last[s] = self.next_file
+        return taken
+
+    def serve(self, q: int, request_id: str) -> list[str] | None:
+        fresh = [s for s in self._held() if self.count[s] == 0]
+        if q > len(fresh):
+            return None
+        for s in fresh[:q]:
+            self.request[s] = request_id
+        return fresh[:q]
+
+    def give_back(self, q: int | None) -> list[str] | None:
+        fresh = [s for s in self._held() if self.count[s] == 0][::-1]  # newest first
+        if q is not None and q > len(fresh):
+            return None
+        for s in fresh[: len(fresh) if q is None else q]:
+            self.holder[s] = None
+            del self.seq[s]
+        return []
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["assign", "export", "export_allow", "request", "return", "return_all"]),
+        st.integers(1, 6),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_ops)
+def test_every_serial_rule_equals_a_serial_by_serial_reference(ops: list[tuple[str, int]]) -> None:
+    """Assignments, exports, partner requests and returns in any order: the same files
+    and the same pool order as §5 applied serial by serial."""
+    con = seed(products=[DEMO], cmos={"C1": [DEMO]}, partners=["C1"], pool={DEMO: 15})
+    ref = _Reference(15)
+    for i, (op, q) in enumerate(ops):
+        before = {
+            f["file_id"] for f in con.execute("SELECT file_id FROM outbox_files").pl().to_dicts()
+        }
+        key = dict(cmo_id="C1", product_code=DEMO)
+        if op == "assign":
+            expected, result = ref.assign(q), assign(con, quantity=str(q), **key)
+        elif op.startswith("export"):
+            allow = op == "export_allow"
+            expected = ref.export(q, allow)
+            result = export(
+                con, quantity=str(q), allow_already_exported="Y" if allow else "N", **key
+            )
+        elif op == "request":
+            expected = ref.serve(q, f"R{i}")
+            result = request(con, request_id=f"R{i}", quantity=str(q), **key)
+        else:
+            q_text = "ALL" if op == "return_all" else str(q)
+            expected = ref.give_back(None if op == "return_all" else q)
+            result = give_back(con, quantity=q_text, **key)
+        assert (result.rows_applied == 0) == (expected is None), (op, q)
+        new = [
+            r[0]
+            for r in con.execute("SELECT file_id FROM outbox_files ORDER BY file_id").fetchall()
+            if r[0] not in before
+        ]
+        if op in ("export", "export_allow", "request") and expected is not None:
+            assert _items(con, new[0]) == expected, (op, q)
+        assert _available(con) == [s for s in ref.pool if ref.holder[s] is None]
+    held = [
+        r[0]
+        for r in con.execute(
+            "SELECT serial FROM serials WHERE cmo_id = 'C1' AND request_id IS NULL ORDER BY assign_seq"
+        ).fetchall()
+    ]
+    assert held == ref._held()
