@@ -398,8 +398,10 @@ def _reject_existing(
         str(r[0])
         for r in con.execute("SELECT product_code FROM serial_products WHERE size > 0").fetchall()
     }
+    if not rows.height or not filled:  # no product has serials yet (a first load)
+        return rows, pl.DataFrame(schema=REJECT_SCHEMA)
     codes = set(rows.get_column("product_code").unique().to_list())
-    if not rows.height or not filled & codes:
+    if not filled & codes:
         return rows, pl.DataFrame(schema=REJECT_SCHEMA)
     view = register(con, rows, "pool")
     existing = con.execute(
