@@ -188,7 +188,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     )
     # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
-        """SELECT count(*), count(DISTINCT child),
+        """SELECT count(*), count(DISTINCT hash(child)),  -- a hash collision only costs the general path
             (SELECT count(*) FROM _ship_links WHERE action = 'DELETE')
                 + (SELECT count(*) FROM _ship_delete_all)
         FROM _ship_links"""
