@@ -46,7 +46,7 @@ _MAX_DEPTH = 32
 _STORED_CHILDREN = "(SELECT event_index, epc, parent FROM _ship_expanded WHERE epc_scheme IS NULL)"
 _TEMP = (
     "_ship_events",
-    "_ship_other_epc",
+    "_ship_epc",
     "_ship_links",
     "_ship_delete_all",
     "_ship_intervals",
@@ -141,19 +141,13 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     )"""
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_other_epc AS
-        SELECT event_index, kind, role, epc, epc_scheme, product_code, serial, sscc, sgln
-        FROM ({parse_epcs_sql(others)})""",
-    )
-    # a view: the staged EPC lists (millions of rows) are not copied once more
-    _run(
-        con,
-        f"""CREATE OR REPLACE TEMP VIEW _ship_epc AS
+        f"""CREATE OR REPLACE TEMP TABLE _ship_epc AS
         SELECT p.event_index, e.kind, 'epc' AS role, p.epc,
             p.epc_scheme, p.product_code, p.serial, p.sscc, p.sgln
         FROM {STAGE_EPCS} p JOIN _ship_events e USING (event_index) WHERE e.kind IS NOT NULL
         UNION ALL
-        SELECT * FROM _ship_other_epc""",
+        SELECT event_index, kind, role, epc, epc_scheme, product_code, serial, sscc, sgln
+        FROM ({parse_epcs_sql(others)})""",
     )
 
 
@@ -474,8 +468,6 @@ def reconcile_document(
     finally:
         for table in _TEMP:
             try:
-                if table == "_ship_events":  # the view over it goes first
-                    _run(con, "DROP VIEW IF EXISTS _ship_epc")
                 _run(con, f"DROP TABLE IF EXISTS {table}")
             except duckdb.Error:  # an aborted transaction: the caller rolls back anyway
                 break
