@@ -31,7 +31,7 @@ from schemas.shipping import (
 )
 from transforms.context import RunContext
 from transforms.epc import parse_epcs_sql, sgln_key
-from transforms.serial_runs import overlay, ranges_of
+from transforms.serial_runs import overlay
 from transforms.serials import load_runs, save_runs
 
 _SGTIN_OUTCOMES = {
@@ -365,18 +365,23 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; hierarchy; exception log."""
-    marks = con.sql(
-        """SELECT pid, pseq, any_value(run_lo) AS run_lo,  -- each OK serial's status after it
-            bool_or(kind = 'commissioning') OR any_value(was_commissioned) AS commissioned,
-            bool_or(kind = 'shipping') OR any_value(was_shipped) AS shipped,
-            coalesce(any_value(lot) FILTER (WHERE kind = 'commissioning'),
-                     any_value(serial_lot)) AS lot,
-            coalesce(any_value(expiry) FILTER (WHERE kind = 'commissioning'),
-                     any_value(serial_expiry)) AS expiry
-        FROM _ship_outcomes WHERE outcome = 'OK' GROUP BY pid, pseq"""
+    patches = con.sql(
+        """WITH marks AS (  -- each OK serial's status after the document
+            SELECT pid, pseq, any_value(run_lo) AS run_lo,
+                bool_or(kind = 'commissioning') OR any_value(was_commissioned) AS commissioned,
+                bool_or(kind = 'shipping') OR any_value(was_shipped) AS shipped,
+                coalesce(any_value(lot) FILTER (WHERE kind = 'commissioning'),
+                         any_value(serial_lot)) AS lot,
+                coalesce(any_value(expiry) FILTER (WHERE kind = 'commissioning'),
+                         any_value(serial_expiry)) AS expiry
+            FROM _ship_outcomes WHERE outcome = 'OK' GROUP BY pid, pseq),
+        numbered AS (  -- consecutive serials of one run with the same status form one patch
+            SELECT *, pseq - row_number() OVER (
+                PARTITION BY pid, run_lo, commissioned, shipped, lot, expiry ORDER BY pseq) AS g
+            FROM marks)
+        SELECT pid, min(pseq) AS lo, max(pseq) + 1 AS hi, commissioned, shipped, lot, expiry
+        FROM numbered GROUP BY pid, run_lo, commissioned, shipped, lot, expiry, g"""
     ).pl()
-    # consecutive serials of one run with the same new status form one patch
-    patches = ranges_of(marks, ["run_lo", "commissioned", "shipped", "lot", "expiry"])
     if patches.height:
         pids = patches.get_column("pid").unique().to_list()
         runs = load_runs(con, pids)
