@@ -193,6 +193,13 @@ def test_commissioning_ok_marks_serials_with_lot_and_expiry(tmp_path: Path) -> N
     assert state(con) == {"1": (True, False, "L7"), "2": (True, False, "L7")}
     assert con.sql("SELECT DISTINCT expiry FROM serials").fetchall() == [(dt.date(2027, 1, 31),)]
     assert result.exceptions.height == 0
+    # the working tables and views of the document are gone
+    left = con.sql(
+        """SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, '_ship')
+           UNION ALL
+           SELECT view_name FROM duckdb_views() WHERE starts_with(view_name, '_ship')"""
+    ).fetchall()
+    assert left == []
 
 
 @pytest.mark.parametrize("runs_join", ["range", "asof"])
