@@ -20,6 +20,7 @@ from typing import IO
 import duckdb
 import pyarrow.dataset  # noqa: F401 - DuckDB imports it on the first frame it scans: pay it at start-up
 
+from connectors.config import ConfigError
 from connectors.ddl import SERIAL_DDL
 
 
@@ -82,6 +83,19 @@ def _configure(con: duckdb.DuckDBPyConnection, temp_dir: Path | None) -> None:
         con.execute(f"SET temp_directory = '{temp_dir.as_posix()}'")
 
 
+def _check_format(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a state file written by an earlier cmi, whose serials were one table row each."""
+    row = con.execute(
+        """SELECT count(*) FROM information_schema.tables
+           WHERE table_name = 'serials' AND table_type = 'BASE TABLE'"""
+    ).fetchone()
+    if row and row[0]:
+        raise ConfigError(
+            f"the state store {path} was written by an earlier version of cmi (a 'serials' "
+            "table) that this version cannot read: start a new state store with --state"
+        )
+
+
 def open_store(path: Path, *, read_only: bool = False) -> Store:
     """Lock and open the state store at `path`, creating it when missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,12 +108,16 @@ def open_store(path: Path, *, read_only: bool = False) -> Store:
             f"another run holds the lock of the state store {path}; wait for it to finish "
             "(only one run at a time may use a state store)"
         ) from err
+    con: duckdb.DuckDBPyConnection | None = None
     try:
         con = duckdb.connect(str(path), read_only=read_only)
         _configure(con, path.parent / (path.name + ".tmp"))
+        _check_format(con, path)
         if not read_only:
             create_schema(con)
     except BaseException:
+        if con is not None:
+            con.close()
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         lock.close()
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -73,6 +74,19 @@ def test_locked_state_store_is_exit_3(tmp_path: Path) -> None:
     finally:
         store.close()
     assert result.exit_code == 3 and "lock" in result.output
+
+
+def test_a_state_store_of_an_earlier_format_is_exit_2(tmp_path: Path) -> None:
+    """A state file whose serials were one table row each is refused with a clear message."""
+    old = tmp_path / "st" / "cmi.duckdb"
+    old.parent.mkdir(parents=True)
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE serials (sid BIGINT, product_code VARCHAR, serial VARCHAR)")
+    con.close()
+    result = runner.invoke(app, args(tmp_path))
+    assert result.exit_code == 2 and "earlier version" in result.output
+    status = runner.invoke(app, ["status", "--state", str(old)])
+    assert status.exit_code == 2 and "earlier version" in status.output
 
 
 def test_status_prints_the_serial_balance(tmp_path: Path) -> None:
