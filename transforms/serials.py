@@ -64,6 +64,15 @@ def _produceable(con: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
     }
 
 
+UNKNOWN_PRODUCT = " does not exist: load it in a products file first"
+
+
+def _reject_unknown_product(rejects: RejectCollector, line: int, product: str) -> None:
+    rejects.add(
+        line, "product_code", product, "unknown_product", f"product {product}{UNKNOWN_PRODUCT}"
+    )
+
+
 def _check_cmo_product(
     rejects: RejectCollector,
     row: dict[str, Any],
@@ -93,13 +102,7 @@ def _check_cmo_product(
         )
         return False
     if product not in products:
-        rejects.add(
-            line,
-            "product_code",
-            product,
-            "unknown_product",
-            f"product {product} does not exist: load it in a products file first",
-        )
+        _reject_unknown_product(rejects, line, product)
         return False
     if produceable is not None and (cmo_id, product) not in produceable:
         rejects.add(
@@ -350,7 +353,7 @@ def apply_serial_pool(
     unknown = rows.filter(~known)
     rej_unknown = reject_where(
         unknown, pl.lit(True), column="product_code", rule="unknown_product",
-        message=pl.lit("product ") + pl.col("product_code") + pl.lit(" does not exist: load it in a products file first"),
+        message=pl.lit("product ") + pl.col("product_code") + pl.lit(UNKNOWN_PRODUCT),
     )  # fmt: skip
     if unknown.height:
         rows = rows.filter(known)
@@ -467,13 +470,7 @@ def apply_serial_generate(
     for row in rows.iter_rows(named=True):
         line, product, qty = row[LINE], row["product_code"], int(row["quantity"])
         if product not in products:
-            rejects.add(
-                line,
-                "product_code",
-                product,
-                "unknown_product",
-                f"product {product} does not exist: load it in a products file first",
-            )
+            _reject_unknown_product(rejects, line, product)
             continue
         if qty > MAX_GENERATE_PER_ROW:
             rejects.add(
