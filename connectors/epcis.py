@@ -62,6 +62,7 @@ SKIPPED_EVENTS = ("QuantityEvent", "TransactionEvent", "TransformationEvent", "A
 _CHUNK = 1 << 20  # bytes fed to the parser at a time
 _HARVEST_AT = 2048  # an open EPC list longer than this is harvested between chunks
 _PROLOG_CHUNK = 1 << 16
+_PROLOG_NOISE = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.S)
 # Parents whose <epc> children are read: ObjectEvent epcList, AggregationEvent childEPCs,
 # and the EPC lists of the skipped event types (read, then ignored with their event).
 _EPC_LISTS = frozenset({"epcList", "childEPCs", "inputEPCList", "outputEPCList"})
@@ -219,7 +220,9 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
         first = fh.read(_PROLOG_CHUNK)
         if not first.strip():
             raise EpcisRejected("the file is empty: no XML element")
-        if b"<!DOCTYPE" in first:
+        # a quick look before any parsing; comments and processing instructions may
+        # mention a DOCTYPE without being one (the parser's check below is the full one)
+        if b"<!DOCTYPE" in _PROLOG_NOISE.sub(b"", first):
             raise EpcisRejected("the document has a DOCTYPE (DTDs and entities are refused)")
         parser = etree.XMLPullParser(
             events=("start",), resolve_entities=False, no_network=True, load_dtd=False

@@ -163,11 +163,11 @@ class DocumentInfo:
     def sender_candidates(self) -> list[str]:
         """All sender candidates of §6 in order, each once (raw text as written)."""
         out: list[str] = []
-        sbdh = (
-            [self.sbdh_sender]
-            if self.sbdh_sender and self.sbdh_sender.strip().startswith("urn:epc:id:sgln:")
-            else []
+        sender = (self.sbdh_sender or "").strip()
+        is_sgln = sender.startswith("urn:epc:id:sgln:") or (
+            (self.sbdh_sender_authority or "").strip().upper() == "SGLN" and sender != ""
         )
+        sbdh = [self.sbdh_sender] if self.sbdh_sender and is_sgln else []
         for value in [*self.shipping_sources, *sbdh, *self.location_candidates]:
             if value not in out:
                 out.append(value)

@@ -294,6 +294,21 @@ def test_billion_laughs_is_rejected_without_memory_blow_up(tmp_path: Path) -> No
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
 
 
+def test_a_comment_that_mentions_a_doctype_is_no_doctype(tmp_path: Path) -> None:
+    """Only a real DOCTYPE quarantines: a comment or processing instruction naming one is text."""
+    path = tmp_path / "shipping_comment.xml"
+    path.write_text(
+        EPCIS2.replace(
+            "<epcis:EPCISDocument",
+            "<!-- no <!DOCTYPE here --><?note <!DOCTYPE?>\n<epcis:EPCISDocument",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    _, doc = _stage(path)
+    assert doc.events_read == 2
+
+
 def test_a_doctype_after_a_long_prolog_is_still_found(tmp_path: Path) -> None:
     """The DOCTYPE check is the parser's, not only a look at the first bytes."""
     path = tmp_path / "shipping_late_doctype.xml"

@@ -103,13 +103,13 @@ def agg(parent: str, children: list[str], action: str = "ADD") -> str:
     )
 
 
-def document(*events: str, sbdh_sender: str | None = None) -> str:
+def document(*events: str, sbdh_sender: str | None = None, authority: str = "SGLN") -> str:
     header = ""
     if sbdh_sender:
         header = (
             "<EPCISHeader><sbdh:StandardBusinessDocumentHeader "
             'xmlns:sbdh="http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader">'
-            f'<sbdh:Sender><sbdh:Identifier Authority="SGLN">{sbdh_sender}</sbdh:Identifier>'
+            f'<sbdh:Sender><sbdh:Identifier Authority="{authority}">{sbdh_sender}</sbdh:Identifier>'
             "</sbdh:Sender></sbdh:StandardBusinessDocumentHeader></EPCISHeader>"
         )
     return (
@@ -354,6 +354,45 @@ def test_sender_order_shipping_source_then_sbdh_then_locations(tmp_path: Path) -
     )
 
 
+def test_sender_sources_of_type_location_count_other_events_sources_do_not(
+    tmp_path: Path,
+) -> None:
+    con = store()
+    add_serials(con, [unit("1")], "B")
+    b = "0614141.00009.0"
+    # a shipping event's source of type location names the sender
+    ship = obj([unit("1")], "shipping", "OBSERVE", sources=(("location", b),))
+    assert run(con, tmp_path, document(ship)).sender_cmo_id == "B"
+    # a source of another event (receiving) is no candidate: the bizLocation (A) decides
+    recv = obj([unit("1")], "receiving", "OBSERVE", sources=(("owning_party", b),))
+    assert run(con, tmp_path, document(recv), "s2.xml").sender_cmo_id == "A"
+
+
+def test_sender_bizlocation_before_readpoint(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")], "B")
+    b = "0614141.00009.0"
+    event = obj([unit("1")], "receiving", "OBSERVE").replace(
+        "<bizLocation>", f"<readPoint><id>urn:epc:id:sgln:{b}</id></readPoint><bizLocation>"
+    )
+    assert run(con, tmp_path, document(event)).sender_cmo_id == "A"
+    only_read_point = obj([unit("1")], "receiving", "OBSERVE", location=None).replace(
+        "</action>", f"</action><readPoint><id>urn:epc:id:sgln:{b}</id></readPoint>"
+    )
+    assert run(con, tmp_path, document(only_read_point), "s2.xml").sender_cmo_id == "B"
+
+
+def test_an_sbdh_sender_given_as_a_bare_sgln_with_authority_sgln_counts(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")], "B")
+    recv = obj([unit("1")], "receiving", "OBSERVE", location=None)
+    bare = document(recv, sbdh_sender="0614141.00009.0")
+    assert run(con, tmp_path, bare).sender_cmo_id == "B"
+    # the same text under another authority (a GLN, say) is not an SGLN
+    other = document(recv, sbdh_sender="0614141.00009.0", authority="GLN")
+    assert "no SGLN" in (run(con, tmp_path, other, "s2.xml").quarantine_reason or "")
+
+
 def test_unknown_sender_quarantines_and_changes_nothing(tmp_path: Path) -> None:
     con = store()
     add_serials(con, [unit("1")])
@@ -364,6 +403,39 @@ def test_unknown_sender_quarantines_and_changes_nothing(tmp_path: Path) -> None:
     assert state(con) == {"1": (False, False, None)}
     xml = document(obj([unit("1")], "commissioning", location=None))
     assert "no SGLN" in (run(con, tmp_path, xml, "s2.xml").quarantine_reason or "")
+
+
+def test_commissioning_needs_action_add(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")])
+    result = run(con, tmp_path, document(obj([unit("1")], "commissioning", "OBSERVE")))
+    assert result.reconciliation["commissioned"] == 0
+    assert state(con) == {"1": (False, False, None)}
+
+
+def test_a_serial_shipped_before_is_still_commissioned_ok(tmp_path: Path) -> None:
+    """ALREADY_SHIPPED is an outcome of shipping only."""
+    con = store()
+    add_serials(con, [unit("1")])
+    run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")))
+    later = run(con, tmp_path, document(obj([unit("1")], "commissioning", lot="L1")), "s2.xml")
+    assert (later.reconciliation["ok"], later.reconciliation["already_shipped"]) == (1, 0)
+    assert state(con) == {"1": (True, True, "L1")}
+
+
+def test_a_malformed_expiry_or_a_missing_parent_is_a_warning(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1")])
+    xml = document(
+        obj([unit("1")], "commissioning", lot="L1", expiry="31/01/2027"),
+        agg("", [unit("1")]),
+    )
+    result = run(con, tmp_path, xml)
+    assert result.reconciliation["ok"] == 1  # the serial is still commissioned
+    assert any("31/01/2027" in w and "event 1" in w for w in result.warnings)
+    assert any("parentID" in w and "event 2" in w for w in result.warnings)
+    clean = run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")), "s2.xml")
+    assert clean.warnings == []
 
 
 # ------------------------------------------------------------------------------- hierarchy
@@ -412,6 +484,22 @@ def test_cross_document_hierarchy_is_per_sender_cmo(tmp_path: Path) -> None:
     assert result.sender_cmo_id == "B" and result.reconciliation["unknown_container"] == 1
     xml = document(obj([sscc(1)], "shipping", "OBSERVE"))
     assert run(con, tmp_path, xml, "s2.xml").reconciliation["shipped"] == 1
+
+
+def test_a_stored_link_ends_when_the_child_is_packed_again(tmp_path: Path) -> None:
+    """A unit packed in SSCC 1 by an earlier document and into SSCC 2 by this one ships
+    once, with SSCC 2; SSCC 1 no longer holds it."""
+    con = store()
+    add_serials(con, [unit("1")])
+    run(con, tmp_path, document(agg(sscc(1), [unit("1")])))
+    result = run(
+        con,
+        tmp_path,
+        document(agg(sscc(2), [unit("1")]), obj([sscc(1), sscc(2)], "shipping", "OBSERVE")),
+        "s2.xml",
+    )
+    assert (result.reconciliation["shipped"], result.reconciliation["ok"]) == (1, 1)
+    assert result.reconciliation["unknown_container"] == 1  # SSCC 1 is empty now
 
 
 def test_a_ship_sees_the_hierarchy_as_of_its_event(tmp_path: Path) -> None:
