@@ -387,6 +387,7 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
             _quarantine(run, f, sha, str(getattr(err, "reason", None) or err))
             return
         inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
+        run.warnings.extend(f"{f.name}: {w}" for w in result.warnings)
         run.shipping_rows.append(result.reconciliation)
         if result.exceptions.height:
             run.shipping_exceptions.append(result.exceptions)

@@ -72,6 +72,7 @@ class ShippingResult:
     )
     quarantine_reason: str | None = None
     sender_cmo_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> None:
@@ -116,7 +117,7 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_events AS
-        SELECT * REPLACE (TRY_CAST(expiry AS DATE) AS expiry),
+        SELECT * REPLACE (TRY_CAST(expiry AS DATE) AS expiry), expiry AS expiry_text,
             CASE WHEN event_type = 'ObjectEvent' AND action = 'ADD' AND biz_step = 'commissioning'
                      THEN 'commissioning'
                  WHEN event_type = 'ObjectEvent' AND biz_step = 'shipping' THEN 'shipping'
@@ -412,6 +413,31 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
     )
 
 
+def _warnings(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """What the document says that cannot be used, though the rest of it can."""
+    out = []
+    for n, first, example in con.sql(
+        """SELECT count(*), min(event_index), min(expiry_text) FROM _ship_events
+        WHERE kind = 'commissioning' AND expiry IS NULL AND expiry_text IS NOT NULL"""
+    ).fetchall():
+        if n:
+            out.append(
+                f"{n} commissioning event(s) (first: event {first}) have an expiry date that is "
+                f"not YYYY-MM-DD ('{example}'): their serials are commissioned without expiry; "
+                "ask the CMO to correct itemExpirationDate"
+            )
+    for n, first in con.sql(
+        """SELECT count(*), min(event_index) FROM _ship_events
+        WHERE kind = 'aggregation' AND (parent_id IS NULL OR trim(parent_id) = '')"""
+    ).fetchall():
+        if n:
+            out.append(
+                f"{n} aggregation event(s) (first: event {first}) name no parentID: their "
+                "packing is not recorded; ask the CMO to resend them with the parent"
+            )
+    return out
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
@@ -451,6 +477,7 @@ def reconcile_document(
         _reconcile_serials(con, sender)
         _collect_exceptions(con, file)
         _apply(con, sender, ctx, file)
+        warnings = _warnings(con)
         for kind, outcome, n in con.sql(
             "SELECT kind, outcome, count(*) FROM _ship_outcomes GROUP BY ALL"
         ).fetchall():
@@ -476,7 +503,9 @@ def reconcile_document(
                 _run(con, f"DROP TABLE IF EXISTS {table}")
             except duckdb.Error:  # an aborted transaction: the caller rolls back anyway
                 break
-    return ShippingResult(reconciliation=row, exceptions=exceptions, sender_cmo_id=sender)
+    return ShippingResult(
+        reconciliation=row, exceptions=exceptions, sender_cmo_id=sender, warnings=warnings
+    )
 
 
 def lot_reconciliation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
