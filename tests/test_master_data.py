@@ -147,6 +147,9 @@ def test_a_produceable_product_in_scientific_notation_gets_the_text_hint() -> No
     con = seed(products=[DEMO])
     (reject,) = _cmos(con, cmo_id="C1", produceable_products="1.12233E+13").rejects.to_dicts()
     assert reject["column"] == "produceable_products" and "as text" in reject["message"]
+    assert "scientific notation" in reject["message"]
+    (lost,) = _cmos(con, cmo_id="C2", produceable_products=PROD_A[1:]).rejects.to_dicts()
+    assert "dropped the leading zero" in lost["message"]  # PROD_A starts with 0
 
 
 def test_dropping_a_produceable_product_keeps_its_assigned_serials_but_stops_new_ones() -> None:

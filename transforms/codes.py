@@ -60,18 +60,18 @@ def is_gtin14_expr(code: pl.Expr) -> pl.Expr:
     return shape & (gs1_check_digit_expr(code.str.slice(0, 13), 13) == code.str.slice(13, 1))
 
 
-def mangled_code_hint(code: str | None) -> str | None:
+def mangled_code_hint(code: str | None, name: str = "product_code") -> str | None:
     """A sentence when `code` looks like a product code that a spreadsheet mangled."""
     if code is None:
         return None
     if re.match(SCIENTIFIC_PATTERN, code):
         return (
-            f"product_code '{code}' is in scientific notation: a spreadsheet turned the code "
+            f"{name} '{code}' is in scientific notation: a spreadsheet turned the code "
             "into a number; format the column as text before saving the file"
         )
     if len(code) == 13 and code.isdigit():
         return (
-            f"product_code '{code}' has 13 digits: a spreadsheet probably dropped the leading "
+            f"{name} '{code}' has 13 digits: a spreadsheet probably dropped the leading "
             f"zero of '0{code}'; format the column as text before saving the file"
         )
     return None

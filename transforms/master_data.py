@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from transforms.codes import is_gtin14
+from transforms.codes import is_gtin14, mangled_code_hint
 from transforms.context import FileResult, RunContext
 from transforms.rejects import LINE, RejectCollector
 from transforms.serials import return_unexported
@@ -149,7 +149,8 @@ def apply_cmos(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, ctx: RunConte
             if not is_gtin14(code):
                 rejects.add(
                     line, "produceable_products", code, "gtin14",
-                    f"produceable product '{code}' is not a GTIN-14 (14 digits with a valid GS1 "
+                    mangled_code_hint(code, "produceable product")
+                    or f"produceable product '{code}' is not a GTIN-14 (14 digits with a valid GS1 "
                     "check digit); format the column as text in spreadsheets",
                 )  # fmt: skip
                 problems += 1
