@@ -39,7 +39,13 @@ def _first_line(path: Path) -> str:
         raise FileRejected(
             "the file is not UTF-8 text: save it as UTF-8 (CSV UTF-8 in spreadsheet tools)"
         ) from err
-    return text.rstrip("\r\n")
+    text = text.rstrip("\r\n")
+    if "\r" in text:
+        raise FileRejected(
+            "the lines of the file end with a carriage return only (an old Mac format): save "
+            "it with Windows or Unix line ends (CSV UTF-8 in spreadsheet tools)"
+        )
+    return text
 
 
 def _record_start_lines(path: Path, sep: str) -> list[int]:
@@ -71,7 +77,13 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
         raise FileRejected("the file has no header row: the first line must name the columns")
     semicolon = ";" in first and "," not in first
     sep = ";" if semicolon else ","
-    header = [h.strip().lower() for h in next(csv.reader(io.StringIO(first), delimiter=sep))]
+    try:
+        cells = next(csv.reader(io.StringIO(first), delimiter=sep))
+    except csv.Error as err:
+        raise FileRejected(
+            f"the header row cannot be read as CSV ({err}): fix the first line"
+        ) from err
+    header = [h.strip().lower() for h in cells]
     if any(h == "" for h in header):
         raise FileRejected(
             "the header row has an empty column name: name every column or remove it"
@@ -87,7 +99,9 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
             quote_char='"',
             encoding="utf8",
         )
-    except pl.exceptions.ComputeError as err:
+    except pl.exceptions.NoDataError:
+        frame = pl.DataFrame(schema={n: pl.String for n in names})
+    except pl.exceptions.PolarsError as err:
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "utf-8" in text.lower() or "utf8" in text.lower():
             raise FileRejected(
@@ -98,9 +112,13 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
                 "a row has more cells than the header has columns (a separator inside an "
                 "unquoted value?): quote such values or fix the row"
             ) from err
+        if "malformed" in text.lower():
+            raise FileRejected(
+                f"the file cannot be read as CSV ({text}): most often a double quote inside "
+                'a value that is not quoted itself; write such a value as "A""B" (quoted, '
+                "the inner quote doubled), as spreadsheet tools do"
+            ) from err
         raise FileRejected(f"the file cannot be read as CSV ({text}): fix the file") from err
-    except pl.exceptions.NoDataError:
-        frame = pl.DataFrame(schema={n: pl.String for n in names})
     if frame.width != len(names):  # pragma: no cover - polars guarantees the width
         raise FileRejected("the rows do not match the header: fix the file")
     lines: pl.Expr = pl.int_range(2, pl.len() + 2, dtype=pl.Int64)

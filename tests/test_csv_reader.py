@@ -126,3 +126,17 @@ def test_a_quoted_cell_over_two_lines_keeps_the_file_lines_of_later_rows(tmp_pat
     assert frame.get_column("cmo_id").to_list() == ["C1", "C2", "C3", "C4"]
     assert frame.get_column("_line").to_list() == [2, 5, 6, 9]
     assert frame.get_column("cmo_name").to_list()[0] == "two\nlines"
+
+
+def test_carriage_return_only_line_ends_reject_the_file_with_the_fix(tmp_path: Path) -> None:
+    path = _write(tmp_path, b"product_code,serial\r11223344556675,A\r")
+    with pytest.raises(FileRejected, match="carriage return only"):
+        read_inbox_csv(path)
+
+
+def test_a_bare_quote_inside_an_unquoted_value_rejects_the_file_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, b'product_code,serial\n11223344556675,A"C\n11223344556675,B\n')
+    with pytest.raises(FileRejected, match='"A""B"'):
+        read_inbox_csv(path)
