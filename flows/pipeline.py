@@ -215,6 +215,19 @@ def _materialize_run_outputs(run: Run) -> None:
     outbox_io.materialize_missing(run.store.con, run.paths.outbox, ids)
 
 
+def _write_outputs_after_commit(run: Run, f: inbox_io.InboxFile) -> None:
+    """Write the file's recorded exports and answers.  The file is applied whatever happens
+    here: what cannot be written now stays recorded and the next run writes it (§8)."""
+    try:
+        _materialize_run_outputs(run)
+    except Exception as err:  # noqa: BLE001 - the state is committed; report, do not quarantine
+        log.error("writing the outputs of %s failed:\n%s", f.name, traceback.format_exc())
+        run.unexpected.append(
+            f"{f.name} was applied, but its export or answer files could not be written "
+            f"({type(err).__name__}: {err}); they are recorded and the next run writes them"
+        )
+
+
 def _unexpected(run: Run, f: inbox_io.InboxFile, sha: str | None, err: BaseException) -> None:
     log.error("unexpected error on %s:\n%s", f.name, traceback.format_exc())
     reason = (
@@ -303,7 +316,7 @@ def apply_csv_file(run: Run, f: inbox_io.InboxFile) -> None:
         with transaction(run.store.con) as con:
             result = kind.apply(con, p.valid, ctx)
             _mark_processed(run, f.kind or "", p.sha, f.name)
-        _materialize_run_outputs(run)
+        _write_outputs_after_commit(run, f)
         _finish_file(run, p, result)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the night
         _unexpected(run, f, sha, err)

@@ -118,9 +118,53 @@ def test_bad_rows_are_rejected_and_good_rows_of_the_same_file_applied(tmp_path: 
 
 
 def test_free_text_cells_are_formula_safe_in_reports(tmp_path: Path) -> None:
-    out = run_day(tmp_path, "2026-11-23T02:00:00", dict(MASTER))
+    files = dict(MASTER)
+    files["assignments_a.csv"] = csv("cmo_id,product_code,quantity", f"+ACME,{P1},1")
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
     cmos = rows_of(report(tmp_path, out["run_id"], "cmos.csv"))
     assert next(r for r in cmos if r["cmo_id"] == "BETA")["cmo_name"] == "'=Beta Labs"
+    balance = rows_of(report(tmp_path, out["run_id"], "serial_balance.csv"))
+    assert next(r for r in balance if r["cmo_id"] == "BETA")["cmo_name"] == "'=Beta Labs"
+    (reject,) = rows_of(report(tmp_path, out["run_id"], "rejects.csv"))
+    assert reject["value"] == "'+ACME"  # what the user typed, made safe
+
+
+def test_a_semicolon_file_is_applied_with_a_warning(tmp_path: Path) -> None:
+    files = dict(MASTER)
+    files["assignments_a.csv"] = f"cmo_id;product_code;quantity\nACME;{P1};3\n"
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    s = summary(tmp_path, out["run_id"])
+    f = next(f for f in s["files"] if f["name"] == "assignments_a.csv")
+    assert (f["outcome"], f["rows_applied"]) == ("applied", 1)
+    assert any("assignments_a.csv" in w and "semicolon" in w for w in s["warnings"])
+
+
+def test_an_export_that_cannot_be_written_is_applied_reported_and_written_later(
+    tmp_path: Path,
+) -> None:
+    """After the commit the file counts as applied: its other rejects are reported and the
+    recorded export is written by the next run, not lost and not applied twice."""
+    files = dict(MASTER)
+    files["assignments_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},5")
+    files["exports_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},2", f"ACME,{P1},99")
+    blocker = tmp_path / "outbox" / "serials" / "ACME"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    s = summary(tmp_path, out["run_id"])
+    assert (tmp_path / "inbox" / "archive" / out["run_id"] / "exports_a.csv").exists()
+    assert any("could not be written" in w for w in s["warnings"])
+    rejects = rows_of(report(tmp_path, out["run_id"], "rejects.csv"))
+    assert [(r["file"], r["line"]) for r in rejects] == [("exports_a.csv", "3")]
+    blocker.unlink()
+    later = run_day(tmp_path, "2026-11-24T02:00:00")
+    (export,) = blocker.iterdir()
+    assert len(export.read_text().splitlines()) == 3  # header + the 2 serials
+    balance = rows_of(report(tmp_path, later["run_id"], "serial_balance.csv"))
+    assert (
+        next(r for r in balance if r["cmo_id"] == "ACME" and r["product_code"] == P1)["exported"]
+        == "2"
+    )
 
 
 def test_files_that_are_not_settled_wait_for_the_next_run(tmp_path: Path) -> None:
