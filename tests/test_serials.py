@@ -709,6 +709,17 @@ def test_returned_serials_keep_their_original_arrival_order_in_the_pool() -> Non
     assert _held(con, "C2") == ["S00002", "S00003", "S00004"]
 
 
+def test_returning_all_of_nothing_is_applied_with_a_warning() -> None:
+    con = _assigned(2)
+    export(con, cmo_id="C1", product_code=DEMO, quantity="2")
+    result = give_back(con, cmo_id="C1", product_code=DEMO, quantity="ALL")
+    assert result.rows_applied == 1 and result.rejects.height == 0
+    assert len(result.warnings) == 1 and "nothing was returned" in result.warnings[0]
+    assert give_back(con, cmo_id="C1", product_code=DEMO, quantity="ALL").warnings
+    fresh = _assigned(2)
+    assert give_back(fresh, cmo_id="C1", product_code=DEMO, quantity="ALL").warnings == []
+
+
 def test_only_assigned_not_exported_serials_return() -> None:
     con = _partner(6)
     export(con, cmo_id="C1", product_code=DEMO, quantity="1")  # S1

@@ -615,7 +615,7 @@ def apply_assignments(
         (pl.col("_seq0") + pl.col("ord")).alias("assign_seq"),
     )  # fmt: skip
     save_runs(con, pids.values(), sr.overlay(runs, patches, ["cmo_id", "assign_seq"]))
-    return FileResult(rejects=rejects.frame(), rows_applied=len(plan))
+    return FileResult(rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings)
 
 
 # --------------------------------------------------------------------------- returns §5.6
@@ -660,6 +660,7 @@ def apply_serial_returns(
     rejects = RejectCollector()
     counts: dict[tuple[str, str], HolderCounts] = {}
     plan: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for row in rows.iter_rows(named=True):
         if not _check_cmo_product(rejects, row, cmos, products, None):
             continue
@@ -676,6 +677,11 @@ def apply_serial_returns(
                 f"{held} assigned serials that were never exported, requested or used",
             )  # fmt: skip
             continue
+        if quantity == 0:  # ALL of nothing
+            warnings.append(
+                f"line {row[LINE]}: CMO '{cmo_id}' holds no assigned serials of product {product} "
+                "that were never exported, requested or used: nothing was returned"
+            )
         counts[key].assigned_not_exported -= quantity
         plan.append(
             {"k": len(plan), "cmo_id": cmo_id, "product_code": product, "quantity": quantity}
