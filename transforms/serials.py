@@ -615,7 +615,7 @@ def apply_assignments(
         (pl.col("_seq0") + pl.col("ord")).alias("assign_seq"),
     )  # fmt: skip
     save_runs(con, pids.values(), sr.overlay(runs, patches, ["cmo_id", "assign_seq"]))
-    return FileResult(rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings)
+    return FileResult(rejects=rejects.frame(), rows_applied=len(plan))
 
 
 # --------------------------------------------------------------------------- returns §5.6
@@ -701,7 +701,7 @@ def apply_serial_returns(
         pl.lit(None, pl.String).alias("cmo_id"), pl.lit(None, pl.Int64).alias("assign_seq")
     )
     save_runs(con, pids.values(), sr.overlay(runs, patches, ["cmo_id", "assign_seq"]))
-    return FileResult(rejects=rejects.frame(), rows_applied=len(plan))
+    return FileResult(rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings)
 
 
 # --------------------------------------------------------------------------- exports §5.4
