@@ -161,7 +161,9 @@ _ID_TAGS = frozenset(t.removeprefix("{}") for t in _names("id"))
 def _cbv(value: str | None) -> str | None:
     word = _CBV.get(value, "")
     if word == "":
-        word = _CBV[value] = cbv_word(value)
+        word = cbv_word(value)
+        if len(_CBV) < 4096:  # like _LOCAL: a document cannot grow the cache without bound
+            _CBV[value] = word
     return word
 
 

@@ -134,7 +134,10 @@ def quarantine_file(path: Path, inbox: Path, run_id: str, reason: str) -> Path:
     target = _free_target(folder, path.name)
     reason_path = folder / (target.name + ".reason.txt")
     tmp = reason_path.with_name(reason_path.name + ".tmp")
-    tmp.write_text(reason.rstrip("\n") + "\n", encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(reason.rstrip("\n") + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, reason_path)
     os.rename(path, target)
     fsync_dir(folder)
