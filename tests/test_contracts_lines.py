@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from test_contracts_support import (
     ITEM_A,
@@ -20,6 +22,7 @@ from test_contracts_support import (
 
 from schemas.contracts import ContractLinesFile, ContractsFile, OrdersFile, ReceiptsFile
 from transforms.allocation import apply_orders
+from transforms.contract_reports import contract_balance_report
 from transforms.contracts import apply_contract_lines, apply_contracts, apply_receipts
 
 
@@ -299,3 +302,19 @@ def _rows(records: list[dict[str, str]]):  # type: ignore[no-untyped-def]
     from test_contracts_support import file_rows
 
     return file_rows(OrdersFile, records)
+
+
+def test_a_line_beyond_the_stock_quantity_limit_is_rejected_and_reports_still_run() -> None:
+    """contract_quantity x unit_factor past the limit would overflow the state's sums."""
+    con = _store(header("K1", "CDS", active="Y"))
+    result = apply(
+        apply_contract_lines,
+        con,
+        ContractLinesFile,
+        [
+            cline("K1", 1, contract_quantity="999999999999999999", unit_factor="1000"),
+            cline("K1", 2, contract_quantity="10"),
+        ],
+    )
+    assert rules(result) == ["quantity_too_large"] and result.rows_applied == 1
+    assert contract_balance_report(con, dt.date(2024, 6, 1)).height == 1  # state stays readable

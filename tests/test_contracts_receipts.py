@@ -208,3 +208,15 @@ def test_closed_line_takes_no_reception() -> None:
     assert rules(apply(apply_receipts, con, ReceiptsFile, [_rcpt(2, "supply_deposit")])) == [
         "line_closed"
     ]
+
+
+def test_a_reception_beyond_the_stock_quantity_limit_is_rejected_the_others_applied() -> None:
+    con = _store("CDS", cline("K1", 1), cline("K1", 2))
+    result = apply(
+        apply_receipts,
+        con,
+        ReceiptsFile,
+        [_rcpt(5, "supply_deposit"), _rcpt(999999999999999999, "supply_deposit", line_no=2)],
+    )
+    assert rules(result) == ["quantity_too_large"] and result.rows_applied == 1
+    assert line_state(con, "K1", 1)["received"] == 5

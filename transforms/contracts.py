@@ -57,6 +57,12 @@ ORDER_LINE_RECEIVED = "Order line received"
 LINE_CLOSED = "Contract line was closed"
 
 
+# Quantities a line holds, in stock units, stay below this: far beyond any real
+# contract, and far enough below the 64-bit integers of the state that sums over
+# lines and reports cannot overflow.
+MAX_STOCK_QUANTITY = 10**15
+
+
 @dataclass
 class Header:
     """A contract header as stored in `contracts`."""
@@ -712,6 +718,14 @@ def _apply_line_row(state: ContractState, row: dict[str, Any], products: dict[st
         )
     unit = _blank(row.get("contract_unit")) or products[item]
     factor = _int(row.get("unit_factor")) or 1
+    if quantity is not None and quantity * factor > MAX_STOCK_QUANTITY:
+        raise _Reject(
+            "contract_quantity",
+            quantity,
+            "quantity_too_large",
+            f"contract_quantity {quantity} x unit_factor {factor} is more than "
+            f"{MAX_STOCK_QUANTITY:,} stock units; check the quantity and the unit",
+        )
     if old is not None and old.in_use:
         if unit != old.contract_unit:
             raise _Reject(
@@ -955,6 +969,14 @@ def _apply_receipt_row(
             )
     receipt_date = dt.date.fromisoformat(row["receipt_date"])
     factor = line.unit_factor
+    if max(line.received + quantity * factor, line.ncc + ncc * factor) > MAX_STOCK_QUANTITY:
+        raise _Reject(
+            "quantity",
+            quantity,
+            "quantity_too_large",
+            f"line {line_no} of contract {cid} would hold more than {MAX_STOCK_QUANTITY:,} stock "
+            "units; check the quantity and the line's unit",
+        )
     line.received += quantity * factor
     line.ncc += ncc * factor
     line.receptions += 1
