@@ -997,10 +997,12 @@ def _results(
 
 # --- against the store ---------------------------------------------------------------------
 
-AVAILABLE_SQL = """greatest(CASE WHEN l.contract_quantity IS NULL THEN l.received - l.ncc
-    ELSE least(l.received - l.ncc, l.contract_quantity * l.unit_factor) END - l.consumed, 0)"""
-"""Available stock units of a line `l`: received minus NCC (at most the contract quantity)
-minus consumed."""
+RAW_AVAILABLE_SQL = """(CASE WHEN l.contract_quantity IS NULL THEN l.received - l.ncc
+    ELSE least(l.received - l.ncc, l.contract_quantity * l.unit_factor) END - l.consumed)"""
+"""Stock units of a line `l`: received minus NCC (at most the contract quantity) minus
+consumed — negative only in a broken state, which the invariants look for."""
+AVAILABLE_SQL = f"greatest({RAW_AVAILABLE_SQL}, 0)"
+"""Available stock units of a line `l`, never below 0."""
 
 
 def load_candidate_lines(

@@ -14,11 +14,7 @@ import duckdb
 import polars as pl
 
 from schemas.contracts import REPORT_COLUMNS
-from transforms.allocation import AVAILABLE_SQL
-
-_RAW_AVAILABLE = AVAILABLE_SQL.replace("greatest(", "(", 1).replace(
-    "- l.consumed, 0)", "- l.consumed)"
-)
+from transforms.allocation import AVAILABLE_SQL, RAW_AVAILABLE_SQL
 
 
 def _yn(column: str) -> str:
@@ -105,7 +101,7 @@ def contract_invariants(con: duckdb.DuckDBPyConnection) -> dict[str, bool]:
         f"""SELECT
               coalesce(bool_and(l.contract_quantity IS NULL
                                 OR l.consumed <= l.contract_quantity * l.unit_factor), TRUE),
-              coalesce(bool_and({_RAW_AVAILABLE} >= 0), TRUE)
+              coalesce(bool_and({RAW_AVAILABLE_SQL} >= 0), TRUE)
             FROM contract_lines l"""
     ).fetchall()[0]
     return {
