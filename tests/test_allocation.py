@@ -247,13 +247,17 @@ def test_search_order_closest_end_date_then_oldest_reception_then_id_then_line()
     lines = [
         cand("K5", valid_to=None, reception_date=dt.date(2023, 1, 1)),
         cand("K4", valid_to=dt.date(2024, 9, 1)),
-        cand("K3", valid_to=dt.date(2024, 6, 1), reception_date=dt.date(2024, 2, 1)),
+        cand("K1", valid_to=dt.date(2024, 6, 1), reception_date=dt.date(2024, 2, 1)),
         cand("K2", valid_to=dt.date(2024, 6, 1), reception_date=dt.date(2024, 1, 1), line_no=2),
         cand("K2", valid_to=dt.date(2024, 6, 1), reception_date=dt.date(2024, 1, 1), line_no=1),
+        cand("K3", valid_to=dt.date(2024, 6, 1), reception_date=dt.date(2024, 1, 1)),
     ]
-    result = run([order(f"O{i}", 100) for i in range(6)], lines)
+    result = run([order(f"O{i}", 100) for i in range(7)], lines)
     taken = [(c, n) for _, _, c, n, _ in outcome(result)]
-    assert taken == [("K2", 1), ("K2", 2), ("K3", 1), ("K4", 1), ("K5", 1), (None, None)]
+    # K1 sorts first by id but was received last: the older receptions go first
+    assert taken == [
+        ("K2", 1), ("K2", 2), ("K3", 1), ("K1", 1), ("K4", 1), ("K5", 1), (None, None),
+    ]  # fmt: skip
 
 
 def test_without_icfullqt_the_first_line_that_is_short_leaves_the_order_unlinked() -> None:

@@ -134,6 +134,9 @@ def test_cmi_mult_takes_several_receptions_within_the_contract_quantity() -> Non
     assert rules(result) == ["above_contract_quantity"]
     ln = line_state(con, "K1", 1)
     assert (ln["received"], ln["receptions"], ln["reception_date"]) == (200, 2, dt.date(2024, 2, 1))
+    # the line is opened by its first reception only
+    opened = [e for e in log_events(con, "K1") if e[2] == "Contract line was opened"]
+    assert len(opened) == 1
 
 
 def test_cmi_mult_without_quantity_has_no_limit() -> None:

@@ -76,6 +76,9 @@ def test_reports_have_exactly_the_spec_columns_and_formats() -> None:
     assert [(b["contract_id"], b["expired"], b["end_date"], b["available"]) for b in balance] == [
         ("K1", "Y", "2024-02-28", 6), ("K2", "N", None, 5),
     ]  # fmt: skip
+    # expired means the end date is before the business date, not on it
+    on_the_day = contract_balance_report(con, dt.date(2024, 2, 28)).rows(named=True)
+    assert [b["expired"] for b in on_the_day] == ["N", "N"]
 
 
 def test_run_reports_select_the_run() -> None:
