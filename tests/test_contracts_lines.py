@@ -21,7 +21,7 @@ from test_contracts_support import (
 )
 
 from schemas.contracts import ContractLinesFile, ContractsFile, OrdersFile, ReceiptsFile
-from transforms.allocation import apply_orders
+from transforms.allocation import apply_orders, load_candidate_lines
 from transforms.contract_reports import contract_balance_report
 from transforms.contracts import apply_contract_lines, apply_contracts, apply_receipts
 
@@ -318,3 +318,16 @@ def test_a_line_beyond_the_stock_quantity_limit_is_rejected_and_reports_still_ru
     )
     assert rules(result) == ["quantity_too_large"] and result.rows_applied == 1
     assert contract_balance_report(con, dt.date(2024, 6, 1)).height == 1  # state stays readable
+
+
+def test_a_line_without_warehouse_is_searched_in_its_contracts_warehouse() -> None:
+    con = _store(header("K1", "WDS", active="Y"))
+    apply(
+        apply_contract_lines,
+        con,
+        ContractLinesFile,
+        [cline("K1", 1), cline("K1", 2, warehouse="W9")],
+    )
+    lines, _ = load_candidate_lines(con)
+    by_line = dict(zip(lines["line_no"].to_list(), lines["warehouse"].to_list(), strict=True))
+    assert by_line == {1: "WWDS", 2: "W9"}  # the header's warehouse is W<type>
