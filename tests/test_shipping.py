@@ -393,6 +393,12 @@ def test_an_sbdh_sender_given_as_a_bare_sgln_with_authority_sgln_counts(tmp_path
     assert "no SGLN" in (run(con, tmp_path, other, "s2.xml").quarantine_reason or "")
 
 
+def test_a_document_without_events_is_quarantined_as_such(tmp_path: Path) -> None:
+    con = store()
+    result = run(con, tmp_path, document())
+    assert "no ObjectEvent or AggregationEvent" in (result.quarantine_reason or "")
+
+
 def test_unknown_sender_quarantines_and_changes_nothing(tmp_path: Path) -> None:
     con = store()
     add_serials(con, [unit("1")])

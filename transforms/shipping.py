@@ -100,6 +100,11 @@ def identify_sender(
         key = sgln_key(candidate)
         if key is not None and key in cmos:
             return cmos[key], None
+    if not candidates and doc.events_read == 0:
+        return None, (
+            "the document holds no ObjectEvent or AggregationEvent: nothing to reconcile; "
+            "ask the CMO for the document with its events"
+        )
     if not candidates:
         return None, (
             "sender unknown: the document names no SGLN (no shipping source, no SGLN in the SBDH "
