@@ -128,6 +128,13 @@ def main() -> None:
             "imports": statistics.median(b["imports"] for b in bases),
         }
         results.append((name, n, measured, base))
+        print(
+            f"  {name}: runs "
+            + " ".join(f"{r['wall']:.2f}" for r in runs)
+            + " s, baselines "
+            + " ".join(f"{b['wall']:.2f}" for b in bases)
+            + " s"
+        )
 
     exported = sum(1 for _ in (root / "outbox" / "serials").rglob("*.csv"))
     print()

@@ -10,10 +10,13 @@ never become numbers.  The parsed frame carries `_line`, the row's file line
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from transforms.rejects import LINE
@@ -28,6 +31,50 @@ class ParsedCsv:
     header: list[str]  # normalised column names, in file order
     rows: pl.DataFrame  # all String columns + `_line`
     semicolon: bool
+
+
+@dataclass(frozen=True)
+class FileScan:
+    """What one pass over a file's bytes tells: its SHA-256, and whether it is *plain*.
+
+    A plain file is ASCII (after an optional byte-order mark) and holds no blank
+    byte (space, tab, vertical tab, form feed), no double quote and no carriage
+    return outside a CRLF line end: none of its cells can start or end with a
+    blank or span lines, so the per-column scans for them can be skipped.
+    """
+
+    sha256: str
+    plain: bool
+
+
+_BOM = b"\xef\xbb\xbf"
+_NOT_PLAIN = (b" ", b"\t", b"\x0b", b"\x0c", b'"')
+
+
+def scan_file(path: Path, chunk_size: int = 1 << 20) -> FileScan:
+    """Hash `path` and find whether it is plain (`FileScan`), in one read."""
+    digest = hashlib.sha256()
+    plain = True
+    pending_cr = False  # the previous read ended with a CR: this one must start with LF
+    with path.open("rb") as fh:
+        first = True
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+            if not plain:
+                continue
+            body = chunk[len(_BOM) :] if first and chunk.startswith(_BOM) else chunk
+            first = False
+            broken_crlf = pending_cr and not body.startswith(b"\n")
+            if broken_crlf or not body.isascii() or any(b in body for b in _NOT_PLAIN):
+                plain = False
+            elif b"\r" in body:  # Windows line ends: every CR must be followed by an LF
+                raw = np.frombuffer(body, dtype=np.uint8)
+                cr = raw[:-1] == 13
+                plain = bool(np.array_equal(cr, cr & (raw[1:] == 10)))
+                pending_cr = raw[-1] == 13
+            else:
+                pending_cr = False
+    return FileScan(digest.hexdigest(), plain and not pending_cr)
 
 
 def _first_line(path: Path) -> str:
@@ -70,8 +117,13 @@ def _cleaned(name: str, spaced: bool, empty: bool, column: pl.Series) -> pl.Expr
     return col
 
 
-def read_inbox_csv(path: Path) -> ParsedCsv:
-    """Parse an inbox CSV into strings; raise `FileRejected` when it cannot be read at all."""
+def read_inbox_csv(path: Path, plain: Callable[[], bool] | None = None) -> ParsedCsv:
+    """Parse an inbox CSV into strings; raise `FileRejected` when it cannot be read at all.
+
+    `plain`, when given, answers whether the file is plain (`scan_file`, often
+    computed beside the parse): then no cell needs trimming and none spans lines,
+    and the columns are not scanned for blanks.
+    """
     first = _first_line(path)
     if not first.strip():
         raise FileRejected("the file has no header row: the first line must name the columns")
@@ -122,29 +174,39 @@ def read_inbox_csv(path: Path) -> ParsedCsv:
     if frame.width != len(names):  # pragma: no cover - polars guarantees the width
         raise FileRejected("the rows do not match the header: fix the file")
     lines: pl.Expr = pl.int_range(2, pl.len() + 2, dtype=pl.Int64)
-    # one scan per column, the columns side by side on all cores: any whitespace (line
-    # breaks included), any empty cell
-    # (ASCII blanks by a plain substring search; a column with any non-ASCII text by
-    # the full Unicode `\s`)
+    # one scan per column, the columns side by side on all cores: any empty cell and,
+    # unless the file is known to be plain, any whitespace (line breaks included) —
+    # ASCII blanks by a plain substring search, a column with any non-ASCII text by
+    # the full Unicode `\s`
+    skip_blanks = plain is not None and plain()
     ascii_blanks = [" ", "\t", "\n", "\r", "\x0b", "\x0c"]
     scan = frame.select(
-        *[pl.col(n).str.contains_any(ascii_blanks).any().alias(f"s{n}") for n in names],
-        *[
-            (pl.col(n).str.len_bytes() != pl.col(n).str.len_chars()).any().alias(f"u{n}")
-            for n in names
-        ],
         *[(pl.col(n) == "").any().alias(f"e{n}") for n in names],
         *[pl.col(n).null_count().alias(f"n{n}") for n in names],
+        *(
+            []
+            if skip_blanks
+            else [
+                *[pl.col(n).str.contains_any(ascii_blanks).any().alias(f"s{n}") for n in names],
+                *[
+                    (pl.col(n).str.len_bytes() != pl.col(n).str.len_chars()).any().alias(f"u{n}")
+                    for n in names
+                ],
+            ]
+        ),
     ).row(0, named=True)
     spaced = {
-        n: bool(scan[f"s{n}"])
-        or bool(scan[f"u{n}"] and frame.get_column(n).str.contains(r"\s").any())
+        n: not skip_blanks
+        and (
+            bool(scan[f"s{n}"])
+            or bool(scan[f"u{n}"] and frame.get_column(n).str.contains(r"\s").any())
+        )
         for n in names
     }
     line_break = pl.any_horizontal(
         [pl.col(n).str.contains("[\r\n]") for n in names if spaced[n]] or [pl.lit(False)]
     ).any()
-    if frame.height and frame.select(line_break).item():
+    if frame.height and any(spaced.values()) and frame.select(line_break).item():
         # a quoted cell spans lines: the row index no longer gives the file line
         starts = _record_start_lines(path, sep)
         if len(starts) >= frame.height:

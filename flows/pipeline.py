@@ -23,7 +23,7 @@ import polars as pl
 
 from connectors import inbox as inbox_io
 from connectors import outbox as outbox_io
-from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv
+from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv, scan_file
 from connectors.store import Store, open_store, transaction
 from flows.registry import csv_kinds
 from schemas.base import header_problems, validate_rows
@@ -253,12 +253,14 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
     # hash and parse side by side (hashlib lets go of the GIL): the parse of a file that
     # turns out to be a duplicate is thrown away, which is rare and cheap
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(inbox_io.sha256_of, f.path)
+        scanning = pool.submit(scan_file, f.path)
         try:
-            parsed: ParsedCsv | FileRejected = read_inbox_csv(f.path)
+            parsed: ParsedCsv | FileRejected = read_inbox_csv(
+                f.path, plain=lambda: scanning.result().plain
+            )
         except FileRejected as err:
             parsed = err
-        sha = hashing.result()
+        sha = scanning.result().sha256
     first = _duplicate_of(run, f.kind or "", sha)
     if first is not None:
         inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)

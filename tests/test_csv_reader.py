@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from connectors.csv_reader import FileRejected, read_inbox_csv
+from connectors.csv_reader import FileRejected, read_inbox_csv, scan_file
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "serial_pool_1.csv") -> Path:
@@ -140,3 +143,79 @@ def test_a_bare_quote_inside_an_unquoted_value_rejects_the_file_with_the_fix(
     path = _write(tmp_path, b'product_code,serial\n11223344556675,A"C\n11223344556675,B\n')
     with pytest.raises(FileRejected, match='"A""B"'):
         read_inbox_csv(path)
+
+
+# ------------------------------------------------------------ one pass: hash and plainness
+
+
+@pytest.mark.parametrize(
+    ("data", "plain"),
+    [
+        (b"product_code,serial\n11223344556675,A1\n", True),
+        (b"\xef\xbb\xbfproduct_code,serial\n11223344556675,A1\n", True),  # BOM only
+        (b"product_code,serial\r\n11223344556675,A1\r\n", True),  # CRLF line ends
+        (b"product_code,serial\n11223344556675,A1 \n", False),  # a trailing space
+        (b"product_code,serial\n11223344556675,\tA1\n", False),  # a tab
+        (b"product_code,serial\n11223344556675,A\x0b1\n", False),  # a vertical tab
+        (b'product_code,serial\n11223344556675,"A\n1"\n', False),  # a quoted line break
+        (b"product_code,serial\n11223344556675,A1\r\r\n", False),  # a stray CR
+        ("product_code,serial\n11223344556675,A1\u00a0\n".encode(), False),  # non-ASCII
+    ],
+)
+def test_scan_file_hashes_and_tells_whether_a_file_is_plain(
+    tmp_path: Path, data: bytes, plain: bool
+) -> None:
+    path = _write(tmp_path, data)
+    scan = scan_file(path)
+    assert scan.sha256 == hashlib.sha256(data).hexdigest()
+    assert scan.plain is plain
+
+
+def test_scan_file_sees_a_crlf_split_between_two_reads(tmp_path: Path) -> None:
+    data = b"a,b\r\n1,2\r\n"
+    path = _write(tmp_path, data)
+    # every split of the file into reads of 1..len bytes gives the same answer
+    assert {scan_file(path, chunk_size=n).plain for n in range(1, len(data) + 1)} == {True}
+    stray = _write(tmp_path, b"a,b\r\n1,2\r", "x.csv")
+    assert {scan_file(stray, chunk_size=n).plain for n in range(1, 10)} == {False}
+
+
+_CELL_BYTES = st.sampled_from(
+    [b"a", b"Z", b"0", b"7", b"-", b".", b" ", b"\t", b"\x0b", b"\x0c", b"\r", b"\xc2\xa0", b"'"]
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.lists(_CELL_BYTES, max_size=6).map(b"".join),
+            st.lists(_CELL_BYTES, max_size=6).map(b"".join),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    quote=st.booleans(),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+)
+def test_skipping_the_blank_scan_of_a_plain_file_changes_nothing(
+    tmp_path: Path,
+    rows: list[tuple[bytes, bytes]],
+    quote: bool,
+    crlf: bool,
+    bom: bool,
+) -> None:
+    end = b"\r\n" if crlf else b"\n"
+    cell = (lambda c: b'"' + c + b'"') if quote else (lambda c: c)
+    body = end.join(cell(a) + b"," + cell(b) for a, b in rows)
+    data = (b"\xef\xbb\xbf" if bom else b"") + b"cmo_id,cmo_name" + end + body + end
+    path = _write(tmp_path, data, "cmos_p.csv")
+    try:
+        full = read_inbox_csv(path)
+    except FileRejected:
+        return  # nothing to compare: the file is rejected whole either way
+    fast = read_inbox_csv(path, plain=lambda: scan_file(path).plain)
+    assert fast.rows.equals(full.rows)
