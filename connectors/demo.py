@@ -8,11 +8,11 @@ shows rejects and a quarantined file too.  The serial guide's worked examples
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import time
 from pathlib import Path
 
+from connectors.demo_contracts import demo_contract_day
 from transforms.codes import gs1_check_digit
 
 
@@ -157,11 +157,7 @@ def demo_files(day: dt.date) -> dict[str, str]:
         ],
     )
     files[f"shipping_acme_{day:%Y%m%d}.xml"] = _shipping_xml(_serials("2000", 24), day)
-    try:
-        contracts = importlib.import_module("connectors.demo_contracts")
-        files.update(contracts.demo_contract_day(day, [p for p, _ in PRODUCTS]))
-    except ModuleNotFoundError:
-        pass
+    files.update(demo_contract_day(day, [p for p, _ in PRODUCTS]))
     return files
 
 

@@ -9,7 +9,6 @@ rules (transforms) inside one transaction per file, and hand results to writers.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 import time
 import traceback
@@ -21,13 +20,15 @@ from typing import Any
 
 import polars as pl
 
+from connectors import epcis
 from connectors import inbox as inbox_io
 from connectors import outbox as outbox_io
 from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv, scan_file
 from connectors.store import Store, open_store, transaction
 from flows.registry import csv_kinds
+from schemas import contracts as contract_schemas
 from schemas.base import header_problems, validate_rows
-from transforms import reports
+from transforms import contract_reports, reports, shipping
 from transforms.context import Config, FileResult, RunContext
 from transforms.rejects import REJECT_SCHEMA
 
@@ -55,7 +56,7 @@ class FileRecord:
     name: str
     kind: str | None
     sha256: str | None
-    outcome: str  # applied | duplicate | quarantined | deferred | unsupported
+    outcome: str  # applied | duplicate | quarantined | deferred
     rows_read: int = 0
     rows_applied: int = 0
     rows_rejected: int = 0
@@ -369,16 +370,13 @@ def apply_order_files(run: Run, files: list[inbox_io.InboxFile]) -> None:
     run.warnings.extend(result.warnings)
 
 
+def _count(row: dict[str, object], key: str) -> int:
+    value = row.get(key, 0)
+    return value if isinstance(value, int) else 0
+
+
 def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
     """One EPCIS document: stream it into staging, reconcile, update state in one transaction."""
-    try:
-        epcis = importlib.import_module("connectors.epcis")
-        shipping = importlib.import_module("transforms.shipping")
-    except ModuleNotFoundError:
-        run.files.append(
-            FileRecord(f.name, f.kind, None, "unsupported", reason="not yet supported")
-        )
-        return
     sha: str | None = None
     try:
         sha = inbox_io.sha256_of(f.path)
@@ -407,7 +405,7 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
         if result.exceptions.height:
             run.shipping_exceptions.append(result.exceptions)
         rec = result.reconciliation
-        read = int(rec.get("commissioned", 0)) + int(rec.get("shipped", 0))
+        read = _count(rec, "commissioned") + _count(rec, "shipped")
         run.files.append(
             FileRecord(
                 f.name,
@@ -415,8 +413,8 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
                 sha,
                 "applied",
                 read,
-                int(rec.get("ok", 0)),
-                read - int(rec.get("ok", 0)),
+                _count(rec, "ok"),
+                read - _count(rec, "ok"),
             )
         )
     except Exception as err:  # noqa: BLE001
@@ -427,28 +425,17 @@ def apply_stage(run: Run, stage: str) -> Run:
     """Apply every inbox file of the stage's kinds, in kind order then name order."""
     started = time.perf_counter()
     kinds = dict(STAGES)[stage]
-    supported = csv_kinds()
     assert run.scan is not None
     files = [f for f in run.scan.files if f.kind in kinds]
     orders = [f for f in files if f.kind == "orders"]
     for f in files:
         if f.kind == "orders":
-            if "orders" in supported and f is orders[0]:
+            if f is orders[0]:  # all order files of the run together (§7.5)
                 apply_order_files(run, orders)
-            elif "orders" in supported:
-                continue
-            else:
-                run.files.append(
-                    FileRecord(f.name, f.kind, None, "unsupported", reason="not yet supported")
-                )
         elif f.kind == "shipping":
             apply_shipping_file(run, f)
-        elif f.kind in supported:
-            apply_csv_file(run, f)
         else:
-            run.files.append(
-                FileRecord(f.name, f.kind, None, "unsupported", reason="not yet supported")
-            )
+            apply_csv_file(run, f)
     _timed(run, stage, started)
     return run
 
@@ -456,29 +443,19 @@ def apply_stage(run: Run, stage: str) -> Run:
 # --------------------------------------------------------------------------- reports
 
 
-def _optional_reports(run: Run, folder: Path, invariants: dict[str, bool]) -> None:
+def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str, bool]) -> None:
     con = run.store.con
-    try:
-        cr = importlib.import_module("transforms.contract_reports")
-    except ModuleNotFoundError:
-        cr = None
-    if cr is not None:
-        cs = importlib.import_module("schemas.contracts")
-        for name, frame in (
-            ("contracts.csv", cr.contracts_report(con)),
-            ("contract_balance.csv", cr.contract_balance_report(con, run.as_of.date())),
-            ("contract_log.csv", cr.contract_log_report(con, run.run_id)),
-            ("allocations.csv", cr.allocations_report(con, run.run_id)),
-        ):
-            columns = getattr(cs, "REPORT_COLUMNS", {}).get(name, frame.columns)
-            outbox_io.write_report(
-                folder, name, frame, columns, free_text=("description", "detail", "event")
-            )
-        invariants.update(cr.contract_invariants(con))
-    try:
-        sh = importlib.import_module("transforms.shipping")
-    except ModuleNotFoundError:
-        return
+    for name, frame in (
+        ("contracts.csv", contract_reports.contracts_report(con)),
+        ("contract_balance.csv", contract_reports.contract_balance_report(con, run.as_of.date())),
+        ("contract_log.csv", contract_reports.contract_log_report(con, run.run_id)),
+        ("allocations.csv", contract_reports.allocations_report(con, run.run_id)),
+    ):
+        columns = contract_schemas.REPORT_COLUMNS.get(name, frame.columns)
+        outbox_io.write_report(
+            folder, name, frame, columns, free_text=("description", "detail", "event")
+        )
+    invariants.update(contract_reports.contract_invariants(con))
     rec_cols = [
         "file", "sender_cmo_id", "events_read", "events_skipped", "commissioned", "shipped", "ok",
         "unknown_serial", "already_shipped", "not_produceable", "not_assigned", "other_cmo",
@@ -498,7 +475,7 @@ def _optional_reports(run: Run, folder: Path, invariants: dict[str, bool]) -> No
     )
     outbox_io.write_report(folder, "shipping_reconciliation.csv", rec, rec_cols)
     outbox_io.write_report(folder, "shipping_exceptions.csv", exc, exc_cols)
-    lots = sh.lot_reconciliation(con)
+    lots = shipping.lot_reconciliation(con)
     outbox_io.write_report(folder, "lot_reconciliation.csv", lots,
                            ["cmo_id", "product_code", "lot", "expiry", "commissioned", "shipped", "exceptions"])  # fmt: skip
 
@@ -531,7 +508,7 @@ def write_reports(run: Run) -> Run:
         reports.EXPORTED_FILES_COLUMNS,
     )
     invariants = reports.serial_invariants(con, balance, run.pool_sizes)
-    _optional_reports(run, folder, invariants)
+    _contract_and_shipping_reports(run, folder, invariants)
     _timed(run, "reports", started)
     finished = dt.datetime.now()
     con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished, run.run_id])
@@ -544,11 +521,6 @@ def summary(run: Run, invariants: dict[str, bool], finished: dt.datetime) -> dic
     files = [f.as_json() for f in run.files]
     counted = [f for f in run.files if f.outcome != "deferred"]
     warnings = list(run.warnings)
-    for f in run.files:
-        if f.outcome == "unsupported":
-            warnings.append(
-                f"{f.name}: file kind {f.kind} is not yet supported; the file stays in the inbox"
-            )
     warnings.extend(f"unexpected error: {u}" for u in run.unexpected)
     return {
         "run_id": run.run_id,

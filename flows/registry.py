@@ -1,15 +1,18 @@
-"""Which contract and which rule handle each CSV file kind (SPEC §3 table).
-
-Kinds whose module is not installed yet stay in the inbox with "not yet supported".
-"""
+"""Which contract and which rule handle each CSV file kind (SPEC §3 table)."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.contracts import (
+    ContractKeysFile,
+    ContractLinesFile,
+    ContractsFile,
+    OrdersFile,
+    ReceiptsFile,
+)
 from schemas.master_data import CmosFile, PartnershipsFile, ProductsFile
 from schemas.serials import (
     AssignmentsFile,
@@ -19,7 +22,7 @@ from schemas.serials import (
     SerialPoolFile,
     SerialReturnsFile,
 )
-from transforms import master_data, serials
+from transforms import allocation, contracts, master_data, serials
 
 
 @dataclass(frozen=True)
@@ -28,18 +31,8 @@ class CsvKind:
     apply: Callable[..., Any]
 
 
-def _optional(schema_mod: str, model: str, rule_mod: str, fn: str) -> CsvKind | None:
-    try:
-        return CsvKind(
-            getattr(importlib.import_module(schema_mod), model),
-            getattr(importlib.import_module(rule_mod), fn),
-        )
-    except (ModuleNotFoundError, AttributeError):
-        return None
-
-
 def csv_kinds() -> dict[str, CsvKind]:
-    kinds: dict[str, CsvKind | None] = {
+    return {
         "products": CsvKind(ProductsFile, master_data.apply_products),
         "cmos": CsvKind(CmosFile, master_data.apply_cmos),
         "partnerships": CsvKind(PartnershipsFile, master_data.apply_partnerships),
@@ -47,22 +40,11 @@ def csv_kinds() -> dict[str, CsvKind]:
         "serial_generate": CsvKind(SerialGenerateFile, serials.apply_serial_generate),
         "assignments": CsvKind(AssignmentsFile, serials.apply_assignments),
         "serial_returns": CsvKind(SerialReturnsFile, serials.apply_serial_returns),
-        "contract_keys": _optional(
-            "schemas.contracts", "ContractKeysFile", "transforms.contracts", "apply_contract_keys"
-        ),
-        "contracts": _optional(
-            "schemas.contracts", "ContractsFile", "transforms.contracts", "apply_contracts"
-        ),
-        "contract_lines": _optional(
-            "schemas.contracts", "ContractLinesFile", "transforms.contracts", "apply_contract_lines"
-        ),
-        "receipts": _optional(
-            "schemas.contracts", "ReceiptsFile", "transforms.contracts", "apply_receipts"
-        ),
-        "orders": _optional(
-            "schemas.contracts", "OrdersFile", "transforms.allocation", "apply_orders"
-        ),
+        "contract_keys": CsvKind(ContractKeysFile, contracts.apply_contract_keys),
+        "contracts": CsvKind(ContractsFile, contracts.apply_contracts),
+        "contract_lines": CsvKind(ContractLinesFile, contracts.apply_contract_lines),
+        "receipts": CsvKind(ReceiptsFile, contracts.apply_receipts),
+        "orders": CsvKind(OrdersFile, allocation.apply_orders),
         "partner_requests": CsvKind(PartnerRequestsFile, serials.apply_partner_requests),
         "exports": CsvKind(ExportsFile, serials.apply_exports),
     }
-    return {k: v for k, v in kinds.items() if v is not None}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.store import open_store
-from transforms import reports
+from transforms import contract_reports, reports
 
 
 def _table(title: str, frame: pl.DataFrame) -> Table:
@@ -29,13 +29,7 @@ def print_status(path: Path) -> None:
         con = store.con
         balance = reports.serial_balance_report(con)
         console.print(_table("Serial balance", balance))
-        try:
-            cr = importlib.import_module("transforms.contract_reports")
-        except ModuleNotFoundError:
-            return
-        import datetime as dt
-
-        contract = cr.contract_balance_report(con, dt.date.today())
+        contract = contract_reports.contract_balance_report(con, dt.date.today())
         console.print(_table("Contract balance", contract))
     finally:
         store.close()

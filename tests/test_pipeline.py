@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv as csvlib
+import importlib
 import io
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from connectors.store import StateLocked, open_store
+from connectors.store import StateLocked, _NotInstalled, open_store
 from tests.pipeline_helpers import csv, drop, paths_in, report, run_day, summary
 
 P1 = "11223344556675"
@@ -185,6 +187,17 @@ def test_run_id_gets_a_suffix_when_taken(tmp_path: Path) -> None:
     a = run_day(tmp_path, "2026-11-23T02:00:00")
     b = run_day(tmp_path, "2026-11-23T02:00:00")
     assert (a["run_id"], b["run_id"]) == ("20261123T020000", "20261123T020000-2")
+
+
+def test_a_module_known_to_be_absent_fails_to_import_at_once_with_the_usual_error() -> None:
+    finder = _NotInstalled(frozenset({"cmi_absent_module"}))
+    sys.meta_path.insert(0, finder)
+    try:
+        with pytest.raises(ModuleNotFoundError, match="No module named 'cmi_absent_module'"):
+            importlib.import_module("cmi_absent_module")
+        assert finder.find_spec("polars") is None  # any other module is looked up as usual
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def test_a_second_run_on_a_locked_store_is_refused(tmp_path: Path) -> None:
