@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
-from transforms.serials import outbox_contents
+from transforms.serials import outbox_rows
 
 FORMULA_START = ("=", "+", "-", "@")
 
@@ -73,6 +74,9 @@ def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: in
         fsync_dir(folder)
 
 
+SERIAL_CSV_HEADER = b"product_code,serial\n"
+
+
 def serial_csv_bytes(frame: pl.DataFrame) -> bytes:
     """The export/answer format: `product_code,serial`, RFC 4180 quoting, `\\n`, UTF-8 without BOM."""
     buf = io.BytesIO()
@@ -89,6 +93,45 @@ def _inside(root: Path, rel_path: str) -> Path:
     return target
 
 
+def serial_csv_files(rows: pl.DataFrame) -> dict[int, bytes]:
+    """The export-format bytes (`serial_csv_bytes`) of every file of `rows`
+    (file_id, product_code, serial; each file's rows together, in file order).
+
+    All rows are written as one CSV body and cut after each file's last line: a
+    GS1 serial holds no line break, so every line end ends a row (checked; a
+    value with a line break falls back to one write per file).
+    """
+    if rows.height == 0:
+        return {}
+    buf = io.BytesIO()
+    rows.select("product_code", "serial").write_csv(
+        buf, include_header=False, line_terminator="\n", quote_style="necessary"
+    )
+    body = buf.getbuffer()
+    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
+    files = rows.group_by("file_id", maintain_order=True).len()
+    if len(ends) != rows.height:
+        return {
+            int(key[0]): serial_csv_bytes(part)  # type: ignore[call-overload]
+            for key, part in rows.partition_by("file_id", as_dict=True).items()
+        }
+    out: dict[int, bytes] = {}
+    start = done = 0
+    for file_id, n in files.iter_rows():
+        done += n
+        end = int(ends[done - 1]) + 1
+        out[int(file_id)] = b"".join((SERIAL_CSV_HEADER, body[start:end]))
+        start = end
+    return out
+
+
+def _content_of(contents: dict[int, bytes], file_id: int) -> bytes:
+    return contents.get(file_id, SERIAL_CSV_HEADER)  # a file without serials: the header
+
+
+_SERIALS_PER_BATCH = 4_000_000  # serials fetched and written at a time: bounds the memory
+
+
 def materialize_missing(
     con: duckdb.DuckDBPyConnection, outbox: Path, file_ids: Iterable[int] | None = None
 ) -> list[str]:
@@ -98,32 +141,43 @@ def materialize_missing(
     """
     if file_ids is None:
         recorded = con.execute(
-            "SELECT file_id, rel_path FROM outbox_files ORDER BY file_id"
+            "SELECT file_id, rel_path, count FROM outbox_files ORDER BY file_id"
         ).fetchall()
     else:
         ids = sorted(set(file_ids))
         if not ids:
             return []
         recorded = con.execute(
-            "SELECT file_id, rel_path FROM outbox_files WHERE file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY file_id",
+            "SELECT file_id, rel_path, count FROM outbox_files "
+            "WHERE file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY file_id",
             [ids],
         ).fetchall()
-    missing = [(int(fid), rel) for fid, rel in recorded if not _inside(outbox, rel).exists()]
-    if not missing:
-        return []
+    missing = [
+        (int(fid), rel, int(n)) for fid, rel, n in recorded if not _inside(outbox, rel).exists()
+    ]
+    # batches of at most _SERIALS_PER_BATCH serials, and at least two when there is
+    # more than one file, written side by side: one batch's serials are read while
+    # another's are written
+    limit = min(_SERIALS_PER_BATCH, max(1, -(-sum(n for _, _, n in missing) // 2)))
+    batches: list[list[tuple[int, str, int]]] = []
+    size = limit
+    for item in missing:
+        if size >= limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item[2]
 
-    def write(batch: list[tuple[int, str]]) -> None:
-        # each batch on its own cursor: one batch's serials are read while another's are written
-        parts = outbox_contents(con.cursor(), [fid for fid, _ in batch])
+    def write(batch: list[tuple[int, str, int]]) -> None:
+        contents = serial_csv_files(outbox_rows(con.cursor(), [fid for fid, _, _ in batch]))
         write_many_atomic(
-            [(_inside(outbox, rel), partial(serial_csv_bytes, parts[fid])) for fid, rel in batch],
+            [(_inside(outbox, rel), partial(_content_of, contents, fid)) for fid, rel, _ in batch],
             workers=2,
         )
 
-    size = max(1, -(-len(missing) // 4))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(write, [missing[i : i + size] for i in range(0, len(missing), size)]))
-    return [rel for _, rel in missing]
+        list(pool.map(write, batches))
+    return [rel for _, rel, _ in missing]
 
 
 def formula_safe(frame: pl.DataFrame, free_text: Iterable[str]) -> pl.DataFrame:

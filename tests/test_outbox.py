@@ -10,11 +10,14 @@ import duckdb
 import polars as pl
 import pytest
 from helpers_serials import DEMO, make_ctx, rows, seed, valid_rows
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.outbox import (
     materialize_missing,
     report_csv_bytes,
     serial_csv_bytes,
+    serial_csv_files,
     write_atomic,
     write_latest,
     write_report,
@@ -104,6 +107,48 @@ def test_write_atomic_creates_the_folders(tmp_path: Path) -> None:
 def test_latest_names_the_run(tmp_path: Path) -> None:
     write_latest(tmp_path, "20240517T143005")
     assert (tmp_path / "reports" / "LATEST").read_text(encoding="utf-8") == "20240517T143005\n"
+
+
+_CS82 = "!\"%&'()*+,-./0123456789:;<=>?ABCZ_abcz"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(
+            st.sampled_from([DEMO, "04000000000013"]),
+            st.lists(st.text(_CS82, min_size=1, max_size=20), min_size=1, max_size=6),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_many_files_cut_from_one_body_equal_one_write_per_file(
+    files: list[tuple[str, list[str]]],
+) -> None:
+    frame = pl.DataFrame(
+        {
+            "file_id": [i for i, (_, serials) in enumerate(files) for _ in serials],
+            "product_code": [code for code, serials in files for _ in serials],
+            "serial": [s for _, serials in files for s in serials],
+        }
+    )
+    expected = {
+        i: serial_csv_bytes(pl.DataFrame({"product_code": [code] * len(ss), "serial": ss}))
+        for i, (code, ss) in enumerate(files)
+    }
+    assert serial_csv_files(frame) == expected
+
+
+def test_a_value_with_a_line_break_is_still_cut_at_the_right_row() -> None:
+    # never a GS1 serial, but the writer must not cut a file in the middle of a value
+    frame = pl.DataFrame(
+        {"file_id": [1, 1, 2], "product_code": [DEMO] * 3, "serial": ["A\nB", "C", "D"]}
+    )
+    assert serial_csv_files(frame) == {
+        1: serial_csv_bytes(frame.filter(pl.col("file_id") == 1).drop("file_id")),
+        2: serial_csv_bytes(frame.filter(pl.col("file_id") == 2).drop("file_id")),
+    }
 
 
 # --------------------------------------------------------------------------- materialize_missing

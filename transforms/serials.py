@@ -193,11 +193,9 @@ def pool_serials(con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame) -> pl.Ser
     return serial
 
 
-def outbox_contents(
-    con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]
-) -> dict[int, pl.DataFrame]:
-    """The rows of recorded export files / partner answers: file_id -> (product_code,
-    serial) in file order (every asked file, empty ones too)."""
+def outbox_rows(con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]) -> pl.DataFrame:
+    """The rows of recorded export files / partner answers, all in one frame:
+    (file_id, product_code, serial), by file_id, each file's rows in file order."""
     ranges = con.execute(
         """SELECT r.file_id, r.ord, r.pid, r.lo, r.hi, f.product_code
            FROM outbox_ranges r JOIN outbox_files f ON f.file_id = r.file_id
@@ -205,17 +203,30 @@ def outbox_contents(
         [sorted(set(file_ids))],
     ).pl()
     serial = pool_serials(con, ranges)
-    sizes = ranges.group_by("file_id", maintain_order=True).agg(
-        (pl.col("hi") - pl.col("lo")).sum().alias("n"), pl.col("product_code").first()
+    # each range's file and product code, repeated over its serials (a gather: no copies)
+    which = pl.int_range(ranges.height, dtype=pl.UInt32, eager=True).repeat_by(
+        (ranges.get_column("hi") - ranges.get_column("lo")).cast(pl.UInt32)
     )
-    files: dict[int, pl.DataFrame] = {}
-    offset = 0
-    for file_id, n, product_code in sizes.iter_rows():  # files, not serials
-        part = serial.slice(offset, n)
-        files[int(file_id)] = pl.DataFrame(
-            [pl.Series("product_code", [product_code], pl.String).new_from_index(0, n), part]
-        )
-        offset += n
+    at = which.explode() if which.len() else pl.Series(dtype=pl.UInt32)
+    return pl.DataFrame(
+        [
+            ranges.get_column("file_id").cast(pl.Int64).gather(at),
+            ranges.get_column("product_code").cast(pl.String).gather(at),
+            serial,
+        ]
+    )
+
+
+def outbox_contents(
+    con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]
+) -> dict[int, pl.DataFrame]:
+    """The rows of recorded export files / partner answers: file_id -> (product_code,
+    serial) in file order (every asked file, empty ones too)."""
+    rows = outbox_rows(con, file_ids)
+    files = {
+        int(key[0]): part.drop("file_id")  # type: ignore[call-overload]
+        for key, part in rows.partition_by("file_id", as_dict=True, maintain_order=True).items()
+    }
     empty = pl.DataFrame(schema={"product_code": pl.String, "serial": pl.String})
     return {int(fid): files.get(int(fid), empty) for fid in file_ids}
 
