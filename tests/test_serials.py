@@ -47,6 +47,7 @@ from transforms.serials import (
     apply_serial_returns,
     export_file_name,
     outbox_contents,
+    pool_serials,
     random_serials,
     safe_cmo_name,
 )
@@ -1019,3 +1020,44 @@ def test_every_serial_rule_equals_a_serial_by_serial_reference(ops: list[tuple[s
         ).fetchall()
     ]
     assert held == ref._held()
+
+
+# ------------------------------------------------------------ reading serials back by range
+
+
+_A, _B = "11223344556675", "04000000000013"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    picks=st.lists(
+        st.tuples(st.sampled_from([_A, _B]), st.integers(0, 38), st.integers(1, 12)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_ranges_read_in_few_scans_give_each_range_its_serials_in_order(
+    picks: list[tuple[str, int, int]],
+) -> None:
+    """Touching, overlapping, repeated and unsorted ranges of two products."""
+    con = seed(products=[_A, _B], pool={_A: [f"A{i}" for i in range(50)], _B: 50})
+    pids = dict(con.execute("SELECT product_code, pid FROM serial_products").fetchall())
+    ranges = pl.DataFrame(
+        {
+            "pid": [pids[code] for code, _, _ in picks],
+            "lo": [lo for _, lo, _ in picks],
+            "hi": [lo + n for _, lo, n in picks],
+        },
+        schema={"pid": pl.Int32, "lo": pl.Int64, "hi": pl.Int64},
+    )
+    by_pid = {
+        pid: [
+            s
+            for (s,) in con.execute(
+                "SELECT serial FROM pool WHERE pid = ? ORDER BY pseq", [pid]
+            ).fetchall()
+        ]
+        for pid in pids.values()
+    }
+    expected = [s for code, lo, n in picks for s in by_pid[pids[code]][lo : lo + n]]
+    assert pool_serials(con, ranges).to_list() == expected

@@ -160,37 +160,67 @@ def save_runs(con: duckdb.DuckDBPyConnection, pids: Iterable[int], runs: pl.Data
         con.unregister(view)
 
 
+def _covering(ranges: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """The fewest scans that read `ranges` (pid, lo, hi): ranges that touch or overlap
+    are read as one.  Returns the scans (pid, lo, hi) and, for every serial of
+    `ranges` in their order, its position in the scans' serials laid end to end."""
+    reach = pl.col("hi").cum_max().shift().over("pid")  # furthest end before, in the product
+    tagged = (
+        ranges.select(
+            pl.col("pid").cast(pl.Int64), pl.col("lo").cast(pl.Int64), pl.col("hi").cast(pl.Int64)
+        )
+        .with_row_index("k")
+        .sort("pid", "lo")
+        .with_columns((reach.is_null() | (pl.col("lo") > reach)).cum_sum().alias("scan"))
+    )
+    scans = (
+        tagged.group_by("scan", maintain_order=True)
+        .agg(pl.col("pid").first(), pl.col("lo").min(), pl.col("hi").max())
+        .with_columns((pl.col("hi") - pl.col("lo")).cum_sum().shift(fill_value=0).alias("at"))
+    )
+    placed = tagged.join(scans.select("scan", pl.col("lo").alias("scan_lo"), "at"), on="scan").sort(
+        "k"
+    )
+    offsets = placed.select(pl.col("at") + pl.col("lo") - pl.col("scan_lo")).to_series().to_numpy()
+    lengths = placed.select(pl.col("hi") - pl.col("lo")).to_series().to_numpy()
+    # each range's serials: its offset + 0 .. length-1, the ranges laid end to end
+    before = np.cumsum(lengths) - lengths
+    positions = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(offsets - before, lengths)
+    return scans.select("pid", "lo", "hi"), positions
+
+
 _RANGES_PER_QUERY = 256
 
 
 def pool_serials(con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame) -> pl.Series:
     """The serials of `ranges` (pid, lo, hi), in range order then arrival order.
 
-    Each range is its own filtered scan of `pool`, so DuckDB skips the storage
-    segments outside it (a product's serials are stored in arrival order); a few
-    hundred ranges go in one statement.
+    Ranges that touch or overlap are read by one scan (a night's exports mostly take
+    consecutive serials); each scan is a filtered scan of `pool`, so DuckDB skips the
+    storage segments outside it (a product's serials are stored in arrival order); a
+    few hundred scans go in one statement.
     """
-    expected = sr.count(ranges)
+    if sr.count(ranges) == 0:
+        return pl.Series("serial", [], pl.String)
+    scans, positions = _covering(ranges)
     parts = []
-    bounds = ranges.select(
-        pl.col("pid").cast(pl.Int64), pl.col("lo").cast(pl.Int64), pl.col("hi").cast(pl.Int64)
-    ).rows()
+    bounds = scans.rows()
     for start in range(0, len(bounds), _RANGES_PER_QUERY):
         chunk = bounds[start : start + _RANGES_PER_QUERY]
-        scans = " UNION ALL ".join(
+        union = " UNION ALL ".join(
             f"SELECT {k}::INTEGER AS k, pseq, serial FROM pool "
             f"WHERE pid = {pid} AND pseq >= {lo} AND pseq < {hi}"
             for k, (pid, lo, hi) in enumerate(chunk)
         )
-        part = con.execute(f"SELECT k, pseq, serial FROM ({scans})").pl()
+        part = con.execute(f"SELECT k, pseq, serial FROM ({union})").pl()
         parts.append(part.sort("k", "pseq").get_column("serial"))
-    serial = pl.concat(parts) if parts else pl.Series("serial", [], pl.String)
-    if serial.len() != expected:
+    read = pl.concat(parts)
+    if read.len() != sr.count(scans):
         raise RuntimeError(
-            f"state store is inconsistent: {expected - serial.len()} serial(s) of a range "
+            f"state store is inconsistent: {sr.count(scans) - read.len()} serial(s) of a range "
             "are missing from the pool"
         )
-    return serial
+    return read.gather(positions)
 
 
 def outbox_rows(con: duckdb.DuckDBPyConnection, file_ids: Sequence[int]) -> pl.DataFrame:
