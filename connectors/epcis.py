@@ -55,6 +55,7 @@ from schemas.shipping import (
     DocumentInfo,
 )
 from transforms.epc import parse_epcs_sql
+from transforms.shipping import event_kind_sql, parent_sql
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
 READ_EVENTS = ("ObjectEvent", "AggregationEvent")
@@ -278,19 +279,25 @@ class _Stager:
         self.writer = writer
         self.epc_text: list[str | None] = []
         self.epc_ends: list[int] = []  # len(epc_text) at the end of each event of this batch
+        self.epc_events: list[tuple[object, ...]] = []  # the read events ended in this batch
         self.base = 0  # events ended before this batch
         self.staged = 0
+        self.straddling: list[int] = []  # events whose EPCs began in an earlier batch
         self.events: list[tuple[object, ...]] = []  # rows in _EVENT_COLUMNS order
         self.parties: list[tuple[object, ...]] = []  # rows in _PARTY_COLUMNS order
 
     def flush_epcs(self, events_ended: int) -> None:
         if self.epc_text:
+            if len(self.epc_text) > (self.epc_ends[-1] if self.epc_ends else 0):
+                self.straddling.append(events_ended + 1)  # still open: its kind comes later
             self.staged += len(self.epc_text)
-            self.writer.put(_EpcBatch(self.epc_text, self.epc_ends, self.base))
+            self.writer.put(_EpcBatch(self.epc_text, self.epc_ends, self.base, self.epc_events))
             self.epc_text = []
             self.epc_ends = []
+            self.epc_events = []
         else:
             self.epc_ends.clear()
+            self.epc_events.clear()
         self.base = events_ended
 
     def flush_events(self) -> None:
@@ -302,11 +309,18 @@ class _Stager:
             self.parties = []
 
 
-class _EpcBatch:
-    """EPC texts in document order; `ends[i]` = texts up to the end of event `base + i + 1`."""
+_KIND_COLUMNS = ("event_index", "event_type", "action", "biz_step", "parent_id")
 
-    def __init__(self, texts: list[str | None], ends: list[int], base: int) -> None:
-        self.texts, self.ends, self.base = texts, ends, base
+
+class _EpcBatch:
+    """EPC texts in document order; `ends[i]` = texts up to the end of event `base + i + 1`;
+    `events`: the read events among those (rows in _KIND_COLUMNS order), whose kind
+    and parent their EPCs get."""
+
+    def __init__(
+        self, texts: list[str | None], ends: list[int], base: int, events: list[tuple[object, ...]]
+    ) -> None:
+        self.texts, self.ends, self.base, self.events = texts, ends, base, events
 
     def insert(self, con: duckdb.DuckDBPyConnection) -> None:
         n = len(self.texts)
@@ -321,7 +335,14 @@ class _EpcBatch:
                 "epc": pa.array(self.texts, type=pa.string()),
             }
         )
-        _run(con, _EPC_INSERT, batch)
+        columns = list(zip(*self.events, strict=True)) or [()] * len(_KIND_COLUMNS)
+        events = pa.table(
+            {
+                name: pa.array(col, type=pa.int32() if name == "event_index" else pa.string())
+                for name, col in zip(_KIND_COLUMNS, columns, strict=True)
+            }
+        )
+        _run(con, _EPC_INSERT, batch, events)
 
 
 class _RowBatch:
@@ -341,12 +362,18 @@ class _RowBatch:
         _run(con, _PLAIN_INSERT.format(table=self.table), batch)
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table) -> None:
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table, events: pa.Table | None = None
+) -> None:
     con.register("_epcis_batch", batch)
+    if events is not None:
+        con.register("_epcis_events", events)
     try:
         con.execute(sql)
     finally:
         con.unregister("_epcis_batch")
+        if events is not None:
+            con.unregister("_epcis_events")
 
 
 class _Writer:
@@ -396,9 +423,18 @@ _TRIMMED = (
     "CASE WHEN ascii(epc) <= 32 OR ascii(right(epc, 1)) <= 32 OR strlen(epc) <> length(epc) "
     f"THEN trim(trim(trim(epc, {_BLANKS})), {_BLANKS}) ELSE epc END"
 )
-_EPC_INSERT = f"INSERT INTO {STAGE_EPCS} BY NAME " + parse_epcs_sql(
-    f"(SELECT event_index, {_TRIMMED} AS epc FROM _epcis_batch)"
-)
+_EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
+    SELECT p.*, {event_kind_sql("e.event_type", "e.action", "e.biz_step")} AS kind,
+        {parent_sql("e.event_type", "e.parent_id")} AS parent
+    FROM ({parse_epcs_sql(f"(SELECT event_index, {_TRIMMED} AS epc FROM _epcis_batch)")}) p
+    LEFT JOIN _epcis_events e ON e.event_index = p.event_index"""
+# the EPCs of an event that was still open when a batch was written get its kind now
+_EPC_KIND_UPDATE = f"""UPDATE {STAGE_EPCS} SET
+        kind = {event_kind_sql("v.event_type", "v.action", "v.biz_step")},
+        parent = {parent_sql("v.event_type", "v.parent_id")}
+    FROM {STAGE_EVENTS} v
+    WHERE {STAGE_EPCS}.event_index = v.event_index
+      AND v.event_index IN (SELECT unnest(?::INTEGER[]))"""
 
 
 def _close_quietly(writer: _Writer) -> None:
@@ -509,6 +545,9 @@ def _stage(
                             parties: list[_Party] = []
                             _read_event(el, row, parties)
                             event_rows.append((events_ended, local, *row))
+                            stager.epc_events.append(
+                                (events_ended, local, row[_ACTION], row[_BIZ_STEP], row[_PARENT])
+                            )
                             if parties:
                                 _stage_parties(
                                     party_rows, events_ended, local, row, parties, shipping_sources
@@ -541,6 +580,8 @@ def _stage(
         _close_quietly(writer)
         raise
     writer.close()
+    if stager.straddling:
+        con.execute(_EPC_KIND_UPDATE, [stager.straddling])
     info.events_read = events_ended - info.events_skipped
     info.events_by_type = dict(sorted(by_type.items()))
     info.epcs_staged = stager.staged

@@ -124,10 +124,12 @@ STAGING_DDL = [
         read_point VARCHAR, biz_location VARCHAR,
         lot VARCHAR, expiry VARCHAR)""",
     # One row per <epc> of any event's EPC list (trimmed), parsed by
-    # `transforms.epc.parse_epcs_sql` as it is staged.
+    # `transforms.epc.parse_epcs_sql` as it is staged, with its event's kind
+    # (`transforms.shipping.event_kind_sql`) and, in an AggregationEvent, its parent.
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (
         event_index INTEGER, epc VARCHAR,
-        epc_scheme VARCHAR, product_code VARCHAR, serial VARCHAR, sscc VARCHAR, sgln VARCHAR)""",
+        epc_scheme VARCHAR, product_code VARCHAR, serial VARCHAR, sscc VARCHAR, sgln VARCHAR,
+        kind VARCHAR, parent VARCHAR)""",
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_PARTIES} (
         event_index INTEGER, role VARCHAR,  -- source | destination
         type VARCHAR, id VARCHAR)""",

@@ -245,9 +245,35 @@ def test_a_long_epc_list_is_harvested_while_read(tmp_path: Path) -> None:
     path.write_text(body, encoding="utf-8")
     con, doc = _stage(path, batch_size=1000)
     assert doc.epcs_staged == 60_000
-    staged = con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS} ORDER BY rowid").fetchall()
-    assert {i for i, _ in staged} == {1}
-    assert sorted(e for _, e in staged) == sorted(uris)
+    staged = con.sql(f"SELECT event_index, epc, kind FROM {STAGE_EPCS} ORDER BY rowid").fetchall()
+    # every EPC with its event and that event's kind, though most were staged before
+    # the parser reached the event's bizStep
+    assert {(i, k) for i, _, k in staged} == {(1, "shipping")}
+    assert sorted(e for _, e, _ in staged) == sorted(uris)
+
+
+def test_a_long_child_list_gets_its_parent_and_kind_on_every_row(tmp_path: Path) -> None:
+    children = [f"urn:epc:id:sgtin:0614141.107346.{i}" for i in range(30_000)]
+    body = (
+        '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2" '
+        'creationDate="2024-01-01T00:00:00Z"><EPCISBody><EventList>'
+        "<ObjectEvent><epcList><epc>urn:epc:id:sgtin:0614141.107346.x</epc></epcList>"
+        "<action>ADD</action><bizStep>commissioning</bizStep></ObjectEvent>"
+        "<AggregationEvent><parentID> urn:epc:id:sscc:0614141.1234567890 </parentID><childEPCs>"
+        + "".join(f"<epc>{u}</epc>" for u in children)
+        + "</childEPCs><action>ADD</action><bizStep>packing</bizStep></AggregationEvent>"
+        "</EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+    path = tmp_path / "shipping_pack.xml"
+    path.write_text(body, encoding="utf-8")
+    con, _ = _stage(path, batch_size=1000)
+    rows = con.sql(
+        f"SELECT event_index, kind, parent, count(*) FROM {STAGE_EPCS} GROUP BY ALL ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        (1, "commissioning", None, 1),
+        (2, "aggregation", "urn:epc:id:sscc:0614141.1234567890", 30_000),
+    ]
 
 
 # ------------------------------------------------------------------------------- hardening

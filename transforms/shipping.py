@@ -46,13 +46,13 @@ _MAX_DEPTH = 32
 _STORED_CHILDREN = "(SELECT event_index, epc, parent FROM _ship_expanded WHERE epc_scheme IS NULL)"
 _TEMP = (
     "_ship_events",
-    "_ship_epc",
+    "_ship_other",
     "_ship_links",
     "_ship_delete_all",
     "_ship_intervals",
     "_ship_stored",
     "_ship_expanded",
-    "_ship_outcomes",
+    "_ship_serials",
     "_ship_exceptions",
 )
 
@@ -117,21 +117,38 @@ def identify_sender(
     )
 
 
+def event_kind_sql(event_type: str, action: str, biz_step: str) -> str:
+    """SQL for an event's kind (module docstring) from its type, action and bare bizStep:
+    `commissioning`, `shipping`, `aggregation` or NULL (read without effect)."""
+    return f"""CASE
+        WHEN {event_type} = 'ObjectEvent' AND {action} = 'ADD' AND {biz_step} = 'commissioning'
+            THEN 'commissioning'
+        WHEN {event_type} = 'ObjectEvent' AND {biz_step} = 'shipping' THEN 'shipping'
+        WHEN {event_type} = 'AggregationEvent' AND {action} IN ('ADD', 'OBSERVE', 'DELETE')
+            THEN 'aggregation'
+    END"""
+
+
+def parent_sql(event_type: str, parent_id: str) -> str:
+    """SQL for the parent an event's EPCs are packed into: an AggregationEvent's parentID."""
+    return f"CASE WHEN {event_type} = 'AggregationEvent' THEN nullif(trim({parent_id}), '') END"
+
+
 def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
-    """Classify events and parse every identifier of the events that matter, once."""
+    """Classify events and parse the identifiers the parser did not parse, once.
+
+    `_ship_epc` is every identifier of the events that matter, with its role
+    (`epc`: in an EPC list; `parent`; `location`): the EPC lists come from the
+    staging table as they are (classified and parsed while staged), the few
+    parents and locations from a small table parsed here.
+    """
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_events AS
         SELECT * REPLACE (TRY_CAST(expiry AS DATE) AS expiry), expiry AS expiry_text,
-            CASE WHEN event_type = 'ObjectEvent' AND action = 'ADD' AND biz_step = 'commissioning'
-                     THEN 'commissioning'
-                 WHEN event_type = 'ObjectEvent' AND biz_step = 'shipping' THEN 'shipping'
-                 WHEN event_type = 'AggregationEvent' AND action IN ('ADD', 'OBSERVE', 'DELETE')
-                     THEN 'aggregation'
-            END AS kind
+            {event_kind_sql("event_type", "action", "biz_step")} AS kind
         FROM {STAGE_EVENTS}""",
     )
-    # EPC lists were parsed while staged; parents and locations are parsed here
     others = f"""(
         SELECT event_index, kind, 'parent' AS role, trim(parent_id) AS epc FROM _ship_events
         WHERE kind = 'aggregation' AND parent_id IS NOT NULL
@@ -147,13 +164,18 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     )"""
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_epc AS
-        SELECT p.event_index, e.kind, 'epc' AS role, p.epc,
-            p.epc_scheme, p.product_code, p.serial, p.sscc, p.sgln
-        FROM {STAGE_EPCS} p JOIN _ship_events e USING (event_index) WHERE e.kind IS NOT NULL
-        UNION ALL
+        f"""CREATE OR REPLACE TEMP TABLE _ship_other AS
         SELECT event_index, kind, role, epc, epc_scheme, product_code, serial, sscc, sgln
         FROM ({parse_epcs_sql(others)})""",
+    )
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP VIEW _ship_epc AS
+        SELECT event_index, kind, 'epc' AS role, epc,
+            epc_scheme, product_code, serial, sscc, sgln
+        FROM {STAGE_EPCS} WHERE kind IS NOT NULL
+        UNION ALL
+        SELECT * FROM _ship_other""",
     )
 
 
@@ -170,17 +192,14 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     """
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_links AS
-        SELECT c.event_index, e.action, e.parent, c.epc AS child,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_links AS
+        SELECT c.event_index, e.action, c.parent, c.epc AS child,
             c.epc_scheme AS child_scheme, c.product_code, c.serial
-        FROM (
-            SELECT e.event_index, e.action, p.epc AS parent
-            FROM _ship_events e
-            JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
-            WHERE e.kind = 'aggregation' AND p.epc_scheme <> 'malformed'
-        ) e
-        JOIN _ship_epc c ON c.event_index = e.event_index
-        WHERE c.kind = 'aggregation' AND c.role = 'epc' AND c.epc_scheme <> 'malformed'""",
+        FROM {STAGE_EPCS} c
+        JOIN _ship_events e ON e.event_index = c.event_index
+        SEMI JOIN _ship_other p ON p.event_index = c.event_index AND p.role = 'parent'
+            AND p.epc_scheme <> 'malformed'
+        WHERE c.kind = 'aggregation' AND c.parent IS NOT NULL AND c.epc_scheme <> 'malformed'""",
     )
     _run(
         con,
@@ -285,52 +304,73 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     # Few runs (the usual state): a range join, one match per serial (DuckDB would plan
     # an ASOF join against a tiny table as a nested loop plus a costly aggregate);
     # many runs: the ASOF join.
-    runs_join = (
-        "JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo AND k.pseq < u.hi"
+    known = (
+        "LEFT JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo AND k.pseq < u.hi"
         if runs <= _FEW_RUNS
-        else "ASOF JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo"
+        else "ASOF LEFT JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo"
     )
+    # One row per SGTIN reported: its first commissioning event and its first shipping
+    # event (directly or inside a shipped unit), its place in the pool and status, and
+    # one outcome per event kind.
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_outcomes AS
-        WITH commissioned AS (
-            SELECT product_code, serial, min(event_index) AS event_index
-            FROM _ship_epc
+        f"""CREATE OR REPLACE TEMP TABLE _ship_serials AS
+        WITH reports AS (
+            SELECT product_code, serial, event_index, FALSE AS shipping FROM _ship_epc
             WHERE kind = 'commissioning' AND role = 'epc' AND epc_scheme = 'sgtin'
-            GROUP BY product_code, serial
-        ),
-        reported AS (  -- with the lot and expiry of the first commissioning event
-            SELECT 'commissioning' AS kind, c.product_code, c.serial, c.event_index, e.lot, e.expiry
-            FROM commissioned c JOIN _ship_events e USING (event_index)
             UNION ALL
-            SELECT 'shipping', product_code, serial, min(event_index), NULL, NULL
-            FROM _ship_expanded WHERE epc_scheme = 'sgtin'
-            GROUP BY product_code, serial
+            SELECT product_code, serial, event_index, TRUE FROM _ship_expanded
+            WHERE epc_scheme = 'sgtin'
         ),
-        known AS (  -- the reported serials that are in the pool, with their arrival number
-            SELECT k.product_code, k.serial, p.pid, p.pseq
-            FROM (SELECT DISTINCT product_code, serial FROM reported) k
-            JOIN serial_products sp ON sp.product_code = k.product_code
-            JOIN pool p ON p.pid = sp.pid AND p.serial = k.serial
+        reported AS (
+            SELECT product_code, serial,
+                min(event_index) FILTER (WHERE NOT shipping) AS c_event,
+                min(event_index) FILTER (WHERE shipping) AS s_event
+            FROM reports GROUP BY product_code, serial
         ),
-        found AS (  -- and the status of the run each one lies in
+        placed AS (  -- with the arrival number of those in the pool
+            SELECT r.*, p.pid, p.pseq
+            FROM reported r
+            LEFT JOIN serial_products sp ON sp.product_code = r.product_code
+            LEFT JOIN pool p ON p.pid = sp.pid AND p.serial = r.serial
+        ),
+        found AS (
             SELECT k.*, u.lo AS run_lo, u.cmo_id, u.commissioned, u.shipped, u.lot, u.expiry
-            FROM known k {runs_join}
+            FROM placed k {known}
+        ),
+        judged AS (
+            SELECT f.*, e.lot AS c_lot, e.expiry AS c_expiry,  -- of the first commissioning event
+                CASE WHEN f.pseq IS NULL THEN 'UNKNOWN_SERIAL'
+                     WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
+                     WHEN f.cmo_id IS NULL THEN 'NOT_ASSIGNED'
+                     WHEN f.cmo_id <> ? THEN 'OTHER_CMO'
+                     ELSE 'OK'
+                END AS held  -- the outcome but for ALREADY_SHIPPED
+            FROM found f
+            LEFT JOIN _ship_events e ON e.event_index = f.c_event
+            LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
+              ON cp.product_code = f.product_code
         )
-        SELECT r.*, s.pid, s.pseq, s.run_lo, s.lot AS serial_lot, s.expiry AS serial_expiry,
-            s.commissioned AS was_commissioned, s.shipped AS was_shipped,
-            CASE WHEN s.pseq IS NULL THEN 'UNKNOWN_SERIAL'
-                 WHEN r.kind = 'shipping' AND s.shipped THEN 'ALREADY_SHIPPED'
-                 WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
-                 WHEN s.cmo_id IS NULL THEN 'NOT_ASSIGNED'
-                 WHEN s.cmo_id <> ? THEN 'OTHER_CMO'
-                 ELSE 'OK'
-            END AS outcome
-        FROM reported r
-        LEFT JOIN found s ON s.product_code = r.product_code AND s.serial = r.serial
-        LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
-          ON cp.product_code = r.product_code""",
+        SELECT * EXCLUDE (held),
+            CASE WHEN c_event IS NOT NULL THEN held END AS c_outcome,
+            CASE WHEN s_event IS NULL THEN NULL
+                 WHEN pseq IS NOT NULL AND shipped THEN 'ALREADY_SHIPPED'
+                 ELSE held END AS s_outcome
+        FROM judged""",
         [sender, sender],
+    )
+    # the same, one row per SGTIN and event kind
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
+        SELECT 'commissioning' AS kind, product_code, serial, c_event AS event_index,
+            c_lot AS lot, c_expiry AS expiry, pid, pseq, run_lo, lot AS serial_lot,
+            expiry AS serial_expiry, c_outcome AS outcome
+        FROM _ship_serials WHERE c_event IS NOT NULL
+        UNION ALL
+        SELECT 'shipping', product_code, serial, s_event, NULL, NULL, pid, pseq, run_lo, lot,
+            expiry, s_outcome
+        FROM _ship_serials WHERE s_event IS NOT NULL""",
     )
 
 
@@ -373,14 +413,12 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; hierarchy; exception log."""
     patches = con.sql(
         """WITH marks AS (  -- each OK serial's status after the document
-            SELECT pid, pseq, any_value(run_lo) AS run_lo,
-                bool_or(kind = 'commissioning') OR any_value(was_commissioned) AS commissioned,
-                bool_or(kind = 'shipping') OR any_value(was_shipped) AS shipped,
-                coalesce(any_value(lot) FILTER (WHERE kind = 'commissioning'),
-                         any_value(serial_lot)) AS lot,
-                coalesce(any_value(expiry) FILTER (WHERE kind = 'commissioning'),
-                         any_value(serial_expiry)) AS expiry
-            FROM _ship_outcomes WHERE outcome = 'OK' GROUP BY pid, pseq),
+            SELECT pid, pseq, run_lo,
+                commissioned OR c_outcome IS NOT DISTINCT FROM 'OK' AS commissioned,
+                shipped OR s_outcome IS NOT DISTINCT FROM 'OK' AS shipped,
+                coalesce(CASE WHEN c_outcome = 'OK' THEN c_lot END, lot) AS lot,
+                coalesce(CASE WHEN c_outcome = 'OK' THEN c_expiry END, expiry) AS expiry
+            FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'),
         numbered AS (  -- consecutive serials of one run with the same status form one patch
             SELECT *, pseq - row_number() OVER (
                 PARTITION BY pid, run_lo, commissioned, shipped, lot, expiry ORDER BY pseq) AS g
@@ -503,9 +541,10 @@ def reconcile_document(
             .cast(SHIPPING_EXCEPTIONS_SCHEMA)  # type: ignore[arg-type]
         )
     finally:
-        for table in _TEMP:
+        views = (("VIEW", "_ship_outcomes"), ("VIEW", "_ship_epc"))
+        for kind, table in (*views, *(("TABLE", t) for t in _TEMP)):
             try:
-                _run(con, f"DROP TABLE IF EXISTS {table}")
+                _run(con, f"DROP {kind} IF EXISTS {table}")
             except duckdb.Error:  # an aborted transaction: the caller rolls back anyway
                 break
     return ShippingResult(
