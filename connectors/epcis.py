@@ -335,14 +335,38 @@ class _EpcBatch:
                 "epc": pa.array(self.texts, type=pa.string()),
             }
         )
-        columns = list(zip(*self.events, strict=True)) or [()] * len(_KIND_COLUMNS)
-        events = pa.table(
-            {
-                name: pa.array(col, type=pa.int32() if name == "event_index" else pa.string())
-                for name, col in zip(_KIND_COLUMNS, columns, strict=True)
-            }
-        )
-        _run(con, _EPC_INSERT, batch, events)
+        kind, parent = _kinds_and_parents(con, self.events, batch.column("event_index"))
+        _run(con, _EPC_INSERT, batch.append_column("kind", kind).append_column("parent", parent))
+
+
+def _kinds_and_parents(
+    con: duckdb.DuckDBPyConnection, events: list[tuple[object, ...]], index: pa.ChunkedArray
+) -> tuple[pa.Array, pa.Array]:
+    """The kind and parent of each text's event: computed once per event (in SQL, by the
+    rule's own expression) and handed to the texts by position."""
+    if not events:
+        return pa.nulls(len(index), pa.string()), pa.nulls(len(index), pa.string())
+    columns = list(zip(*events, strict=True))
+    table = pa.table(
+        {
+            name: pa.array(col, type=pa.int32() if name == "event_index" else pa.string())
+            for name, col in zip(_KIND_COLUMNS, columns, strict=True)
+        }
+    )
+    con.register("_epcis_events", table)
+    try:
+        per_event = con.execute(_EVENT_KINDS).to_arrow_table()
+    finally:
+        con.unregister("_epcis_events")
+    known = np.asarray(columns[0], dtype=np.int64)  # ascending: events in document order
+    wanted = index.to_numpy().astype(np.int64)
+    at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+    found = known[at] == wanted  # texts of a skipped or a still open event: none
+    take = pa.array(np.where(found, at, -1), mask=~found)
+    return (
+        per_event.column("kind").combine_chunks().take(take),
+        per_event.column("parent").combine_chunks().take(take),
+    )
 
 
 class _RowBatch:
@@ -362,18 +386,12 @@ class _RowBatch:
         _run(con, _PLAIN_INSERT.format(table=self.table), batch)
 
 
-def _run(
-    con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table, events: pa.Table | None = None
-) -> None:
+def _run(con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table) -> None:
     con.register("_epcis_batch", batch)
-    if events is not None:
-        con.register("_epcis_events", events)
     try:
         con.execute(sql)
     finally:
         con.unregister("_epcis_batch")
-        if events is not None:
-            con.unregister("_epcis_events")
 
 
 class _Writer:
@@ -424,10 +442,12 @@ _TRIMMED = (
     f"THEN trim(trim(trim(epc, {_BLANKS})), {_BLANKS}) ELSE epc END"
 )
 _EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
-    SELECT p.*, {event_kind_sql("e.event_type", "e.action", "e.biz_step")} AS kind,
-        {parent_sql("e.event_type", "e.parent_id")} AS parent
-    FROM ({parse_epcs_sql(f"(SELECT event_index, {_TRIMMED} AS epc FROM _epcis_batch)")}) p
-    LEFT JOIN _epcis_events e ON e.event_index = p.event_index"""
+    SELECT * FROM ({
+    parse_epcs_sql(f"(SELECT event_index, {_TRIMMED} AS epc, kind, parent FROM _epcis_batch)")
+})"""
+_EVENT_KINDS = f"""SELECT {event_kind_sql("event_type", "action", "biz_step")} AS kind,
+        {parent_sql("event_type", "parent_id")} AS parent
+    FROM _epcis_events"""
 # the EPCs of an event that was still open when a batch was written get its kind now
 _EPC_KIND_UPDATE = f"""UPDATE {STAGE_EPCS} SET
         kind = {event_kind_sql("v.event_type", "v.action", "v.biz_step")},
