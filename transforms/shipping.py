@@ -250,10 +250,13 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
             LEFT JOIN ({first_mention}) f USING (child)
         ),
         links AS (SELECT * FROM doc UNION ALL SELECT * FROM stored),
-        ended AS ({deleted_all})
-        SELECT child, parent, child_scheme, product_code, serial, from_idx,
-            least(next_idx, until) AS to_idx  -- least() skips NULLs
-        FROM ended WHERE action <> 'DELETE'""",
+        ended AS ({deleted_all}),
+        kept AS (
+            SELECT child, parent, child_scheme, product_code, serial, from_idx,
+                least(next_idx, until) AS to_idx  -- least() skips NULLs
+            FROM ended WHERE action <> 'DELETE'
+        )
+        SELECT *, child IN (SELECT parent FROM kept) AS child_is_parent FROM kept""",
         [sender],
     )
 
@@ -262,22 +265,27 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive).
 
     At one moment a child has one parent, so the expansion is a forest; the depth
-    limit (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Children
+    limit (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Only
+    EPCs that are a parent somewhere are looked up (the million leaves are not).  Children
     known from the stored hierarchy are parsed here (the state keeps EPC text only).
     """
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
-        WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial, depth) AS (
-            SELECT DISTINCT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial, 0
-            FROM _ship_epc WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
+        WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial, is_parent,
+                         depth) AS (
+            SELECT *, epc IN (SELECT parent FROM _ship_intervals), 0 FROM (
+                SELECT DISTINCT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial
+                FROM _ship_epc
+                WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
+            )
             UNION ALL
             SELECT x.event_index, i.child, i.parent, i.child_scheme, i.product_code, i.serial,
-                x.depth + 1
+                i.child_is_parent, x.depth + 1
             FROM x JOIN _ship_intervals i
               ON i.parent = x.epc AND i.from_idx < x.event_index
              AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
-            WHERE x.depth < {_MAX_DEPTH}
+            WHERE x.is_parent AND x.depth < {_MAX_DEPTH}  -- a unit that packs nothing: a leaf
         )
         SELECT event_index, epc, parent, epc_scheme, product_code, serial FROM x""",
     )
