@@ -27,7 +27,9 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   the tree, and an EPC list still being parsed is harvested and emptied, so one
   event with millions of EPCs never sits whole in the tree.  Texts and rows go
   to a writer thread every `batch_size` rows, which parses the EPC URIs in
-  DuckDB (`transforms.epc.parse_epcs_sql`) while the next part is read; DuckDB
+  DuckDB (`transforms.epc.parse_epcs_sql`) and gives each its event's kind and
+  parent (`transforms.shipping.event_kind_sql`; an event still open when its
+  first EPCs are written gets them at the end) while the next part is read; DuckDB
   runs on one thread meanwhile (the parser has the other core), and the
   connection's thread setting is restored afterwards.
 """
