@@ -5,6 +5,8 @@ UV     := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := .venv
 export UV_PYTHON_DOWNLOADS := never
+# compiled at install: a night's run never parses library source (even where .pyc are not written)
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: setup demo test lint typecheck pytest bench bench-small clean
 

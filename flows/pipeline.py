@@ -9,6 +9,7 @@ rules (transforms) inside one transaction per file, and hand results to writers.
 from __future__ import annotations
 
 import datetime as dt
+import encodings.utf_8_sig  # noqa: F401 - see below
 import logging
 import time
 import traceback
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy.ma  # noqa: F401 - see below
+import pandera.backends.register_checks  # noqa: F401 - see below
 import polars as pl
 
 from connectors import epcis
@@ -33,6 +36,11 @@ from transforms.context import Config, FileResult, RunContext
 from transforms.rejects import REJECT_SCHEMA
 
 log = logging.getLogger("cmi")
+
+# The three imports above are modules the libraries import lazily on first use (the
+# CSV reader's first UTF-8-with-BOM decode; polars' first Series made from a numpy
+# array; pandera's first check): importing them here keeps that one-off cost out of
+# the first file of a run.
 
 STAGES: list[tuple[str, list[str]]] = [
     ("master_data", ["products", "cmos", "partnerships"]),
