@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD = r"""
 import json, resource, sys, time
@@ -49,12 +50,15 @@ else:
     rows = sum(f["rows_applied"] for f in out["files"])
     bad = [f for f in out["files"] if f["outcome"] != "applied" or f["rows_rejected"]]
     assert not bad and not out["unexpected"], (bad, out["unexpected"])
+    summary = json.loads((Path(out["report_dir"]) / "run_summary.json").read_text())
+    stages = {k: v for k, v in summary["durations_s"].items() if v >= 0.01}
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"wall": wall, "imports": t_imp, "peak_mb": peak, "rows": rows}))
+print(json.dumps({"wall": wall, "imports": t_imp, "peak_mb": peak, "rows": rows,
+                  "stages": stages if mode != "baseline" else {}}))
 """
 
 
-def child(*args: str) -> dict[str, float]:
+def child(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
@@ -133,7 +137,8 @@ def main() -> None:
             + " ".join(f"{r['wall']:.2f}" for r in runs)
             + " s, baselines "
             + " ".join(f"{b['wall']:.2f}" for b in bases)
-            + " s"
+            + " s; pipeline stages (s): "
+            + " | ".join(", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()) for r in runs)
         )
 
     exported = sum(1 for _ in (root / "outbox" / "serials").rglob("*.csv"))
