@@ -27,7 +27,7 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   the tree, and an EPC list still being parsed is harvested and emptied, so one
   event with millions of EPCs never sits whole in the tree.  Texts and rows go
   to a writer thread every `batch_size` rows, which parses the EPC URIs in
-  DuckDB (`transforms.epc.parse_epcs_sql`) and gives each its event's kind and
+  Polars (`transforms.epc.parse_epcs_frame`), gives each its event's kind and
   parent (`transforms.shipping.event_kind_sql`; an event still open when its
   first EPCs are written gets them at the end) while the next part is read; DuckDB
   runs on one thread meanwhile (the parser has the other core), and the
@@ -46,6 +46,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 from lxml import etree
 
@@ -56,7 +57,7 @@ from schemas.shipping import (
     STAGING_DDL,
     DocumentInfo,
 )
-from transforms.epc import parse_epcs_sql
+from transforms.epc import parse_epcs_frame
 from transforms.shipping import event_kind_sql, parent_sql
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
@@ -331,18 +332,23 @@ class _EpcBatch:
         index = np.searchsorted(
             np.asarray(self.ends, dtype=np.int64), np.arange(n, dtype=np.int64), side="right"
         )
-        batch = pa.table(
-            {
-                "event_index": pa.array(index.astype(np.int32) + np.int32(self.base + 1)),
-                "epc": pa.array(self.texts, type=pa.string()),
-            }
+        event_index = pa.array(index.astype(np.int32) + np.int32(self.base + 1))
+        kind, parent = _kinds_and_parents(con, self.events, event_index)
+        texts = pl.DataFrame(
+            [
+                pl.Series("event_index", event_index),
+                # a pretty-printed <epc> holds line breaks and tabs around the URI
+                pl.Series("epc", self.texts, dtype=pl.String).str.strip_chars(),
+                pl.Series("kind", kind),
+                pl.Series("parent", parent),
+            ]
         )
-        kind, parent = _kinds_and_parents(con, self.events, batch.column("event_index"))
-        _run(con, _EPC_INSERT, batch.append_column("kind", kind).append_column("parent", parent))
+        batch = parse_epcs_frame(texts).to_arrow(compat_level=pl.CompatLevel.newest())
+        _run(con, _PLAIN_INSERT.format(table=STAGE_EPCS), batch)
 
 
 def _kinds_and_parents(
-    con: duckdb.DuckDBPyConnection, events: list[tuple[object, ...]], index: pa.ChunkedArray
+    con: duckdb.DuckDBPyConnection, events: list[tuple[object, ...]], index: pa.Array
 ) -> tuple[pa.Array, pa.Array]:
     """The kind and parent of each text's event: computed once per event (in SQL, by the
     rule's own expression) and handed to the texts by position."""
@@ -399,8 +405,8 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table) -> None:
 class _Writer:
     """Inserts batches into the staging tables from one background thread.
 
-    DuckDB releases the GIL while it works, so the EPC texts of one batch are
-    parsed (`transforms.epc.parse_epcs_sql`) and stored while Python reads the
+    Polars and DuckDB release the GIL while they work, so the EPC texts of one batch
+    are parsed (`transforms.epc.parse_epcs_frame`) and stored while Python reads the
     next part of the document.  The connection is only used by this thread
     until `close()`; an insert error is raised again by `close()`.
     """
@@ -434,19 +440,6 @@ class _Writer:
 
 
 _PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
-# Trimmed only where an end can be blank: the first or last character is a space or a
-# control character (a pretty-printed `<epc>` holds line breaks and tabs), or the text
-# is not plain ASCII.  DuckDB's plain `trim` removes spaces and the Unicode space
-# separators but not tabs or line breaks, hence the explicit set, applied around it.
-_BLANKS = "e' \\t\\n\\r'"
-_TRIMMED = (
-    "CASE WHEN ascii(epc) <= 32 OR ascii(right(epc, 1)) <= 32 OR strlen(epc) <> length(epc) "
-    f"THEN trim(trim(trim(epc, {_BLANKS})), {_BLANKS}) ELSE epc END"
-)
-_EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
-    SELECT * FROM ({
-    parse_epcs_sql(f"(SELECT event_index, {_TRIMMED} AS epc, kind, parent FROM _epcis_batch)")
-})"""
 _EVENT_KINDS = f"""SELECT {event_kind_sql("event_type", "action", "biz_step")} AS kind,
         {parent_sql("event_type", "parent_id")} AS parent
     FROM _epcis_events"""

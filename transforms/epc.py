@@ -17,8 +17,10 @@ Anything else that is a URI (`urn:epc:id:grai:…`, Digital Link URLs) is an
 *other* identifier: not an error, not a serial.  Text that is not a URI at all,
 or an SGTIN/SSCC/SGLN URI that breaks the rules, is *malformed*.
 
-Two implementations of the same rules: `parse_epcs_sql` (vectorised DuckDB SQL,
-used on whole documents) and `parse_epc` (one value, pure Python).
+Three implementations of the same rules, held together by property tests:
+`parse_epcs_frame` (vectorised Polars, used on the EPC lists of whole documents
+as they are staged), `parse_epcs_sql` (vectorised DuckDB SQL, for identifiers
+already in the store) and `parse_epc` (one value, pure Python).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
+
+import polars as pl
 
 from transforms.codes import gs1_check_digit
 
@@ -217,3 +221,117 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
         FROM _ser
     )
     """
+
+
+# ---------------------------------------------------------------- vectorised (Polars)
+
+_SCHEMES = ["malformed", "sgtin", "sscc", "sgln", "other"]
+_DIGITS = {1: 13, 2: 17, 3: 12}  # digits of prefix + reference, by scheme number
+
+
+def _head_keys(heads: pl.DataFrame) -> pl.DataFrame:
+    """(_s, _cp, _ir) -> _head_ok and the GTIN-14 / SSCC-18 key: a handful of distinct heads."""
+    ok, keys = [], []
+    for scheme, cp, ir in heads.iter_rows():
+        good = (
+            6 <= len(cp) <= 12
+            and len(cp) + len(ir) == _DIGITS[scheme]
+            and (cp + ir).isdigit()
+            and (cp + ir).isascii()
+        )
+        body = ir[:1] + cp + ir[1:]
+        ok.append(good)
+        keys.append(body + gs1_check_digit(body) if good and scheme in (1, 2) else None)
+    return heads.with_columns(
+        pl.Series("_head_ok", ok, pl.Boolean), pl.Series("_key", keys, pl.String)
+    )
+
+
+def parse_epcs_frame(frame: pl.DataFrame, column: str = "epc") -> pl.DataFrame:
+    """`frame` with the parsed columns of `parse_epcs_sql` added (same rules, same columns).
+
+    `column` holds trimmed EPC text.  Per row only vectorised string functions and
+    one regex on the serial; the rules on `prefix.reference` and the check digits
+    run once per distinct head; only serials with a `%` escape are decoded one by one.
+    """
+    e = pl.col(column)
+    scheme = (
+        pl.when(e.str.starts_with(SGTIN_PREFIX))
+        .then(1)
+        .when(e.str.starts_with(SSCC_PREFIX))
+        .then(2)
+        .when(e.str.starts_with(SGLN_PREFIX))
+        .then(3)
+        .when(e.str.contains("^" + _URI + "$"))
+        .then(4)
+        .otherwise(0)
+        .cast(pl.Int8)
+    )
+    rest = (
+        pl.when(pl.col("_s") == 1)
+        .then(e.str.slice(len(SGTIN_PREFIX)))
+        .when(pl.col("_s").is_in([2, 3]))
+        .then(e.str.slice(len(SSCC_PREFIX)))
+    )
+    parts = pl.col("_rest").str.splitn(".", 3)
+    work = (
+        frame.with_columns(scheme.alias("_s"))
+        .with_columns(rest.alias("_rest"))
+        .with_columns(
+            parts.struct.field("field_0").fill_null("").alias("_cp"),
+            parts.struct.field("field_1").fill_null("").alias("_ir"),
+            parts.struct.field("field_2").alias("_tail"),  # after the second dot, if any
+        )
+    )
+    heads = (
+        work.filter(pl.col("_s").is_between(1, 3))
+        .select("_s", "_cp", "_ir")
+        .unique(maintain_order=True)
+    )
+    work = work.join(_head_keys(heads), on=["_s", "_cp", "_ir"], how="left", maintain_order="left")
+    raw_ok = pl.col("_tail").str.contains("^" + _RAW_SERIAL + "$")
+    escaped = pl.col("_tail").str.contains("%", literal=True)
+    work = work.with_columns(
+        pl.when((pl.col("_s") == 1) & pl.col("_head_ok") & raw_ok)
+        .then(pl.col("_tail"))
+        .alias("_raw")
+    )
+    decoded = work.select(
+        pl.when(escaped & pl.col("_raw").is_not_null()).then(pl.col("_raw"))
+    ).to_series()
+    serial: pl.Expr = pl.col("_raw")
+    if decoded.null_count() < decoded.len():  # a few serials with %xx escapes
+        decoded = decoded.map_elements(unquote, return_dtype=pl.String, skip_nulls=True)
+        serial = (
+            pl.when(~escaped)
+            .then(pl.col("_raw"))
+            .when(pl.lit(decoded).str.contains("^" + _CS82 + "{1,20}$"))
+            .then(pl.lit(decoded))
+        )
+    work = work.with_columns(serial.alias("_serial"))
+    ok = (
+        pl.when(pl.col("_s") == 1)
+        .then(pl.col("_serial").str.len_chars().is_between(1, 20))
+        .when(pl.col("_s") == 2)
+        .then(
+            pl.col("_head_ok")
+            & pl.col("_rest").str.contains(".", literal=True)
+            & pl.col("_tail").is_null()
+        )
+        .when(pl.col("_s") == 3)
+        .then(pl.col("_head_ok") & raw_ok)
+        .otherwise(pl.col("_s") == 4)
+        .fill_null(False)
+    )
+    s_ = pl.col("_s")
+    return work.with_columns(ok.alias("_ok")).select(
+        *frame.columns,
+        pl.when(pl.col("_ok"))
+        .then(s_.replace_strict(list(range(5)), _SCHEMES, return_dtype=pl.String))
+        .otherwise(pl.lit("malformed"))
+        .alias("epc_scheme"),
+        pl.when(pl.col("_ok") & (s_ == 1)).then(pl.col("_key")).alias("product_code"),
+        pl.when(pl.col("_ok") & (s_ == 1)).then(pl.col("_serial")).alias("serial"),
+        pl.when(pl.col("_ok") & (s_ == 2)).then(pl.col("_key")).alias("sscc"),
+        pl.when(pl.col("_ok") & (s_ == 3)).then(pl.col("_rest")).alias("sgln"),
+    )
