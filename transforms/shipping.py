@@ -256,25 +256,15 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
                 least(next_idx, until) AS to_idx  -- least() skips NULLs
             FROM ended WHERE action <> 'DELETE'
         )
-        SELECT *, child IN (SELECT parent FROM kept) AS child_is_parent FROM kept""",
+        SELECT *, child IN (SELECT DISTINCT parent FROM kept) AS child_is_parent FROM kept""",
         [sender],
     )
 
 
-def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
-    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive).
-
-    At one moment a child has one parent, so the expansion is a forest; the depth
-    limit (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Only
-    EPCs that are a parent somewhere are looked up (the million leaves are not).  Children
-    known from the stored hierarchy are parsed here (the state keeps EPC text only).
-    """
-    _run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
+_EXPANSION = f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
         WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial, is_parent,
                          depth) AS (
-            SELECT *, epc IN (SELECT parent FROM _ship_intervals), 0 FROM (
+            SELECT *, epc IN (SELECT DISTINCT parent FROM _ship_intervals), 0 FROM (
                 SELECT DISTINCT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial
                 FROM _ship_epc
                 WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
@@ -287,8 +277,25 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
              AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
             WHERE x.is_parent AND x.depth < {_MAX_DEPTH}  -- a unit that packs nothing: a leaf
         )
-        SELECT event_index, epc, parent, epc_scheme, product_code, serial FROM x""",
-    )
+        SELECT event_index, epc, parent, epc_scheme, product_code, serial FROM x"""
+
+
+def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
+    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive).
+
+    At one moment a child has one parent, so the expansion is a forest; the depth
+    limit (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Only
+    EPCs that are a parent somewhere are looked up (the million leaves are not).  Children
+    known from the stored hierarchy are parsed here (the state keeps EPC text only).
+    """
+    # On one thread: DuckDB's recursive join, run on several, sometimes holds a few
+    # hundred MB beyond its memory limit (a 1M-SGTIN document peaked at 1.3 GB).
+    threads = con.execute("SELECT current_setting('threads')").fetchone()
+    con.execute("SET threads = 1")
+    try:
+        _run(con, _EXPANSION)
+    finally:
+        con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
     ((stored,),) = con.sql(
         "SELECT count(*) FROM _ship_expanded WHERE epc_scheme IS NULL"
     ).fetchall()
