@@ -59,6 +59,7 @@ from schemas.shipping import (
 )
 from transforms.epc import parse_epcs_frame
 from transforms.shipping import event_kind_sql, parent_sql
+from transforms.state import one_thread
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
 READ_EVENTS = ("ObjectEvent", "AggregationEvent")
@@ -484,12 +485,8 @@ def stage_document(
     for ddl in STAGING_DDL:
         con.execute(ddl)
     info = DocumentInfo(file=path.name, namespace=namespace, schema_version=schema_version)
-    threads = con.execute("SELECT current_setting('threads')").fetchone()
-    con.execute("SET threads = 1")
-    try:
+    with one_thread(con):
         return _stage(con, path, info, batch_size)
-    finally:
-        con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
 
 
 def _stage(

@@ -181,6 +181,7 @@ def check_reports(result: ShippingResult) -> None:
 
 def test_commissioning_ok_marks_serials_with_lot_and_expiry(tmp_path: Path) -> None:
     con = store()
+    con.execute("SET threads = 2")
     add_serials(con, [unit("1"), unit("2")])
     result = run(
         con,
@@ -200,6 +201,8 @@ def test_commissioning_ok_marks_serials_with_lot_and_expiry(tmp_path: Path) -> N
            SELECT view_name FROM duckdb_views() WHERE starts_with(view_name, '_ship')"""
     ).fetchall()
     assert left == []
+    # staging and the expansion run on one thread; the connection gets its setting back
+    assert con.sql("SELECT current_setting('threads')").fetchone() == (2,)
 
 
 @pytest.mark.parametrize("runs_join", ["range", "asof"])

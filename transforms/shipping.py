@@ -33,6 +33,7 @@ from transforms.context import RunContext
 from transforms.epc import parse_epcs_sql, sgln_key
 from transforms.serial_runs import overlay
 from transforms.serials import load_runs, save_runs
+from transforms.state import one_thread
 
 _SGTIN_OUTCOMES = {
     "OK": "ok",
@@ -290,12 +291,8 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     """
     # On one thread: DuckDB's recursive join, run on several, sometimes holds a few
     # hundred MB beyond its memory limit (a 1M-SGTIN document peaked at 1.3 GB).
-    threads = con.execute("SELECT current_setting('threads')").fetchone()
-    con.execute("SET threads = 1")
-    try:
+    with one_thread(con):
         _run(con, _EXPANSION)
-    finally:
-        con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
     ((stored,),) = con.sql(
         "SELECT count(*) FROM _ship_expanded WHERE epc_scheme IS NULL"
     ).fetchall()
