@@ -70,6 +70,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument("--reps", type=int, default=3, help="runs of each stage and baseline")
+    parser.add_argument(
+        "--only",
+        choices=["pool", "assign", "export"],
+        default=None,
+        help="measure one stage (the stages before it still run, once, unmeasured)",
+    )
     opts = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.serials_gen import write_master, write_pool, write_requests
@@ -102,6 +108,10 @@ def main() -> None:
         shutil.copy(f, inbox / f.name)
     child("run", str(root), "-", "2026-11-20T02:00:00")  # master data
     for name, file, n, as_of in stages:
+        if opts.only and not name.endswith(opts.only):
+            shutil.copy(data / file, inbox / file)
+            child("run", str(root), "-", as_of)  # the state the next stage starts from
+            continue
         # baseline: plain read + write of the same number of rows
         base_in = data / f"baseline_{n}.csv"
         if not base_in.exists():
@@ -140,6 +150,8 @@ def main() -> None:
             + " s; pipeline stages (s): "
             + " | ".join(", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()) for r in runs)
         )
+        if opts.only:
+            break
 
     exported = sum(1 for _ in (root / "outbox" / "serials").rglob("*.csv"))
     print()
