@@ -30,8 +30,12 @@ SERIAL_DDL = [
     """CREATE TABLE IF NOT EXISTS serial_products (
         product_code VARCHAR PRIMARY KEY, pid INTEGER NOT NULL UNIQUE,
         size BIGINT NOT NULL)            -- serials the product ever had: pseq 0 .. size-1""",
+    # (a product's serials lie together and are numbered in order: its pid is one value
+    # per block and pseq packs into a few bits; the serials themselves are random text)
     """CREATE TABLE IF NOT EXISTS pool (
-        pid INTEGER NOT NULL, pseq BIGINT NOT NULL, serial VARCHAR NOT NULL)""",
+        pid INTEGER NOT NULL USING COMPRESSION rle,
+        pseq BIGINT NOT NULL USING COMPRESSION bitpacking,
+        serial VARCHAR NOT NULL USING COMPRESSION uncompressed)""",
     # where each arrival range came from (audit)
     """CREATE TABLE IF NOT EXISTS pool_loads (
         pid INTEGER NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,
