@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from transforms.codes import GS1_CHARSET_82
 from transforms.rejects import LINE
 
 
@@ -41,20 +42,28 @@ class FileScan:
     byte (space, tab, vertical tab, form feed), no double quote and no carriage
     return outside a CRLF line end: none of its cells can start or end with a
     blank or span lines, so the per-column scans for them can be skipped.
+
+    `gs1_text`: the file is plain and every byte (after an optional byte-order mark)
+    is a character of the GS1 character set 82 or a line end, so every cell is made of
+    GS1 characters (no quote, so no cell spans lines) and a serial needs only its
+    length checked.
     """
 
     sha256: str
     plain: bool
+    gs1_text: bool = False
 
 
 _BOM = b"\xef\xbb\xbf"
 _NOT_PLAIN = (b" ", b"\t", b"\x0b", b"\x0c", b'"')
+# GS1 characters (the double quote aside: a quoted cell may span lines) and line ends
+_GS1_TEXT = GS1_CHARSET_82.replace('"', "").encode("ascii") + b"\r\n"
 
 
 def scan_file(path: Path, chunk_size: int = 1 << 20) -> FileScan:
-    """Hash `path` and find whether it is plain (`FileScan`), in one read."""
+    """Hash `path` and find whether it is plain and GS1 text (`FileScan`), in one read."""
     digest = hashlib.sha256()
-    plain = True
+    plain = gs1 = True
     pending_cr = False  # the previous read ended with a CR: this one must start with LF
     with path.open("rb") as fh:
         first = True
@@ -64,8 +73,12 @@ def scan_file(path: Path, chunk_size: int = 1 << 20) -> FileScan:
                 continue
             body = chunk[len(_BOM) :] if first and chunk.startswith(_BOM) else chunk
             first = False
+            # what is left after taking away GS1 characters and line ends: usually nothing
+            gs1 = gs1 and not body.translate(None, _GS1_TEXT)
             broken_crlf = pending_cr and not body.startswith(b"\n")
-            if broken_crlf or not body.isascii() or any(b in body for b in _NOT_PLAIN):
+            # ASCII without blank or quote: already known of GS1 text
+            clean = gs1 or (body.isascii() and not any(b in body for b in _NOT_PLAIN))
+            if broken_crlf or not clean:
                 plain = False
             elif b"\r" in body:  # Windows line ends: every CR must be followed by an LF
                 raw = np.frombuffer(body, dtype=np.uint8)
@@ -74,7 +87,8 @@ def scan_file(path: Path, chunk_size: int = 1 << 20) -> FileScan:
                 pending_cr = raw[-1] == 13
             else:
                 pending_cr = False
-    return FileScan(digest.hexdigest(), plain and not pending_cr)
+    plain = plain and not pending_cr
+    return FileScan(digest.hexdigest(), plain, gs1 and plain)
 
 
 def _first_line(path: Path) -> str:

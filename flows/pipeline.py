@@ -269,7 +269,8 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
             )
         except FileRejected as err:
             parsed = err
-        sha = scanning.result().sha256
+        scanned = scanning.result()
+    sha = scanned.sha256
     first = _duplicate_of(run, f.kind or "", sha)
     if first is not None:
         inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
@@ -289,7 +290,7 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
             f"{f.name}: the header is separated by semicolons, so the file was read as "
             "semicolon-separated; save it with commas"
         )
-    valid, rejects = validate_rows(model, parsed.rows)
+    valid, rejects = validate_rows(model, parsed.rows, gs1_text=scanned.gs1_text)
     return _Prepared(f, sha, parsed.rows.height, valid, rejects)
 
 

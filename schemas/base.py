@@ -24,7 +24,8 @@ import polars as pl
 from pandera.backends.polars.register import register_polars_backends
 from pandera.errors import SchemaErrors
 
-from transforms.codes import product_code_message_expr
+from schemas import checks
+from transforms.codes import distinct_by_runs, product_code_message_expr
 from transforms.rejects import LINE, REJECT_SCHEMA, empty_rejects, without_rejected
 
 # Pandera registers its Polars backends on the first validation; doing it at import
@@ -55,7 +56,7 @@ def valid_where_distinct(data: Any, predicate: pl.Expr) -> pl.LazyFrame:
     that repeat on many rows (a product code on every serial of a pool file)."""
     key = data.key
     col = pl.col(key)
-    distinct = data.lazyframe.select(col.unique()).collect()
+    distinct = distinct_by_runs(data.lazyframe.select(col).collect().to_series()).to_frame()
     good = distinct.filter(predicate.fill_null(False)).get_column(key)
     if good.len() == distinct.drop_nulls().height:  # every value passes: no second scan
         return data.lazyframe.select(pl.repeat(True, pl.len()).alias(key))
@@ -106,16 +107,18 @@ def complete_columns(model: type[pa.DataFrameModel], rows: pl.DataFrame) -> pl.D
 
 
 def validate_rows(
-    model: type[pa.DataFrameModel], rows: pl.DataFrame
+    model: type[pa.DataFrameModel], rows: pl.DataFrame, *, gs1_text: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate every row against `model`; return (valid rows, rejects).
 
     Rows keep file order.  Every failing cell is reported (one reject per row,
     column and rule); a row with any failure is left out of the valid rows.
+    `gs1_text`: the file is known to hold only GS1 characters (`checks.gs1_text`).
     """
     rows = complete_columns(model, rows)
     try:
-        model.validate(rows, lazy=True)
+        with checks.gs1_text(gs1_text):
+            model.validate(rows, lazy=True)
         return rows, empty_rejects()
     except SchemaErrors as err:
         failures = err.failure_cases

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import polars as pl
 
 from transforms.codes import (
@@ -41,7 +45,26 @@ def request_id(col: pl.Expr) -> pl.Expr:
     return col.str.contains(REQUEST_ID_PATTERN)
 
 
+# True while a file is validated whose every character is of the GS1 character set 82
+# or a line end (`connectors.csv_reader.FileScan.gs1_text`, found by the hashing read):
+# a serial of such a file is valid when its length is.
+_GS1_TEXT: ContextVar[bool] = ContextVar("gs1_text", default=False)
+
+
+@contextlib.contextmanager
+def gs1_text(known: bool) -> Iterator[None]:
+    """Validate, inside this block, knowing (or not) that the file is GS1 text."""
+    token = _GS1_TEXT.set(known)
+    try:
+        yield
+    finally:
+        _GS1_TEXT.reset(token)
+
+
 def serial(col: pl.Expr) -> pl.Expr:
+    """1-20 characters of the GS1 character set 82 (AI 21)."""
+    if _GS1_TEXT.get():
+        return col.str.len_bytes().is_between(1, 20)
     return col.str.contains(SERIAL_PATTERN)
 
 

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.csv_reader import FileRejected, read_inbox_csv, scan_file
+from schemas.base import validate_rows
+from schemas.serials import SerialPoolFile
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "serial_pool_1.csv") -> Path:
@@ -171,6 +173,27 @@ def test_scan_file_hashes_and_tells_whether_a_file_is_plain(
     assert scan.plain is plain
 
 
+@pytest.mark.parametrize(
+    ("data", "gs1_text"),
+    [
+        (b"product_code,serial\n11223344556675,A1\n", True),
+        (b"\xef\xbb\xbfproduct_code,serial\r\n11223344556675,a!%&'()*+-./:;<=>?_\r\n", True),
+        (b"product_code,serial\n11223344556675,A#1\n", False),  # ASCII, not GS1
+        (b"product_code,serial\n11223344556675,A~1\n", False),
+        (b"product_code,serial\n11223344556675,A 1\n", False),  # a blank
+        (b'product_code,serial\n11223344556675,"A1"\n', False),  # a quote: lines may break
+        (b"product_code,serial\n11223344556675,A1\r\r\n", False),  # a stray CR
+        ("product_code,serial\n11223344556675,Aé\n".encode(), False),
+    ],
+)
+def test_scan_file_tells_whether_every_character_is_gs1(
+    tmp_path: Path, data: bytes, gs1_text: bool
+) -> None:
+    scan = scan_file(_write(tmp_path, data))
+    assert scan.gs1_text is gs1_text
+    assert not scan.gs1_text or scan.plain
+
+
 def test_scan_file_sees_a_crlf_split_between_two_reads(tmp_path: Path) -> None:
     data = b"a,b\r\n1,2\r\n"
     path = _write(tmp_path, data)
@@ -219,3 +242,36 @@ def test_skipping_the_blank_scan_of_a_plain_file_changes_nothing(
         return  # nothing to compare: the file is rejected whole either way
     fast = read_inbox_csv(path, plain=lambda: scan_file(path).plain)
     assert fast.rows.equals(full.rows)
+
+
+_SERIAL_BYTES = st.sampled_from(
+    [b"A", b"z", b"9", b"!", b"%", b"_", b"#", b"~", b"{", b" ", b'"', b"\n", b"\xc3\xa9", b"\r"]
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    serials=st.lists(st.lists(_SERIAL_BYTES, max_size=24).map(b"".join), min_size=1, max_size=6),
+    quote=st.booleans(),
+    crlf=st.booleans(),
+)
+def test_validating_a_gs1_text_file_by_serial_length_changes_nothing(
+    tmp_path: Path, serials: list[bytes], quote: bool, crlf: bool
+) -> None:
+    """Knowing from the scan that a file is GS1 text, serials are checked by length
+    only: the valid rows and the rejects are those of the full check, for any file."""
+    end = b"\r\n" if crlf else b"\n"
+    cell = (lambda c: b'"' + c.replace(b'"', b'""') + b'"') if quote else (lambda c: c)
+    body = b"".join(b"11223344556675," + cell(s) + end for s in serials)
+    path = _write(tmp_path, b"product_code,serial" + end + body)
+    try:
+        parsed = read_inbox_csv(path)
+    except FileRejected:
+        return  # rejected whole before any row is validated
+    scan = scan_file(path)
+    full = validate_rows(SerialPoolFile, parsed.rows)
+    fast = validate_rows(SerialPoolFile, parsed.rows, gs1_text=scan.gs1_text)
+    assert fast[0].equals(full[0])
+    assert fast[1].equals(full[1])

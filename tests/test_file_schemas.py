@@ -96,6 +96,22 @@ def test_a_bad_row_is_rejected_with_line_column_value_rule_and_message() -> None
     assert "GS1 character set 82" in reject["message"] and "'A 2'" in reject["message"]
 
 
+def test_in_a_file_known_to_be_gs1_text_a_serial_is_checked_by_its_length() -> None:
+    """The scan (connectors.csv_reader.scan_file) vouches for the characters; a serial
+    longer than 20 is still rejected, with the same rule and message."""
+    frame = rows(product_code=[DEMO, DEMO], serial=["A" * 20, "B" * 21])
+    good, rejects = validate_rows(SerialPoolFile, frame, gs1_text=True)
+    assert good.get_column("serial").to_list() == ["A" * 20]
+    (reject,) = rejects.to_dicts()
+    assert (reject["line"], reject["rule"]) == (3, "serial")
+    assert "GS1 character set 82" in reject["message"]
+    # the characters are not looked at: only a file that holds GS1 characters alone may say so
+    lenient, none = validate_rows(
+        SerialPoolFile, rows(product_code=DEMO, serial="A 2"), gs1_text=True
+    )
+    assert lenient.height == 1 and none.height == 0
+
+
 def test_a_missing_required_cell_is_the_rule_required() -> None:
     (reject,) = _rejects(SerialPoolFile, rows(product_code=DEMO, serial=None))
     assert reject == {

@@ -115,7 +115,7 @@ def _new_serials_unique(con: duckdb.DuckDBPyConnection, since: dict[int, int]) -
     hashes = con.execute(
         f"SELECT xor(hash(serial), hash(pid)) AS h FROM pool {where}", [grew] if where else []
     ).pl()
-    if hashes.to_series().n_unique() == hashes.height:
+    if hashes.to_series().unique().len() == hashes.height:  # (quicker than n_unique)
         return True
     dup = con.execute(
         """SELECT count(*) FROM (SELECT pid, serial FROM pool

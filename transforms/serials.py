@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from transforms import serial_runs as sr
-from transforms.codes import bool_expr
+from transforms.codes import bool_expr, distinct_by_runs
 from transforms.context import FileResult, RunContext
 from transforms.rejects import LINE, REJECT_SCHEMA, RejectCollector, concat_rejects, reject_where
 from transforms.state import register, take_counter
@@ -268,7 +268,7 @@ def insert_serials(
     product's next arrival numbers, available."""
     if serials.height == 0:
         return
-    codes = serials.get_column("product_code").unique(maintain_order=True).to_list()
+    codes = distinct_by_runs(serials.get_column("product_code")).to_list()
     pids = product_ids(con, codes, create=True)
     touched = {c: pids[c] for c in codes}
     sizes = {
@@ -388,16 +388,18 @@ def apply_serial_pool(
     con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, ctx: RunContext
 ) -> FileResult:
     """Add delivered serials to the pool in file order; a serial exists once per product, for ever."""
-    rows = rows.select(LINE, "product_code", "serial")
-    # Tens of millions of rows: filter (copy) only when something is wrong.
-    known = pl.col("product_code").is_in(sorted(_products(con)))
-    unknown = rows.filter(~known)
+    rows = rows[[LINE, "product_code", "serial"]]  # (a select would copy the pieces)
+    # Tens of millions of rows: look at the few distinct codes, filter (copy) only when
+    # one is unknown.
+    codes = distinct_by_runs(rows.get_column("product_code")).drop_nulls()
+    missing = sorted(set(codes.to_list()) - _products(con))
+    unknown = rows.filter(pl.col("product_code").is_in(missing)) if missing else rows.clear()
     rej_unknown = reject_where(
         unknown, pl.lit(True), column="product_code", rule="unknown_product",
         message=pl.lit("product ") + pl.col("product_code") + pl.lit(UNKNOWN_PRODUCT),
     )  # fmt: skip
     if unknown.height:
-        rows = rows.filter(known)
+        rows = rows.filter(~pl.col("product_code").is_in(missing))
     rows, rej_repeat = _reject_repeats(rows)
     rows, rej_existing = _reject_existing(con, rows)
     insert_serials(con, rows.select("product_code", "serial"), "pool", ctx)
@@ -416,7 +418,7 @@ def _key_hash(frame: pl.DataFrame) -> pl.Series:
 def _reject_repeats(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A serial that repeats within the file: every occurrence after the first is rejected."""
     hashed = _key_hash(rows)
-    if hashed.n_unique() == rows.height:  # no two rows share a hash: no repeat (the usual case)
+    if hashed.unique().len() == rows.height:  # no two rows share a hash: no repeat (usual)
         return rows, pl.DataFrame(schema=REJECT_SCHEMA)
     # only rows whose hash repeats can repeat: compare their strings
     suspects = rows.filter(hashed.is_duplicated())
