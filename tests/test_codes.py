@@ -6,12 +6,15 @@ import re
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from transforms.codes import (
     CMO_ID_PATTERN,
     GS1_CHARSET_82,
     REQUEST_ID_PATTERN,
     SERIAL_PATTERN,
+    distinct_by_runs,
     gs1_check_digit,
     is_bool_expr,
     is_date_expr,
@@ -140,3 +143,19 @@ def test_cmo_id_and_request_id_patterns_limit_length_and_first_character() -> No
         assert re.match(pattern, "9a.b_c-d")
         for bad in (".hidden", "-x", "_x", "a/b", "a b", "..", ""):
             assert not re.match(pattern, bad), bad
+
+
+@given(st.lists(st.sampled_from(["A", "B", "C", None]), max_size=30), st.integers(1, 4))
+def test_distinct_values_from_runs_are_the_distinct_values_in_first_order(
+    values: list[str | None], pieces: int
+) -> None:
+    """Blocks or shuffled, nulls, a column in several pieces: as `unique` in first order."""
+    cut = len(values) // pieces or 1
+    series = pl.concat(
+        [pl.Series("c", values[i : i + cut], pl.String) for i in range(0, len(values), cut)]
+        or [pl.Series("c", [], pl.String)],
+        rechunk=False,
+    )
+    got = distinct_by_runs(series)
+    assert got.to_list() == series.unique(maintain_order=True).to_list()
+    assert got.name == "c"
