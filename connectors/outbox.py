@@ -97,9 +97,11 @@ def serial_csv_files(rows: pl.DataFrame) -> dict[int, bytes]:
     """The export-format bytes (`serial_csv_bytes`) of every file of `rows`
     (file_id, product_code, serial; each file's rows together, in file order).
 
-    All rows are written as one CSV body and cut after each file's last line: a
-    GS1 serial holds no line break, so every line end ends a row (checked; a
-    value with a line break falls back to one write per file).
+    All rows are written as one CSV body and cut after each file's last line.  Where
+    no value needed quotes (the body is exactly as long as its values, commas and line
+    ends), each line is as long as its values and the cuts follow from their lengths;
+    otherwise from the line ends — a GS1 serial holds no line break, which is checked
+    (a value with a line break falls back to one write per file).
     """
     if rows.height == 0:
         return {}
@@ -108,18 +110,23 @@ def serial_csv_files(rows: pl.DataFrame) -> dict[int, bytes]:
         buf, include_header=False, line_terminator="\n", quote_style="necessary"
     )
     body = buf.getbuffer()
-    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
-    files = rows.group_by("file_id", maintain_order=True).len()
-    if len(ends) != rows.height:
-        return {
-            int(key[0]): serial_csv_bytes(part)  # type: ignore[call-overload]
-            for key, part in rows.partition_by("file_id", as_dict=True).items()
-        }
+    line_bytes = pl.col("product_code").str.len_bytes() + pl.col("serial").str.len_bytes() + 2
+    files = rows.group_by("file_id", maintain_order=True).agg(
+        pl.len().alias("n"), line_bytes.cast(pl.Int64).sum().alias("bytes")
+    )
+    if int(files.get_column("bytes").sum()) == len(body):  # nothing quoted
+        cuts = files.get_column("bytes").cum_sum().to_list()
+    else:
+        ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
+        if len(ends) != rows.height:
+            return {
+                int(key[0]): serial_csv_bytes(part)  # type: ignore[call-overload]
+                for key, part in rows.partition_by("file_id", as_dict=True).items()
+            }
+        cuts = (ends[files.get_column("n").cum_sum().to_numpy() - 1] + 1).tolist()
     out: dict[int, bytes] = {}
-    start = done = 0
-    for file_id, n in files.iter_rows():
-        done += n
-        end = int(ends[done - 1]) + 1
+    start = 0
+    for file_id, end in zip(files.get_column("file_id").to_list(), cuts, strict=True):
         out[int(file_id)] = b"".join((SERIAL_CSV_HEADER, body[start:end]))
         start = end
     return out

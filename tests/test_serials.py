@@ -1061,3 +1061,18 @@ def test_ranges_read_in_few_scans_give_each_range_its_serials_in_order(
     }
     expected = [s for code, lo, n in picks for s in by_pid[pids[code]][lo : lo + n]]
     assert pool_serials(con, ranges).to_list() == expected
+
+
+def test_serials_stored_out_of_arrival_order_are_still_read_in_arrival_order() -> None:
+    """A scan usually returns a product's serials in arrival order (they are stored so)
+    and is then not sorted; rows stored in another order are sorted."""
+    con = seed(products=[_A], pool={_A: ["S0", "S1", "S2", "S3"]})
+    pid = con.execute("SELECT pid FROM serial_products").fetchone()[0]  # type: ignore[index]
+    rows = con.execute("SELECT pid, pseq, serial FROM pool ORDER BY pseq DESC").fetchall()
+    con.execute("DELETE FROM pool")
+    con.executemany("INSERT INTO pool VALUES (?, ?, ?)", rows)  # stored last first
+    ranges = pl.DataFrame(
+        {"pid": [pid, pid], "lo": [2, 0], "hi": [4, 3]},
+        schema={"pid": pl.Int32, "lo": pl.Int64, "hi": pl.Int64},
+    )
+    assert pool_serials(con, ranges).to_list() == ["S2", "S3", "S0", "S1", "S2"]

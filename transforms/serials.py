@@ -213,7 +213,10 @@ def pool_serials(con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame) -> pl.Ser
             for k, (pid, lo, hi) in enumerate(chunk)
         )
         part = con.execute(f"SELECT k, pseq, serial FROM ({union})").pl()
-        parts.append(part.sort("k", "pseq").get_column("serial"))
+        order = part.select((pl.col("k").cast(pl.Int64) * (1 << 40) + pl.col("pseq")).alias("o"))
+        if not order.to_series().is_sorted():  # a scan usually comes back in storage order
+            part = part.sort("k", "pseq")
+        parts.append(part.get_column("serial"))
     read = pl.concat(parts)
     if read.len() != sr.count(scans):
         raise RuntimeError(
