@@ -93,42 +93,64 @@ def _inside(root: Path, rel_path: str) -> Path:
     return target
 
 
+# a value holding one of these is quoted in a CSV file (RFC 4180)
+_QUOTED = [",", '"', "\r", "\n"]
+
+
 def serial_csv_files(rows: pl.DataFrame) -> dict[int, bytes]:
     """The export-format bytes (`serial_csv_bytes`) of every file of `rows`
     (file_id, product_code, serial; each file's rows together, in file order).
 
-    All rows are written as one CSV body and cut after each file's last line.  Where
-    no value needed quotes (the body is exactly as long as its values, commas and line
-    ends), each line is as long as its values and the cuts follow from their lengths;
-    otherwise from the line ends — a GS1 serial holds no line break, which is checked
-    (a value with a line break falls back to one write per file).
+    The usual file — one product code, no value that needs quotes — is its serials
+    joined by line end and product code, in one step.  Otherwise all rows are written
+    as one CSV body and cut after each file's last line end (a GS1 serial holds no
+    line break, which is checked: a value with one falls back to one write per file).
     """
     if rows.height == 0:
         return {}
+    files = rows.group_by("file_id", maintain_order=True).agg(
+        pl.len().alias("n"),
+        pl.col("product_code").first().alias("code"),
+        pl.col("product_code").n_unique().alias("codes"),
+    )
+    serials = rows.get_column("serial")
+    if (
+        bool((files.get_column("codes") == 1).all())
+        and not files.get_column("code").str.contains_any(_QUOTED).any()
+        and not serials.str.contains_any(_QUOTED).any()
+    ):
+        return _joined_files(files, serials)
     buf = io.BytesIO()
     rows.select("product_code", "serial").write_csv(
         buf, include_header=False, line_terminator="\n", quote_style="necessary"
     )
     body = buf.getbuffer()
-    line_bytes = pl.col("product_code").str.len_bytes() + pl.col("serial").str.len_bytes() + 2
-    files = rows.group_by("file_id", maintain_order=True).agg(
-        pl.len().alias("n"), line_bytes.cast(pl.Int64).sum().alias("bytes")
-    )
-    if int(files.get_column("bytes").sum()) == len(body):  # nothing quoted
-        cuts = files.get_column("bytes").cum_sum().to_list()
-    else:
-        ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
-        if len(ends) != rows.height:
-            return {
-                int(key[0]): serial_csv_bytes(part)  # type: ignore[call-overload]
-                for key, part in rows.partition_by("file_id", as_dict=True).items()
-            }
-        cuts = (ends[files.get_column("n").cum_sum().to_numpy() - 1] + 1).tolist()
+    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
+    if len(ends) != rows.height:
+        return {
+            int(key[0]): serial_csv_bytes(part)  # type: ignore[call-overload]
+            for key, part in rows.partition_by("file_id", as_dict=True).items()
+        }
+    cuts = (ends[files.get_column("n").cum_sum().to_numpy() - 1] + 1).tolist()
     out: dict[int, bytes] = {}
     start = 0
     for file_id, end in zip(files.get_column("file_id").to_list(), cuts, strict=True):
         out[int(file_id)] = b"".join((SERIAL_CSV_HEADER, body[start:end]))
         start = end
+    return out
+
+
+def _joined_files(files: pl.DataFrame, serials: pl.Series) -> dict[int, bytes]:
+    """Files of one product code whose values need no quotes: header, then each serial
+    after the code and a comma, one per line."""
+    out: dict[int, bytes] = {}
+    start = 0
+    for file_id, n, code, _ in files.iter_rows():
+        lines = serials.slice(start, n).str.join(f"\n{code},").item()
+        out[int(file_id)] = b"".join(
+            (SERIAL_CSV_HEADER, code.encode(), b",", lines.encode(), b"\n")
+        )
+        start += n
     return out
 
 

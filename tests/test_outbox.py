@@ -140,6 +140,21 @@ def test_many_files_cut_from_one_body_equal_one_write_per_file(
     assert serial_csv_files(frame) == expected
 
 
+@pytest.mark.parametrize(
+    ("codes", "serials"),
+    [
+        ([DEMO, DEMO, DEMO], ["A1", "B2", "C3"]),  # the usual file: joined in one step
+        ([DEMO, "04000000000013", DEMO], ["A1", "B2", "C3"]),  # two codes in one file
+        ([DEMO, DEMO, DEMO], ["A1", 'B"2', "C,3"]),  # values that need quotes
+    ],
+)
+def test_every_way_of_making_a_file_gives_the_csv_of_its_rows(
+    codes: list[str], serials: list[str]
+) -> None:
+    frame = pl.DataFrame({"file_id": [7, 7, 7], "product_code": codes, "serial": serials})
+    assert serial_csv_files(frame) == {7: serial_csv_bytes(frame.drop("file_id"))}
+
+
 def test_a_value_with_a_line_break_is_still_cut_at_the_right_row() -> None:
     # never a GS1 serial, but the writer must not cut a file in the middle of a value
     frame = pl.DataFrame(
