@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,15 @@ class Run:
     unexpected: list[str] = field(default_factory=list)
     report_dir: Path | None = None
     pool_sizes: dict[int, int] = field(default_factory=dict)  # pid -> serials at the start
+    # export files / partner answers being written while the run goes on (file name, job)
+    outputs: list[tuple[str, Future[list[str]]]] = field(default_factory=list)
+    output_ids: set[int] = field(default_factory=set)  # recorded files handed to a job
+    _writer: ThreadPoolExecutor | None = None
+
+    def output_writer(self) -> ThreadPoolExecutor:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmi-outbox")
+        return self._writer
 
     @property
     def run_id(self) -> str:
@@ -214,27 +223,43 @@ def _quarantine(
     )
 
 
-def _materialize_run_outputs(run: Run) -> None:
+def _write_outputs_after_commit(run: Run, f: inbox_io.InboxFile) -> None:
+    """Start writing the export files and answers the file recorded; the run goes on
+    meanwhile (`await_outputs` waits for them).  The file is applied whatever happens to
+    them: what cannot be written stays recorded and the next run writes it (§8)."""
+    con = run.store.con
     ids = [
-        r[0]
-        for r in run.store.con.execute(
+        int(r[0])
+        for r in con.execute(
             "SELECT file_id FROM outbox_files WHERE run_id = ?", [run.run_id]
         ).fetchall()
+        if int(r[0]) not in run.output_ids
     ]
-    outbox_io.materialize_missing(run.store.con, run.paths.outbox, ids)
+    if not ids:
+        return
+    run.output_ids.update(ids)
+    # a cursor of its own: the run's connection stays with the run's thread
+    job = run.output_writer().submit(
+        outbox_io.materialize_missing, con.cursor(), run.paths.outbox, ids
+    )
+    run.outputs.append((f.name, job))
 
 
-def _write_outputs_after_commit(run: Run, f: inbox_io.InboxFile) -> None:
-    """Write the file's recorded exports and answers.  The file is applied whatever happens
-    here: what cannot be written now stays recorded and the next run writes it (§8)."""
-    try:
-        _materialize_run_outputs(run)
-    except Exception as err:  # noqa: BLE001 - the state is committed; report, do not quarantine
-        log.error("writing the outputs of %s failed:\n%s", f.name, traceback.format_exc())
-        run.unexpected.append(
-            f"{f.name} was applied, but its export or answer files could not be written "
-            f"({type(err).__name__}: {err}); they are recorded and the next run writes them"
-        )
+def await_outputs(run: Run) -> None:
+    """Wait for the files being written; a failure is reported, never raised (§8)."""
+    for name, job in run.outputs:
+        try:
+            job.result()
+        except Exception as err:  # noqa: BLE001 - the state is committed; report, do not quarantine
+            log.error("writing the outputs of %s failed: %s", name, err, exc_info=err)
+            run.unexpected.append(
+                f"{name} was applied, but its export or answer files could not be written "
+                f"({type(err).__name__}: {err}); they are recorded and the next run writes them"
+            )
+    run.outputs.clear()
+    if run._writer is not None:
+        run._writer.shutdown()
+        run._writer = None
 
 
 def _unexpected(run: Run, f: inbox_io.InboxFile, sha: str | None, err: BaseException) -> None:
@@ -519,6 +544,9 @@ def write_reports(run: Run) -> Run:
     invariants = reports.serial_invariants(con, balance, run.pool_sizes)
     _contract_and_shipping_reports(run, folder, invariants)
     _timed(run, "reports", started)
+    waiting = time.perf_counter()
+    await_outputs(run)  # the summary tells whether they were written
+    _timed(run, "outputs", waiting)  # the part of their writing the run waited for
     finished = dt.datetime.now()
     con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished, run.run_id])
     outbox_io.write_json(folder / "run_summary.json", summary(run, invariants, finished))
@@ -580,6 +608,7 @@ def run_pipeline(
             run = call(apply_stage, run, stage)
         run = call(write_reports, run)
     except BaseException:
+        await_outputs(run)
         run.store.close()
         raise
     return call(finish, run)
