@@ -287,6 +287,23 @@ def test_one_outcome_per_document_and_event_kind(tmp_path: Path) -> None:
     assert state(con)["1"][:2] == (True, True)
 
 
+def test_a_cyclic_hierarchy_is_expanded_to_the_depth_limit_and_no_further(tmp_path: Path) -> None:
+    """A in B in A (a CMO's mistake): the expansion stops after _MAX_DEPTH levels; the
+    unit inside is shipped once."""
+    con = store()
+    add_serials(con, [unit("1")])
+    xml = document(
+        agg(sscc(1), [sscc(2)]),
+        agg(sscc(2), [sscc(1), unit("1")]),
+        obj([sscc(1)], "shipping", "OBSERVE"),
+    )
+    result = run(con, tmp_path, xml)
+    check_reports(result)
+    rec = result.reconciliation
+    assert (rec["shipped"], rec["ok"], rec["unknown_container"]) == (1, 1, 0)
+    assert state(con)["1"][:2] == (False, True)
+
+
 def test_unknown_container_and_malformed_epc_are_occurrences(tmp_path: Path) -> None:
     con = store()
     xml = document(

@@ -52,6 +52,8 @@ _TEMP = (
     "_ship_delete_all",
     "_ship_intervals",
     "_ship_stored",
+    "_ship_level_a",
+    "_ship_level_b",
     "_ship_expanded",
     "_ship_serials",
     "_ship_exceptions",
@@ -262,37 +264,53 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     )
 
 
-_EXPANSION = f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
-        WITH RECURSIVE x(event_index, epc, parent, epc_scheme, product_code, serial, is_parent,
-                         depth) AS (
-            SELECT *, epc IN (SELECT DISTINCT parent FROM _ship_intervals), 0 FROM (
-                SELECT DISTINCT event_index, epc, NULL::VARCHAR, epc_scheme, product_code, serial
-                FROM _ship_epc
-                WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed'
-            )
-            UNION ALL
-            SELECT x.event_index, i.child, i.parent, i.child_scheme, i.product_code, i.serial,
-                i.child_is_parent, x.depth + 1
-            FROM x JOIN _ship_intervals i
-              ON i.parent = x.epc AND i.from_idx < x.event_index
-             AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
-            WHERE x.is_parent AND x.depth < {_MAX_DEPTH}  -- a unit that packs nothing: a leaf
-        )
-        SELECT event_index, epc, parent, epc_scheme, product_code, serial FROM x"""
+_EXPANDED_COLUMNS = "event_index, epc, parent, epc_scheme, product_code, serial"
+# the EPCs listed by shipping events: the expansion's first level
+_SHIPPED = """SELECT *, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS is_parent FROM (
+        SELECT DISTINCT event_index, epc, NULL::VARCHAR AS parent, epc_scheme, product_code,
+            serial
+        FROM _ship_epc
+        WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed')"""
+# what the units of one level hold as of their shipping event: the next level (a unit
+# that packs nothing is a leaf and is not looked up)
+_INSIDE = """SELECT x.event_index, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
+            i.product_code, i.serial, i.child_is_parent AS is_parent
+        FROM {level} x JOIN _ship_intervals i
+          ON i.parent = x.epc AND i.from_idx < x.event_index
+         AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
+        WHERE x.is_parent"""
 
 
 def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
-    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event (recursive).
+    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event.
 
-    At one moment a child has one parent, so the expansion is a forest; the depth
-    limit (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Only
-    EPCs that are a parent somewhere are looked up (the million leaves are not).  Children
-    known from the stored hierarchy are parsed here (the state keeps EPC text only).
+    Level by level: the shipped EPCs, what they hold, what that holds, ... each level
+    a table whose size DuckDB knows when it joins the next (a recursive query kept
+    every level in memory beyond DuckDB's limit).  At one moment a child has one
+    parent, so the expansion is a forest; the depth limit (`_MAX_DEPTH` levels) only
+    stops a cyclic hierarchy (A in B in A).  Only EPCs that are a parent somewhere are
+    looked up (the million leaves are not).  Children known from the stored hierarchy
+    are parsed here (the state keeps EPC text only).
     """
-    # On one thread: DuckDB's recursive join, run on several, sometimes holds a few
-    # hundred MB beyond its memory limit (a 1M-SGTIN document peaked at 1.3 GB).
-    with one_thread(con):
-        _run(con, _EXPANSION)
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
+        SELECT {_EXPANDED_COLUMNS} FROM ({_SHIPPED}) LIMIT 0""",
+    )
+    levels = ("_ship_level_a", "_ship_level_b")
+    _run(con, f"CREATE OR REPLACE TEMP TABLE {levels[0]} AS {_SHIPPED}")
+    for depth in range(_MAX_DEPTH + 1):
+        level, following = levels[depth % 2], levels[(depth + 1) % 2]
+        _run(con, f"INSERT INTO _ship_expanded SELECT {_EXPANDED_COLUMNS} FROM {level}")
+        ((parents,),) = con.sql(f"SELECT count(*) FROM {level} WHERE is_parent").fetchall()
+        if not parents or depth == _MAX_DEPTH:
+            break
+        # on one thread: this join, run on two, sometimes held a few hundred MB beyond
+        # DuckDB's memory limit (a 1M-SGTIN document peaked at 1.1-1.3 GB)
+        with one_thread(con):
+            _run(con, f"CREATE OR REPLACE TEMP TABLE {following} AS {_INSIDE.format(level=level)}")
+    for level in levels:
+        _run(con, f"DROP TABLE IF EXISTS {level}")
     ((stored,),) = con.sql(
         "SELECT count(*) FROM _ship_expanded WHERE epc_scheme IS NULL"
     ).fetchall()
