@@ -13,14 +13,14 @@ import csv
 import hashlib
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from transforms.codes import GS1_CHARSET_82
-from transforms.rejects import LINE
+from transforms.rejects import LINE, REJECT_SCHEMA, empty_rejects
 
 
 class FileRejected(Exception):
@@ -32,6 +32,8 @@ class ParsedCsv:
     header: list[str]  # normalised column names, in file order
     rows: pl.DataFrame  # all String columns + `_line`
     semicolon: bool
+    # rows that could not be split into the header's columns (REJECT_SCHEMA), not in `rows`
+    rejects: pl.DataFrame = field(default_factory=empty_rejects)
 
 
 @dataclass(frozen=True)
@@ -155,16 +157,16 @@ def read_inbox_csv(path: Path, plain: Callable[[], bool] | None = None) -> Parse
             "the header row has an empty column name: name every column or remove it"
         )
     names = [f"c{i}" for i in range(len(header))]
+    ragged: list[tuple[int, list[str]]] = []  # rows with more cells than the header
     try:
-        frame = pl.read_csv(
-            path,
-            separator=sep,
-            has_header=True,
-            new_columns=names,
-            infer_schema=False,
-            quote_char='"',
-            encoding="utf8",
-        )
+        try:
+            frame = _read_cells(path, sep, names, truncate=False)
+        except pl.exceptions.ComputeError as err:
+            if "more fields" not in str(err):
+                raise
+            # rare: find those rows (rejected below), read the others as they are
+            ragged = _ragged_records(path, sep, len(names))
+            frame = _read_cells(path, sep, names, truncate=True)
     except pl.exceptions.NoDataError:
         frame = pl.DataFrame(schema={n: pl.String for n in names})
     except pl.exceptions.PolarsError as err:
@@ -172,11 +174,6 @@ def read_inbox_csv(path: Path, plain: Callable[[], bool] | None = None) -> Parse
         if "utf-8" in text.lower() or "utf8" in text.lower():
             raise FileRejected(
                 "the file is not UTF-8 text: save it as UTF-8 (CSV UTF-8 in spreadsheet tools)"
-            ) from err
-        if "more fields" in text:
-            raise FileRejected(
-                "a row has more cells than the header has columns (a separator inside an "
-                "unquoted value?): quote such values or fix the row"
             ) from err
         if "malformed" in text.lower():
             raise FileRejected(
@@ -244,4 +241,61 @@ def read_inbox_csv(path: Path, plain: Callable[[], bool] | None = None) -> Parse
         ).to_series()
         if not filled.all():
             frame = frame.filter(filled)
-    return ParsedCsv(header=header, rows=frame, semicolon=semicolon)
+    rejects = empty_rejects()
+    if ragged:
+        frame, rejects = _without_ragged(frame, ragged, header, sep)
+    return ParsedCsv(header=header, rows=frame, semicolon=semicolon, rejects=rejects)
+
+
+def _read_cells(path: Path, sep: str, names: list[str], *, truncate: bool) -> pl.DataFrame:
+    """Every cell as text (`truncate`: cells beyond the header's columns are dropped)."""
+    return pl.read_csv(
+        path,
+        separator=sep,
+        has_header=True,
+        new_columns=names,
+        infer_schema=False,
+        quote_char='"',
+        encoding="utf8",
+        truncate_ragged_lines=truncate,
+    )
+
+
+def _ragged_records(path: Path, sep: str, width: int) -> list[tuple[int, list[str]]]:
+    """(file line, cells) of every record with more than `width` cells."""
+    found: list[tuple[int, list[str]]] = []
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        next(reader, None)
+        end = reader.line_num
+        for cells in reader:
+            if len(cells) > width:
+                found.append((end + 1, cells))
+            end = reader.line_num
+    return found
+
+
+def _without_ragged(
+    frame: pl.DataFrame, ragged: list[tuple[int, list[str]]], header: list[str], sep: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Take the rows with too many cells out of `frame`, as rejected rows (§3.1: a bad row
+    is rejected, the good rows of the file are applied)."""
+    shown = "semicolon" if sep == ";" else "comma"
+    rejects = pl.DataFrame(
+        [
+            (
+                line,
+                header[-1],
+                sep.join(cells[len(header) :]),
+                "cell_count",
+                f"the row has {len(cells)} cells but the header has {len(header)} columns: a "
+                f'value that holds a {shown} must be quoted ("A{sep}B"), as spreadsheet tools '
+                "do, or the extra cells removed",
+            )
+            for line, cells in ragged
+        ],
+        schema=REJECT_SCHEMA,
+        orient="row",
+    )
+    lines = pl.Series([line for line, _ in ragged], dtype=pl.Int64)
+    return frame.filter(~pl.col(LINE).is_in(lines.implode())), rejects

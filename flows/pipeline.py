@@ -316,7 +316,9 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
             "semicolon-separated; save it with commas"
         )
     valid, rejects = validate_rows(model, parsed.rows, gs1_text=scanned.gs1_text)
-    return _Prepared(f, sha, parsed.rows.height, valid, rejects)
+    if parsed.rejects.height:  # rows the reader could not split into the header's columns
+        rejects = pl.concat([parsed.rejects, rejects]).sort("line", maintain_order=True)
+    return _Prepared(f, sha, parsed.rows.height + parsed.rejects.height, valid, rejects)
 
 
 def _finish_file(run: Run, p: _Prepared, result: FileResult) -> None:

@@ -114,9 +114,23 @@ def test_a_duplicate_column_stays_visible_in_the_header(tmp_path: Path) -> None:
     assert parsed.header == ["serial", "serial"]
 
 
-def test_a_row_with_more_cells_than_the_header_rejects_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileRejected, match="more cells"):
-        read_inbox_csv(_write(tmp_path, b"product_code,serial\n11223344556675,A,B\n"))
+def test_a_row_with_more_cells_than_the_header_is_a_rejected_row(tmp_path: Path) -> None:
+    """Each row on its own (§3.1): the row with an unquoted comma is rejected with its
+    line; the rows around it (a blank line and a quoted line break too) are read."""
+    data = b'cmo_id,cmo_name\nC1,Acme\n\nC2,Acme, Inc.\nC3,"Beta\nLabs"\nC4,Gamma,x,y\nC5,Delta\n'
+    parsed = read_inbox_csv(_write(tmp_path, data, "cmos_a.csv"))
+    assert parsed.rows.get_column("cmo_id").to_list() == ["C1", "C3", "C5"]
+    assert parsed.rows.get_column("_line").to_list() == [2, 5, 8]
+    got = parsed.rejects.select("line", "column", "value", "rule").rows()
+    assert got == [(4, "cmo_name", " Inc.", "cell_count"), (7, "cmo_name", "x,y", "cell_count")]
+    assert "3 cells but the header has 2 columns" in parsed.rejects.get_column("message")[0]
+    assert 'quoted ("A,B")' in parsed.rejects.get_column("message")[0]
+
+
+def test_a_semicolon_file_with_an_extra_cell_names_the_semicolon(tmp_path: Path) -> None:
+    parsed = read_inbox_csv(_write(tmp_path, b"cmo_id;cmo_name\nC1;A;B\nC2;B\n", "cmos_a.csv"))
+    assert parsed.rows.get_column("cmo_id").to_list() == ["C2"]
+    assert 'semicolon must be quoted ("A;B")' in parsed.rejects.get_column("message")[0]
 
 
 def test_an_empty_column_name_rejects_the_file(tmp_path: Path) -> None:

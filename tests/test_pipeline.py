@@ -131,6 +131,28 @@ def test_free_text_cells_are_formula_safe_in_reports(tmp_path: Path) -> None:
     assert reject["value"] == "'+ACME"  # what the user typed, made safe
 
 
+def test_a_row_with_an_unquoted_comma_is_rejected_and_the_others_are_applied(
+    tmp_path: Path,
+) -> None:
+    files = dict(MASTER)
+    files["cmos_b.csv"] = csv(
+        "cmo_id,cmo_name,city,country",
+        "GAMMA,Gamma Labs,Bonn,DE",
+        "DELTA,Delta, Inc.,Austin,US",
+        "EPS,Eps,Lyon,FR",
+    )
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    s = summary(tmp_path, out["run_id"])
+    f = next(f for f in s["files"] if f["name"] == "cmos_b.csv")
+    assert (f["outcome"], f["rows_read"], f["rows_applied"], f["rows_rejected"]) == (
+        "applied", 3, 2, 1,
+    )  # fmt: skip
+    (reject,) = rows_of(report(tmp_path, out["run_id"], "rejects.csv"))
+    assert (reject["file"], reject["line"], reject["rule"]) == ("cmos_b.csv", "3", "cell_count")
+    cmos = {r["cmo_id"] for r in rows_of(report(tmp_path, out["run_id"], "cmos.csv"))}
+    assert {"GAMMA", "EPS"} <= cmos and "DELTA" not in cmos
+
+
 def test_a_semicolon_file_is_applied_with_a_warning(tmp_path: Path) -> None:
     files = dict(MASTER)
     files["assignments_a.csv"] = f"cmo_id;product_code;quantity\nACME;{P1};3\n"
