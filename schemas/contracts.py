@@ -20,14 +20,15 @@ from transforms.codes import is_bool_expr, is_date_expr, is_gtin14_expr, is_posi
 
 CONTRACT_TYPES = ("CDS", "SCS", "WCS", "WDS", "CBS", "WBS", "DIS")
 PROCESSES = ("supply_deposit", "supply", "external_supply", "internal_supply")
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/\-]{0,34}$"
-"""Contract ids, keys, customers, suppliers, warehouses, order numbers: 1-35 code characters."""
+CODE_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"
+"""Contract ids, keys, customers, suppliers, warehouses, order and supply order numbers: any
+text of at most 255 characters without control characters (§7 sets no format; `Hospital A`
+and `PO 123` are codes the ERP may well use).  Only identifiers that become file names
+(`cmo_id`, `request_id`, §3.1) have a stricter alphabet."""
 PRICE_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,6})?$"
 CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
 
-_CODE_MSG = (
-    "is not a code: 1 to 35 characters of A-Z a-z 0-9 . _ / - starting with a letter or digit"
-)
+_CODE_MSG = "is not a code: at most 255 characters, without control characters (tabs, line breaks)"
 
 
 def _code(data):  # type: ignore[no-untyped-def]

@@ -269,9 +269,24 @@ def test_a_later_row_sees_an_earlier_row_of_the_same_file() -> None:
     ]  # fmt: skip
 
 
+def test_contract_codes_are_any_text_without_control_characters() -> None:
+    """§7 sets no format for ids, customers or warehouses: spaces, long order numbers and
+    other characters are codes; a control character or more than 255 characters is not."""
+    rows = pl.DataFrame({
+        "_line": [2, 3, 4, 5],
+        "contract_key": ["KEY 1", "K/ü-#2", "K3", "x" * 256],
+        "customer": ["Hospital A", "C" * 255, "C\x0b", "C4"],
+    })  # fmt: skip
+    valid, rejects = validate_rows(ContractKeysFile, rows)
+    assert valid["_line"].to_list() == [2, 3]
+    assert sorted(zip(rejects["line"], rejects["column"], rejects["rule"], strict=True)) == [
+        (4, "customer", "code"), (5, "contract_key", "code"),
+    ]  # fmt: skip
+
+
 def test_bad_cells_are_rejected_by_the_file_contract() -> None:
     rows = pl.DataFrame({
-        "_line": [2, 3, 4, 5], "contract_id": ["K1", "K 2", "K3", "K4"],
+        "_line": [2, 3, 4, 5], "contract_id": ["K1", "K\t2", "K3", "K4"],
         "contract_type": ["XYZ", "CDS", "cds", "WBS"], "active": ["maybe", "Y", "n", "1"],
         "currency": ["EUR", "EURO", "eur", "EUR"], "start_date": ["2024-02-30", None, None, None],
     })  # fmt: skip
