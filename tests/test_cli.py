@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from connectors.store import open_store
 from flows.cli import app
 from tests.pipeline_helpers import csv, drop
+from transforms.reports import SERIAL_BALANCE_COLUMNS
 
 runner = CliRunner()
 
@@ -90,9 +91,33 @@ def test_a_state_store_of_an_earlier_format_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_status_prints_the_serial_balance(tmp_path: Path) -> None:
-    runner.invoke(app, args(tmp_path, "--as-of", "2026-11-23"))
+    """Into a pipe or a file: each balance as CSV under a `# title` line, nothing cut."""
+    code = "11223344556675"
+    drop(
+        tmp_path / "in",
+        {
+            "products_a.csv": csv("product_code,product_name", f"{code},Demo"),
+            "cmos_a.csv": csv(
+                "cmo_id,cmo_name,city,country,produceable_products",
+                f"A-LONG-CMO-IDENTIFIER-01,Acme Pharma International,Mannheim,DE,{code}",
+            ),
+        },
+    )
+    (tmp_path / "cmi.toml").write_text("[inbox]\nsettle_seconds = 0\n")
+    ran = runner.invoke(
+        app, args(tmp_path, "--as-of", "2026-11-23", "--config", str(tmp_path / "cmi.toml"))
+    )
+    assert ran.exit_code == 0, ran.output
     result = runner.invoke(app, ["status", "--state", str(tmp_path / "st" / "cmi.duckdb")])
-    assert result.exit_code == 0 and "Serial balance" in result.output
+    assert result.exit_code == 0
+    serial, contract = result.output.split("\n\n# Contract balance\n")
+    title, header, *rows = serial.splitlines()
+    assert title == "# Serial balance"
+    assert header.split(",") == SERIAL_BALANCE_COLUMNS
+    assert rows and all(len(r.split(",")) >= len(SERIAL_BALANCE_COLUMNS) for r in rows)
+    assert "…" not in result.output
+    assert rows[0].startswith(f"A-LONG-CMO-IDENTIFIER-01,Acme Pharma International,{code},Demo,")
+    assert contract.splitlines()[0].startswith("contract_id,line_no,")
 
 
 def test_status_without_a_store_is_exit_2(tmp_path: Path) -> None:
