@@ -25,38 +25,55 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _check_type(section: str, key: str, value: Any, default: Any) -> Any:
-    where = f"[{section}] {key}"
+def _check_type(source: str, section: str, key: str, value: Any, default: Any) -> Any:
+    where = f"{source}: [{section}] {key}"
+    fix = f"; write it like {key} = {_toml(default)} (the default)"
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, not {value!r}")
+            raise ConfigError(f"{where} must be true or false, not {value!r}{fix}")
         return value
     if isinstance(default, int) and not isinstance(default, bool):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+            raise ConfigError(f"{where} must be a whole number, not {value!r}{fix}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, not {value!r}")
+            raise ConfigError(f"{where} must be a number, not {value!r}{fix}")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a text, not {value!r}")
+            raise ConfigError(f"{where} must be a text in quotes, not {value!r}{fix}")
         return value
     return value  # pragma: no cover - every default above is typed
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
 
 
 def parse_config(data: dict[str, Any], source: str = "cmi.toml") -> Config:
     """Build a `Config` from parsed TOML, rejecting unknown sections, keys and wrong types."""
     parts: dict[str, Any] = {}
     for section, body in data.items():
+        if not isinstance(body, dict):  # a key before any [section] line
+            sections = [name for name, cls in _SECTIONS.items() if section in _keys(cls)]
+            raise ConfigError(
+                f"{source}: the key '{section}' stands outside any section; "
+                + (
+                    f"put it under [{sections[0]}]"
+                    if sections
+                    else "known sections are " + ", ".join(f"[{s}]" for s in _SECTIONS)
+                )
+            )
         if section not in _SECTIONS:
             raise ConfigError(
                 f"{source}: unknown section [{section}]; known sections are "
                 + ", ".join(f"[{s}]" for s in _SECTIONS)
             )
-        if not isinstance(body, dict):
-            raise ConfigError(f"{source}: '{section}' must be a [section] table")
         cls = _SECTIONS[section]
         defaults = {f.name: f.default for f in fields(cls)}
         values: dict[str, Any] = {}
@@ -66,11 +83,15 @@ def parse_config(data: dict[str, Any], source: str = "cmi.toml") -> Config:
                     f"{source}: unknown key '{key}' in [{section}]; known keys are "
                     + ", ".join(defaults)
                 )
-            values[key] = _check_type(section, key, value, defaults[key])
+            values[key] = _check_type(source, section, key, value, defaults[key])
         parts[section] = cls(**values)
     config = Config(**parts)
     _check_values(config, source)
     return config
+
+
+def _keys(cls: Any) -> set[str]:
+    return {f.name for f in fields(cls)}
 
 
 def _check_values(config: Config, source: str) -> None:

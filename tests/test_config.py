@@ -84,8 +84,8 @@ def test_an_unknown_key_is_an_error_naming_it_and_its_section(tmp_path: Path) ->
         load_config(_write(tmp_path, "[functions]\ncmi_multi = true\n"), explicit=True)
 
 
-def test_a_top_level_key_is_an_unknown_section(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="settle_seconds"):
+def test_a_top_level_key_is_named_with_the_section_it_belongs_to(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'settle_seconds' stands outside .* under \[inbox\]"):
         load_config(_write(tmp_path, "settle_seconds = 5\n"), explicit=True)
 
 
@@ -105,8 +105,11 @@ def test_a_top_level_key_is_an_unknown_section(tmp_path: Path) -> None:
 def test_a_value_of_the_wrong_type_is_an_error_naming_the_key(
     tmp_path: Path, text: str, named: str
 ) -> None:
-    with pytest.raises(ConfigError, match=named):
-        load_config(_write(tmp_path, text), explicit=True)
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=named) as err:
+        load_config(path, explicit=True)
+    # what is wrong, where, and what to write instead (§1: what to do)
+    assert str(path) in str(err.value) and f"write it like {named} = " in str(err.value)
 
 
 def test_settle_seconds_may_be_a_fraction(tmp_path: Path) -> None:
@@ -127,8 +130,11 @@ def test_settle_seconds_may_be_a_fraction(tmp_path: Path) -> None:
 def test_a_value_out_of_range_is_an_error_naming_the_key(
     tmp_path: Path, text: str, named: str
 ) -> None:
-    with pytest.raises(ConfigError, match=named):
-        load_config(_write(tmp_path, text), explicit=True)
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=named) as err:
+        load_config(path, explicit=True)
+    # what is wrong, where, and the values it may take
+    assert str(path) in str(err.value) and " must " in str(err.value)
 
 
 def test_a_file_that_is_not_toml_is_an_error(tmp_path: Path) -> None:
