@@ -91,8 +91,12 @@ def execute_run(
         raise ConfigError(
             f"state path {paths.state} is a folder: give a file such as state/cmi.duckdb"
         )
-    if paths.inbox.exists() and not paths.inbox.is_dir():
-        raise ConfigError(f"inbox {paths.inbox} is not a folder")
+    for name, folder in (("inbox", paths.inbox), ("outbox", paths.outbox)):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"{name} {folder} is a file, not a folder: give a folder with --{name} "
+                f"(or CMI_{name.upper()})"
+            )
     paths.inbox.mkdir(parents=True, exist_ok=True)
     paths.outbox.mkdir(parents=True, exist_ok=True)
     if _use_prefect(prefect):

@@ -34,6 +34,14 @@ def test_run_exits_0_and_prints_a_summary(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "reports" / "20261123T000000" / "run_summary.json").exists()
 
 
+@pytest.mark.parametrize("which", ["in", "out"])
+def test_an_inbox_or_outbox_that_is_a_file_is_exit_2(tmp_path: Path, which: str) -> None:
+    (tmp_path / which).write_text("not a folder")
+    result = runner.invoke(app, args(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "is a file, not a folder" in result.output and "Traceback" not in result.output
+
+
 def test_missing_config_file_named_by_flag_is_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, args(tmp_path, "--config", str(tmp_path / "nope.toml")))
     assert result.exit_code == 2
@@ -151,7 +159,8 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
 
 
 def test_unexpected_failure_is_exit_1_without_traceback(tmp_path: Path) -> None:
-    (tmp_path / "out").write_text("a file where the outbox folder should be")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "reports").write_text("a file where the reports folder should be")
     result = runner.invoke(app, args(tmp_path, "--as-of", "2026-11-23"))
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "cmi.log" in result.output
