@@ -14,6 +14,7 @@ from transforms.codes import (
     SERIAL_PATTERN,
     SGLN_PATTERN,
     is_bool_expr,
+    is_date_expr,
     is_gtin14_expr,
     is_positive_int_expr,
 )
@@ -30,7 +31,8 @@ COUNTRIES = frozenset(
     VI VN VU WF WS YE YT ZA ZM ZW""".split()
 )
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$"
-DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+\-][0-9]{2}:?[0-9]{2})?)?$"
+# hours 00-23, minutes 00-59, seconds 00-59 (a leap second 60 too), offsets up to 23:59
+DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9]|60)(\.[0-9]+)?)?(Z|[+\-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
 
 
 def gtin14(col: pl.Expr) -> pl.Expr:
@@ -105,4 +107,5 @@ def sgln(col: pl.Expr) -> pl.Expr:
 
 
 def iso_datetime(col: pl.Expr) -> pl.Expr:
-    return col.str.contains(DATETIME_PATTERN)
+    """ISO 8601: a real calendar date, then optionally a time of day and an offset."""
+    return col.str.contains(DATETIME_PATTERN) & is_date_expr(col.str.slice(0, 10))

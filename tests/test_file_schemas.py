@@ -309,6 +309,25 @@ def test_partnership_rows_check_event_email_payment_model_and_time() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("2024-05-01T10:00:00", True),
+        ("2024-05-01 23:59:60Z", True),
+        ("2024-05-01T10:00:00.123+02:00", True),
+        ("2024-02-29T00:00", True),
+        ("2026-02-30T10:00:00", False),  # no such day
+        ("2026-13-01", False),
+        ("2026-01-01T24:00:00", False),
+        ("2026-01-01T25:61:00", False),
+        ("2026-01-01T10:00:00+25:00", False),
+    ],
+)
+def test_an_event_time_is_a_real_iso_8601_date_time(value: str, valid: bool) -> None:
+    frame = rows(cmo_id="C1", event="invite", event_time=value)
+    assert (_rejects(PartnershipsFile, frame) == []) is valid
+
+
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_every_model_keeps_codes_as_strings(model: Any) -> None:
     schema = model.to_schema()
