@@ -585,8 +585,9 @@ def _apply_contract_row(state: ContractState, row: dict[str, Any]) -> None:
                     f"contract {cid} cannot be deleted: line {ln.line_no} has "
                     f"{ln.receptions} reception(s) and {ln.order_lines} order line(s)",
                 )
-        for ln in state.lines_of(cid):
+        for ln in state.lines_of(cid):  # its lines go with it, each logged (§7.3)
             del state.lines[(cid, ln.line_no)]
+            state.log(cid, ln.line_no, LINE_DELETED)
         del state.headers[cid]
         state.touched.add(cid)
         state.log(cid, None, CONTRACT_DELETED)
