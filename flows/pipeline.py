@@ -109,9 +109,15 @@ class Run:
     _writer: ThreadPoolExecutor | None = None
 
     def output_writer(self) -> ThreadPoolExecutor:
+        """The thread that writes export files and answers while the run goes on."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmi-outbox")
         return self._writer
+
+    def stop_output_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
 
     @property
     def run_id(self) -> str:
@@ -257,9 +263,7 @@ def await_outputs(run: Run) -> None:
                 f"({type(err).__name__}: {err}); they are recorded and the next run writes them"
             )
     run.outputs.clear()
-    if run._writer is not None:
-        run._writer.shutdown()
-        run._writer = None
+    run.stop_output_writer()
 
 
 def _unexpected(run: Run, f: inbox_io.InboxFile, sha: str | None, err: BaseException) -> None:
