@@ -331,3 +331,25 @@ def test_a_line_without_warehouse_is_searched_in_its_contracts_warehouse() -> No
     lines, _ = load_candidate_lines(con)
     by_line = dict(zip(lines["line_no"].to_list(), lines["warehouse"].to_list(), strict=True))
     assert by_line == {1: "WWDS", 2: "W9"}  # the header's warehouse is W<type>
+
+
+@pytest.mark.parametrize(
+    ("off_contract", "reason", "rule"),
+    [("Y", "OFF_CONTRACT_NORMAL_SOURCING", None), ("N", None, "OFF_CONTRACT_NOT_ALLOWED")],
+)
+def test_a_chosen_line_of_another_item_is_off_contract_whatever_else_the_run_orders(
+    off_contract: str, reason: str | None, rule: str | None
+) -> None:
+    """§7.5 step 1: the order names line 1 of K1, which holds item B; the order is for A.
+    The line exists (never `unknown_contract_line`), even when no order of the run is for B."""
+    from transforms.contract_reports import allocations_report
+
+    con = _store(header("K1", "WDS", active="Y", off_contract_sales=off_contract))
+    apply(apply_contract_lines, con, ContractLinesFile, [cline("K1", 1, item=ITEM_B)])
+    ctx = make_ctx()
+    result = apply_orders(con, _rows([_order("O1", 2, contract_id="K1", line_no="1")]), ctx)
+    assert rules(result) == ([rule] if rule else [])
+    allocations = allocations_report(con, ctx.run_id)
+    assert allocations.get_column("reason").to_list() == ([reason] if reason else [])
+    if reason:
+        assert "line 1 of contract K1 is not for item" in allocations.get_column("detail")[0]

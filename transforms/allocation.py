@@ -1006,12 +1006,26 @@ AVAILABLE_SQL = f"greatest({RAW_AVAILABLE_SQL}, 0)"
 
 
 def load_candidate_lines(
-    con: duckdb.DuckDBPyConnection, items: list[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    items: list[str] | None = None,
+    chosen: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The candidate-line frame (`CANDIDATE_SCHEMA`) of the given items (all when None) and
-    the contracts frame (`contract_id`, `off_contract_sales`)."""
-    where = "" if items is None else "WHERE l.item IN (SELECT UNNEST(?::VARCHAR[]))"
-    params: list[Any] = [] if items is None else [items]
+    """The candidate-line frame (`CANDIDATE_SCHEMA`) of the given items (all when None),
+    with the lines that order lines choose (`chosen`: contract_id, line_no) whatever
+    their item, and the contracts frame (`contract_id`, `off_contract_sales`)."""
+    where = ""
+    params: list[Any] = []
+    if items is not None:
+        where = "WHERE l.item IN (SELECT UNNEST(?::VARCHAR[]))"
+        params = [items]
+        if chosen is not None and chosen.height:
+            # a chosen line that holds another item must be seen to say so (§7.5 step 1)
+            where += """ OR (l.contract_id, l.line_no) IN (
+                SELECT UNNEST(?::VARCHAR[]), UNNEST(?::BIGINT[]))"""
+            params += [
+                chosen.get_column("contract_id").to_list(),
+                chosen.get_column("line_no").to_list(),
+            ]
     lines = con.sql(
         f"""
         SELECT l.contract_id, l.line_no, l.item, c.contract_type,
@@ -1055,7 +1069,12 @@ def apply_orders(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, ctx: RunCon
     if seen.height:
         orders = orders.join(seen.select(LINE, *([FILE] if pooled else [])), on=[LINE, *([FILE] if pooled else [])], how="anti", maintain_order="left")  # fmt: skip
     items = orders.get_column("item").unique().sort().to_list()
-    lines, contracts = load_candidate_lines(con, items)
+    chosen = (
+        orders.filter(pl.col("contract_id").is_not_null() & pl.col("line_no").is_not_null())
+        .select("contract_id", pl.col("line_no").cast(pl.Int64))
+        .unique()
+    )
+    lines, contracts = load_candidate_lines(con, items, chosen)
     result = allocate_order_lines(orders, lines, ctx.config.functions, contracts)
     _write_back(con, ctx, result, pooled)
     rejects = pl.concat([seen.select(result.rejects.columns), result.rejects], how="vertical")
