@@ -377,6 +377,15 @@ def apply_order_files(run: Run, files: list[inbox_io.InboxFile]) -> None:
             continue
         if p is not None:
             prepared.append(p)
+    # a file with the content of an earlier one of this run is a duplicate of it (§8)
+    first_of: dict[str, str] = {}
+    repeats: list[tuple[_Prepared, str]] = []
+    for p in list(prepared):
+        if p.sha in first_of:
+            repeats.append((p, first_of[p.sha]))
+            prepared.remove(p)
+        else:
+            first_of[p.sha] = p.file.name
     if not prepared:
         return
     pooled = pl.concat(
@@ -389,9 +398,14 @@ def apply_order_files(run: Run, files: list[inbox_io.InboxFile]) -> None:
             for p in prepared:
                 _mark_processed(run, "orders", p.sha, p.file.name)
     except Exception as err:  # noqa: BLE001
-        for p in prepared:
+        for p in [*prepared, *(r for r, _ in repeats)]:
             _unexpected(run, p.file, p.sha, err)
         return
+    for p, first in repeats:
+        inbox_io.archive_file(p.file.path, run.paths.inbox, run.run_id)
+        reason = f"same content as {first}, applied in this run: not applied again"
+        run.warnings.append(f"{p.file.name}: {reason}")
+        run.files.append(FileRecord(p.file.name, p.file.kind, p.sha, "duplicate", reason=reason))
     per_file: dict[str, pl.DataFrame] = {}
     rej = result.rejects
     if "file" in rej.columns:

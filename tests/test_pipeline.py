@@ -153,6 +153,25 @@ def test_a_row_with_an_unquoted_comma_is_rejected_and_the_others_are_applied(
     assert {"GAMMA", "EPS"} <= cmos and "DELTA" not in cmos
 
 
+def test_two_order_files_with_the_same_content_in_one_run_apply_once(tmp_path: Path) -> None:
+    """Order files are applied together (§7.5); a second file with the content of the
+    first is a duplicate (§8) and the run's other order files are applied."""
+    files = dict(MASTER)
+    head = "order_no,order_line,order_date,customer,item,quantity"
+    files["orders_a.csv"] = csv(head, f"SO1,1,2026-11-22,CUST1,{P1},2")
+    files["orders_b.csv"] = files["orders_a.csv"]
+    files["orders_c.csv"] = csv(head, f"SO2,1,2026-11-22,CUST1,{P1},3")
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    s = summary(tmp_path, out["run_id"])
+    outcome = {f["name"]: f["outcome"] for f in s["files"] if f["name"].startswith("orders_")}
+    assert outcome == {"orders_a.csv": "applied", "orders_b.csv": "duplicate",
+                       "orders_c.csv": "applied"}  # fmt: skip
+    assert any("orders_b.csv" in w and "orders_a.csv" in w for w in s["warnings"])
+    assert (tmp_path / "inbox" / "archive" / out["run_id"] / "orders_b.csv").exists()
+    allocations = rows_of(report(tmp_path, out["run_id"], "allocations.csv"))
+    assert [r["order_no"] for r in allocations] == ["SO1", "SO2"]
+
+
 def test_a_semicolon_file_is_applied_with_a_warning(tmp_path: Path) -> None:
     files = dict(MASTER)
     files["assignments_a.csv"] = f"cmo_id;product_code;quantity\nACME;{P1};3\n"
