@@ -20,6 +20,7 @@ import typer
 from connectors.config import ConfigError, load_config
 from connectors.store import StateLocked
 from flows.pipeline import RunPaths
+from transforms.context import Config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cmi: nightly file integration for CMO serials and Contract Managed Inventory.")  # fmt: skip
@@ -81,11 +82,18 @@ def _use_prefect(choice: bool | None) -> bool:
 
 
 def execute_run(
-    paths: RunPaths, config_flag: Path | None, as_of_text: str | None, prefect: bool | None
+    paths: RunPaths,
+    config_flag: Path | None,
+    as_of_text: str | None,
+    prefect: bool | None,
+    *,
+    config: Config | None = None,
 ) -> dict[str, Any]:
-    """Load configuration, then run the nightly stages (through Prefect or in-process)."""
-    config_file, explicit = _config_path(config_flag)
-    config = load_config(config_file, explicit=explicit)
+    """Load configuration (unless `config` is given), then run the nightly stages
+    (through Prefect or in-process)."""
+    if config is None:
+        config_file, explicit = _config_path(config_flag)
+        config = load_config(config_file, explicit=explicit)
     as_of = parse_as_of(as_of_text)
     if paths.state.exists() and paths.state.is_dir():
         raise ConfigError(
@@ -239,7 +247,11 @@ def demo(
     def action() -> None:
         written = write_demo_day(paths.inbox, when.date())
         typer.echo(f"demo: wrote {len(written)} file(s) into {paths.inbox}")
-        result.update(execute_run(paths, None, when.isoformat(timespec="seconds"), prefect))
+        # the sample day is the same everywhere: the built-in settings, not a cmi.toml
+        # that happens to be in the current folder
+        result.update(
+            execute_run(paths, None, when.isoformat(timespec="seconds"), prefect, config=Config())
+        )
         _print_outline(result)
         typer.echo(f"exports for CMOs: {paths.outbox / 'serials'}")
         typer.echo(f"partner answers:  {paths.outbox / 'partners'}")

@@ -144,6 +144,20 @@ def test_demo_runs_a_sample_day(tmp_path: Path) -> None:
     assert rejects.count("\n") > 5
 
 
+def test_demo_ignores_a_cmi_toml_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample day is the same everywhere: a cmi.toml that would hold every file back
+    (or a broken one) does not change it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cmi.toml").write_text("[inbox]\nsettle_seconds = 100000\n")
+    result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "demo" / "inbox").glob("*.csv"))  # nothing left waiting
+    monkeypatch.setenv("CMI_CONFIG", str(tmp_path / "missing.toml"))
+    assert runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")]).exit_code == 0
+
+
 def test_demo_twice_starts_from_a_fresh_day(tmp_path: Path) -> None:
     runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
     result = runner.invoke(app, ["demo", "--dir", str(tmp_path / "demo")])
