@@ -244,4 +244,5 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_latest(outbox: Path, run_id: str) -> None:
-    write_atomic(outbox / "reports" / "LATEST", (run_id + "\n").encode("utf-8"))
+    # the run id alone, so that a script can use the file's content as it is
+    write_atomic(outbox / "reports" / "LATEST", run_id.encode("utf-8"))

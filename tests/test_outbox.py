@@ -106,7 +106,7 @@ def test_write_atomic_creates_the_folders(tmp_path: Path) -> None:
 
 def test_latest_names_the_run(tmp_path: Path) -> None:
     write_latest(tmp_path, "20240517T143005")
-    assert (tmp_path / "reports" / "LATEST").read_text(encoding="utf-8") == "20240517T143005\n"
+    assert (tmp_path / "reports" / "LATEST").read_text(encoding="utf-8") == "20240517T143005"
 
 
 _CS82 = "!\"%&'()*+,-./0123456789:;<=>?ABCZ_abcz"
