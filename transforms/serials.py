@@ -321,11 +321,13 @@ def _numbered(serials: pl.DataFrame, pids: dict[str, int], sizes: dict[int, int]
             pid_parts.append(pl.repeat(pid, n, dtype=pl.Int32, eager=True))
             seq_parts.append(pl.int_range(nxt[pid], nxt[pid] + n, dtype=pl.Int64, eager=True))
             nxt[pid] += n
+        # one piece per column (the reader's hundred pieces of serials joined: a copy of
+        # their views, not of their text), so the hand-over to DuckDB copies nothing
         return pl.DataFrame(
             [
-                pl.concat(pid_parts).alias("pid"),
-                pl.concat(seq_parts).alias("pseq"),
-                serials.get_column("serial"),
+                pl.concat(pid_parts, rechunk=True).alias("pid"),
+                pl.concat(seq_parts, rechunk=True).alias("pseq"),
+                serials.get_column("serial").rechunk(),
             ]
         )
     pid_of = pl.col("product_code").replace_strict(pids, return_dtype=pl.Int32)
