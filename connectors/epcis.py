@@ -56,6 +56,7 @@ from schemas.shipping import (
     STAGE_PARTIES,
     STAGING_DDL,
     DocumentInfo,
+    SourceParty,
 )
 from transforms.epc import parse_epcs_frame
 from transforms.shipping import event_kind_sql, parent_sql
@@ -499,7 +500,7 @@ def _stage(
     text_of = _TEXT_OF
     events_ended = 0
     by_type: dict[str, int] = {}
-    shipping_sources: dict[str, None] = {}
+    sources: list[SourceParty] = []
     locations: dict[str, None] = {}
     open_list: etree._Element | None = None  # the EPC list being parsed, if any
     last_event: etree._Element | None = None  # the last event read in this chunk
@@ -562,7 +563,7 @@ def _stage(
                             )
                             if parties:
                                 _stage_parties(
-                                    party_rows, events_ended, local, row, parties, shipping_sources
+                                    party_rows, events_ended, local, row, parties, sources
                                 )
                             for where in (row[_BIZ_LOCATION], row[_READ_POINT]):
                                 if where:
@@ -597,7 +598,7 @@ def _stage(
     info.events_read = events_ended - info.events_skipped
     info.events_by_type = dict(sorted(by_type.items()))
     info.epcs_staged = stager.staged
-    info.shipping_sources = list(shipping_sources)
+    info.sources = sources
     info.location_candidates = list(locations)
     return info
 
@@ -608,16 +609,11 @@ def _stage_parties(
     event_type: str,
     row: list[str | None],
     parties: list[_Party],
-    shipping_sources: dict[str, None],
+    sources: list[SourceParty],
 ) -> None:
-    """Append the sources/destinations of one read event; note the shipping sources."""
+    """Append the sources/destinations of one read event; keep its sources for the sender
+    rule (`transforms.shipping.sender_candidates`)."""
     for role, kind, ident in parties:
         party_rows.append((index, role, kind, ident))
-        if (
-            ident
-            and role == "source"
-            and event_type == "ObjectEvent"
-            and row[_BIZ_STEP] == "shipping"
-            and kind in ("owning_party", "location")
-        ):
-            shipping_sources[ident] = None
+        if ident and role == "source":
+            sources.append(SourceParty(event_type, row[_BIZ_STEP], kind, ident))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pandera.polars as pa
 import polars as pl
@@ -136,15 +137,21 @@ STAGING_DDL = [
 ]
 
 
+class SourceParty(NamedTuple):
+    """A source of a read event (its `sourceList`), as written."""
+
+    event_type: str  # ObjectEvent | AggregationEvent
+    biz_step: str | None  # the bare CBV word
+    type: str | None  # owning_party, location, ... (bare)
+    id: str
+
+
 @dataclass
 class DocumentInfo:
-    """What the parser learnt about one EPCIS document besides the staged rows.
-
-    Sender candidates (§6), in their order: `shipping_sources` (sources of type
-    owning party or location of the shipping events), then `sbdh_sender` when it
-    is an SGLN, then `location_candidates` (each event's bizLocation then readPoint,
-    in document order).  Lists keep the first occurrence of each value.
-    """
+    """What the parser learnt about one EPCIS document besides the staged rows: counts,
+    the SBDH sender, every source of the read events and every event's bizLocation
+    then readPoint (`location_candidates`, first occurrences, document order) — what
+    the sender rule (`transforms.shipping.sender_candidates`) looks at."""
 
     file: str
     namespace: str
@@ -155,22 +162,9 @@ class DocumentInfo:
     events_skipped: int = 0
     events_by_type: dict[str, int] = field(default_factory=dict)
     epcs_staged: int = 0
-    shipping_sources: list[str] = field(default_factory=list)
+    sources: list[SourceParty] = field(default_factory=list)
     location_candidates: list[str] = field(default_factory=list)
 
     @property
     def epcis_version(self) -> str:
         return "2.0" if self.namespace.endswith(":2") else "1.2"
-
-    def sender_candidates(self) -> list[str]:
-        """All sender candidates of §6 in order, each once (raw text as written)."""
-        out: list[str] = []
-        sender = (self.sbdh_sender or "").strip()
-        is_sgln = sender.startswith("urn:epc:id:sgln:") or (
-            (self.sbdh_sender_authority or "").strip().upper() == "SGLN" and sender != ""
-        )
-        sbdh = [self.sbdh_sender] if self.sbdh_sender and is_sgln else []
-        for value in [*self.shipping_sources, *sbdh, *self.location_candidates]:
-            if value not in out:
-                out.append(value)
-        return out

@@ -13,8 +13,9 @@ import duckdb
 import pytest
 
 from connectors.epcis import EpcisRejected, stage_document
-from schemas.shipping import STAGE_EPCS, STAGE_EVENTS, STAGE_PARTIES, DocumentInfo
+from schemas.shipping import STAGE_EPCS, STAGE_EVENTS, STAGE_PARTIES, DocumentInfo, SourceParty
 from transforms.epc import parse_epc
+from transforms.shipping import sender_candidates
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "epcis"
 
@@ -131,7 +132,7 @@ def test_sender_candidates_keep_the_order_of_section_6() -> None:
     name = "openepcis_openepcis-test-resources/1.2-xml/GS1_US_Pharma_Example_2_2_1_1.xml"
     _expected()
     _, doc = _stage(FIXTURES / name)
-    assert doc.sender_candidates() == [
+    assert sender_candidates(doc) == [
         "urn:epc:id:sgln:030001.111111.0",  # shipping source owning_party
         "urn:epc:id:sgln:030001.111121.0",  # shipping source location (also bizLocation later)
     ]
@@ -142,7 +143,7 @@ def test_a_gln_sbdh_sender_is_no_sgln_candidate() -> None:
     _expected()
     _, doc = _stage(FIXTURES / "rmagee_quartet_tracelink/tracelink-epcis-no-bs.xml")
     assert doc.sbdh_sender == "7777778888342"
-    assert doc.sender_candidates() == ["urn:epc:id:sgln:0085412.00305.0"]
+    assert sender_candidates(doc) == ["urn:epc:id:sgln:0085412.00305.0"]
 
 
 EPCIS2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -186,7 +187,10 @@ def test_epcis_2_0_namespace_bare_cbv_words_and_direct_lists(tmp_path: Path) -> 
         (1, "ADD", "commissioning", "L1", "2026-01-31"),
         (3, "OBSERVE", "shipping", None, None),
     ]
-    assert doc.shipping_sources == ["urn:epc:id:sgln:0614141.00002.0"]
+    assert doc.sources == [
+        SourceParty("ObjectEvent", "shipping", "owning_party", "urn:epc:id:sgln:0614141.00002.0")
+    ]
+    assert sender_candidates(doc)[0] == "urn:epc:id:sgln:0614141.00002.0"
 
 
 def test_a_pretty_printed_epc_with_line_breaks_and_tabs_is_read_trimmed(tmp_path: Path) -> None:

@@ -639,3 +639,33 @@ def test_expanding_a_random_hierarchy_ships_exactly_its_sgtins(
     assert shipped == sgtins
     assert result.reconciliation["shipped"] == result.reconciliation["ok"] == len(sgtins)
     assert result.reconciliation["unknown_container"] == 0
+
+
+def test_sender_candidates_follow_section_6_order_and_keep_first_occurrences() -> None:
+    """Shipping ObjectEvents' owning-party and location sources, then an SGLN SBDH sender,
+    then each event's bizLocation/readPoint; other sources are not candidates."""
+    from schemas.shipping import DocumentInfo, SourceParty
+
+    sgln = [f"urn:epc:id:sgln:0614141.0000{i}.0" for i in range(8)]
+    doc = DocumentInfo(
+        file="shipping_x.xml",
+        namespace="urn:epcglobal:epcis:xsd:1",
+        schema_version="1.2",
+        sbdh_sender="0614141.00005.0",
+        sbdh_sender_authority="SGLN",
+        sources=[
+            SourceParty("ObjectEvent", "receiving", "owning_party", sgln[0]),
+            SourceParty("AggregationEvent", "shipping", "owning_party", sgln[1]),
+            SourceParty("ObjectEvent", "shipping", "possessing_party", sgln[2]),
+            SourceParty("ObjectEvent", "shipping", "location", sgln[3]),
+            SourceParty("ObjectEvent", "shipping", "owning_party", sgln[4]),
+            SourceParty("ObjectEvent", "shipping", "location", sgln[3]),
+        ],
+        location_candidates=[sgln[6], sgln[4], sgln[7]],
+    )
+    assert shipping.sender_candidates(doc) == [
+        sgln[3], sgln[4], "0614141.00005.0", sgln[6], sgln[7]
+    ]  # fmt: skip
+    gln = DocumentInfo("f", "urn:epcglobal:epcis:xsd:1", "1.2", sbdh_sender="7777778888342",
+                       sbdh_sender_authority="GS1", location_candidates=[sgln[6]])  # fmt: skip
+    assert shipping.sender_candidates(gln) == [sgln[6]]

@@ -82,12 +82,31 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None =
     con.execute(sql, params or []).fetchall()
 
 
+def sender_candidates(doc: DocumentInfo) -> list[str]:
+    """The sender candidates of §6, in order, each once (raw text as written): the
+    sources of type owning party or location of the shipping ObjectEvents; then the
+    SBDH sender when it is an SGLN; then each event's bizLocation, then readPoint."""
+    shipping_sources = [
+        s.id
+        for s in doc.sources
+        if s.event_type == "ObjectEvent"
+        and s.biz_step == "shipping"
+        and s.type in ("owning_party", "location")
+    ]
+    sender = (doc.sbdh_sender or "").strip()
+    is_sgln = sender.startswith("urn:epc:id:sgln:") or (
+        (doc.sbdh_sender_authority or "").strip().upper() == "SGLN" and sender != ""
+    )
+    sbdh = [doc.sbdh_sender] if doc.sbdh_sender and is_sgln else []
+    return list(dict.fromkeys([*shipping_sources, *sbdh, *doc.location_candidates]))
+
+
 def identify_sender(
     con: duckdb.DuckDBPyConnection, doc: DocumentInfo
 ) -> tuple[str | None, str | None]:
     """The sender CMO of a document and, when there is none, the quarantine reason (§6 *Sender*).
 
-    The first candidate (in `DocumentInfo.sender_candidates` order) that is the
+    The first candidate (in `sender_candidates` order) that is the
     `sgln` of a CMO that is not deleted; candidates and `cmos.sgln` are compared in
     the `prefix.location.extension` form.  Two CMOs with one SGLN: the smaller id.
     """
@@ -98,7 +117,7 @@ def identify_sender(
         key = sgln_key(sgln)
         if key is not None and key not in cmos:
             cmos[key] = cmo_id
-    candidates = doc.sender_candidates()
+    candidates = sender_candidates(doc)
     for candidate in candidates:
         key = sgln_key(candidate)
         if key is not None and key in cmos:
