@@ -138,6 +138,31 @@ def open_store(path: Path, *, read_only: bool = False) -> Store:
     return Store(path, con, lock)
 
 
+def discard_torn_pool_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """Take out pool rows that no committed arrival accounts for; return how many.
+
+    A product's serials are numbered 0 .. size-1 and every arrival writes its pool rows
+    and the product's new size in one transaction.  A run killed while DuckDB commits a
+    large pool load has been seen (DuckDB 1.5) to come back with the load's pool rows
+    but not the rest of its transaction (the size, the runs, the file marked
+    processed).  Those rows belong to no arrival: the file was not applied and is
+    applied again by the next run, so they are removed first.  The check is two
+    counts; the repair runs only when they differ.
+    """
+    row = con.execute(
+        """SELECT (SELECT count(*) FROM pool),
+                  (SELECT coalesce(sum(size), 0) FROM serial_products)"""
+    ).fetchone()
+    if row is None or int(row[0]) <= int(row[1]):
+        return 0
+    with transaction(con):
+        extra = con.execute(
+            """DELETE FROM pool WHERE NOT EXISTS (
+                   SELECT 1 FROM serial_products s WHERE s.pid = pool.pid AND pool.pseq < s.size)"""
+        ).fetchone()
+    return int(extra[0]) if extra else 0
+
+
 @contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """One atomic unit of state change: commit on success, roll back on any error."""

@@ -27,7 +27,7 @@ from connectors import epcis
 from connectors import inbox as inbox_io
 from connectors import outbox as outbox_io
 from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv, scan_file
-from connectors.store import Store, open_store, transaction
+from connectors.store import Store, discard_torn_pool_rows, open_store, transaction
 from flows.registry import csv_kinds
 from schemas import contracts as contract_schemas
 from schemas.base import header_problems, validate_rows
@@ -155,6 +155,13 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
             "INSERT INTO runs VALUES (?, ?, ?, NULL)", [run_id, as_of, dt.datetime.now()]
         )
         run = Run(paths, config, as_of, store, RunContext(run_id, as_of, config), dt.datetime.now())
+        torn = discard_torn_pool_rows(store.con)
+        if torn:
+            run.warnings.append(
+                f"an earlier run was stopped while it committed a serial pool file: {torn} "
+                "serial(s) it had left behind were removed; that file is applied again when "
+                "it is in the inbox"
+            )
         run.pool_sizes = reports.pool_sizes(store.con)
         written = outbox_io.materialize_missing(store.con, paths.outbox)
         if written:

@@ -186,3 +186,21 @@ def test_invariants_detect_runs_that_do_not_cover_the_pool() -> None:
     assert serial_invariants(con, balance)["serial_unique_per_product"] is True
     con.execute("UPDATE serial_runs SET hi = hi - 1")  # the last serial lost its status
     assert serial_invariants(con, balance)["serial_unique_per_product"] is False
+
+
+def test_pool_rows_left_by_a_torn_commit_are_discarded_and_the_rest_kept() -> None:
+    """A run killed while DuckDB committed a pool load came back with the load's pool rows
+    but not its sizes, runs or processed mark: those rows, and only those, are removed."""
+    from connectors.store import discard_torn_pool_rows
+
+    con = seed(products=["P", "Q"], pool={"P": ["A", "B"]})
+    assert discard_torn_pool_rows(con) == 0  # a consistent state is left alone
+    pid = con.execute("SELECT pid FROM serial_products WHERE product_code = 'P'").fetchone()
+    assert pid is not None
+    con.execute(  # the torn load: P's next numbers, and a product that never got a size
+        "INSERT INTO pool VALUES (?, 2, 'C'), (?, 3, 'D'), (99, 0, 'X')", [pid[0], pid[0]]
+    )
+    assert discard_torn_pool_rows(con) == 3
+    assert con.execute("SELECT serial FROM pool ORDER BY pseq").fetchall() == [("A",), ("B",)]
+    balance = serial_balance_report(con)
+    assert all(serial_invariants(con, balance).values())
