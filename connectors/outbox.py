@@ -9,6 +9,7 @@ disk (at the start of every run, and after each file's commit).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -52,26 +53,59 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: int = 4) -> None:
     """Write many files by temp-file-and-rename: contents made and fsynced side by side
-    (both let go of the GIL), then renamed, then each folder fsynced once."""
-    pid = os.getpid()
+    (both let go of the GIL), then renamed, then each folder fsynced once.
 
-    def stage(item: tuple[Path, Callable[[], bytes]]) -> Path:
+    A file that cannot be written (its folder blocked by a file, a full disk) does not
+    hold the others back: they are written, then one `OSError` names every failure.
+    """
+    pid = os.getpid()
+    failed: dict[Path, BaseException] = {}
+
+    def stage(item: tuple[Path, Callable[[], bytes]]) -> Path | None:
         path, make = item
         tmp = path.with_name(f".{path.name}.{pid}.tmp")
-        with tmp.open("wb") as fh:
-            fh.write(make())
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as fh:
+                fh.write(make())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as err:
+            failed[path] = err
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return None
         return tmp
 
-    for folder in {path.parent for path, _ in files}:
-        folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         staged = list(pool.map(stage, files))
+    written: set[Path] = set()
     for tmp, (path, _) in zip(staged, files, strict=True):
-        os.replace(tmp, path)
-    for folder in sorted({path.parent for path, _ in files}):
+        if tmp is None:
+            continue
+        try:
+            os.replace(tmp, path)
+            written.add(path.parent)
+        except OSError as err:
+            failed[path] = err
+    for folder in sorted(written):
         fsync_dir(folder)
+    if failed:
+        shown = "; ".join(f"{path}: {err}" for path, err in list(failed.items())[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        raise OSError(f"{len(failed)} file(s) could not be written: {shown}{more}")
+
+
+def remove_stale_temp_files(outbox: Path) -> int:
+    """Remove the temporary files a killed run left in the outbox (`.<name>.<pid>.tmp`, never
+    renamed into place); one run at a time holds the state, so none is in use."""
+    removed = 0
+    for pattern in ("serials/*/.*.tmp", "partners/*/.*.tmp", "reports/.*.tmp", "reports/*/.*.tmp"):
+        for tmp in outbox.glob(pattern):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 SERIAL_CSV_HEADER = b"product_code,serial\n"

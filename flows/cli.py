@@ -137,7 +137,7 @@ def _print_outline(outline: dict[str, Any]) -> None:
     typer.echo(f"reports: {outline['report_dir']}")
     if outline["unexpected"]:
         for u in outline["unexpected"]:
-            _err(f"unexpected error: {u} (file quarantined; traceback in the log)")
+            _err(f"unexpected error: {u} (details in the log)")
 
 
 def _guarded(state: Path, action: Any) -> int:

@@ -163,14 +163,7 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
                 "it is in the inbox"
             )
         run.pool_sizes = reports.pool_sizes(store.con)
-        written = outbox_io.materialize_missing(store.con, paths.outbox)
-        if written:
-            run.warnings.append(
-                f"{len(written)} recorded export or partner answer file(s) were missing from the "
-                "outbox and were written again: "
-                + ", ".join(written[:5])
-                + (" …" if len(written) > 5 else "")
-            )
+        _write_missing_outputs(run)
     except BaseException:
         store.close()
         raise
@@ -234,6 +227,30 @@ def _quarantine(
             f.name, f.kind, sha, "quarantined", rows_read=rows, rows_rejected=rows, reason=reason
         )
     )
+
+
+def _write_missing_outputs(run: Run) -> None:
+    """Before anything else: clear what a killed run left half-written, then write every
+    recorded export file and answer that is missing (§8).  What cannot be written now
+    (a blocked folder) is reported; the night goes on and a later run writes it."""
+    outbox = run.paths.outbox
+    outbox_io.remove_stale_temp_files(outbox)
+    try:
+        written = outbox_io.materialize_missing(run.store.con, outbox)
+    except Exception as err:  # noqa: BLE001 - reported; the files stay recorded
+        log.error("writing missing outputs failed: %s", err, exc_info=err)
+        run.unexpected.append(
+            f"recorded export or answer files could not be written ({type(err).__name__}: "
+            f"{err}); they stay recorded and a later run writes them"
+        )
+        return
+    if written:
+        run.warnings.append(
+            f"{len(written)} recorded export or partner answer file(s) were missing from the "
+            "outbox and were written again: "
+            + ", ".join(written[:5])
+            + (" …" if len(written) > 5 else "")
+        )
 
 
 def _write_outputs_after_commit(run: Run, f: inbox_io.InboxFile) -> None:

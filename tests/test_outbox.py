@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 
 from connectors.outbox import (
     materialize_missing,
+    remove_stale_temp_files,
     report_csv_bytes,
     serial_csv_bytes,
     serial_csv_files,
     write_atomic,
     write_latest,
+    write_many_atomic,
     write_report,
 )
 from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
@@ -234,3 +236,32 @@ def test_materialize_missing_refuses_a_path_outside_the_outbox(tmp_path: Path) -
     with pytest.raises(ValueError, match="outside the outbox"):
         materialize_missing(con, tmp_path / "outbox")
     assert not (tmp_path / "escape.csv").exists()
+
+
+def test_a_file_that_cannot_be_written_does_not_hold_the_others_back(tmp_path: Path) -> None:
+    (tmp_path / "serials").mkdir()
+    (tmp_path / "serials" / "BLOCKED").write_text("a file where a folder should be")
+    files = [
+        (tmp_path / "serials" / "A" / "a.csv", lambda: b"a\n"),
+        (tmp_path / "serials" / "BLOCKED" / "b.csv", lambda: b"b\n"),
+        (tmp_path / "serials" / "C" / "c.csv", lambda: b"c\n"),
+    ]
+    with pytest.raises(OSError, match=r"1 file\(s\) could not be written: .*b\.csv"):
+        write_many_atomic(files)
+    assert (tmp_path / "serials" / "A" / "a.csv").read_bytes() == b"a\n"
+    assert (tmp_path / "serials" / "C" / "c.csv").read_bytes() == b"c\n"
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_temporary_files_a_killed_run_left_are_removed(tmp_path: Path) -> None:
+    left = [
+        tmp_path / "serials" / "ACME" / ".ACME_x.csv.4242.tmp",
+        tmp_path / "partners" / "BIO" / ".REQ-1.csv.4242.tmp",
+        tmp_path / "reports" / ".LATEST.4242.tmp",
+    ]
+    kept = [tmp_path / "serials" / "ACME" / "ACME_x.csv", tmp_path / "reports" / "LATEST"]
+    for path in left + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert remove_stale_temp_files(tmp_path) == 3
+    assert [p.exists() for p in left + kept] == [False, False, False, True, True]

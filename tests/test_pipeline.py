@@ -199,6 +199,12 @@ def test_an_export_that_cannot_be_written_is_applied_reported_and_written_later(
     assert any("could not be written" in w for w in s["warnings"])
     rejects = rows_of(report(tmp_path, out["run_id"], "rejects.csv"))
     assert [(r["file"], r["line"]) for r in rejects] == [("exports_a.csv", "3")]
+    # still blocked: the next night is not stopped by it (its files are applied)
+    blocked = run_day(tmp_path, "2026-11-24T01:00:00", {"products_b.csv": csv(
+        "product_code,product_name", f"{P2},Amoxicillin 500")})  # fmt: skip
+    b = summary(tmp_path, blocked["run_id"])
+    assert [f["outcome"] for f in b["files"] if f["name"] == "products_b.csv"] == ["applied"]
+    assert any("could not be written" in w for w in b["warnings"])
     blocker.unlink()
     later = run_day(tmp_path, "2026-11-24T02:00:00")
     (export,) = blocker.iterdir()
