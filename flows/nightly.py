@@ -9,14 +9,20 @@ temporary server.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+# Prefect's own server (the temporary one of a `cmi run --prefect` too) sends a usage
+# heartbeat to Prefect; on these stores its SQLite write collides with the run's and
+# prints a "database is locked" traceback on every run.  Off unless the user sets it.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from flows import pipeline
-from flows.pipeline import RunPaths
-from transforms.context import Config
+from prefect import flow, task  # noqa: E402 - after the setting above
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from flows import pipeline  # noqa: E402
+from flows.pipeline import RunPaths  # noqa: E402
+from transforms.context import Config  # noqa: E402
 
 _TASKS: dict[Any, Any] = {}
 

@@ -50,3 +50,13 @@ def test_golden_case(case: Path, tmp_path: Path, prefect_harness: None) -> None:
         checked += 1
     assert checked > 0
     shutil.rmtree(tmp_path / "state")
+
+
+def test_the_flow_turns_prefects_usage_heartbeat_off() -> None:
+    """Its SQLite write collided with the run's: a 'database is locked' traceback on every
+    `cmi run --prefect`."""
+    import os
+
+    import flows.nightly  # noqa: F401 - sets the default at import
+
+    assert os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false"
