@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,17 +111,22 @@ def _first_line(path: Path) -> str:
     return text
 
 
-def _record_start_lines(path: Path, sep: str) -> list[int]:
-    """The file line on which each data record starts (header = line 1; blank lines count)."""
-    starts: list[int] = []
+def _records(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
+    """Every data record with the file line it starts on (header = line 1; blank lines
+    count), read by Python's csv module: for the rare files a line count cannot number
+    (quoted line breaks) or split (rows with too many cells)."""
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
         next(reader, None)
         end = reader.line_num
-        for _ in reader:
-            starts.append(end + 1)
+        for cells in reader:
+            yield end + 1, cells
             end = reader.line_num
-    return starts
+
+
+def _record_start_lines(path: Path, sep: str) -> list[int]:
+    """The file line on which each data record starts."""
+    return [line for line, _ in _records(path, sep)]
 
 
 def _cleaned(name: str, spaced: bool, empty: bool, column: pl.Series) -> pl.Expr:
@@ -263,16 +268,7 @@ def _read_cells(path: Path, sep: str, names: list[str], *, truncate: bool) -> pl
 
 def _ragged_records(path: Path, sep: str, width: int) -> list[tuple[int, list[str]]]:
     """(file line, cells) of every record with more than `width` cells."""
-    found: list[tuple[int, list[str]]] = []
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        next(reader, None)
-        end = reader.line_num
-        for cells in reader:
-            if len(cells) > width:
-                found.append((end + 1, cells))
-            end = reader.line_num
-    return found
+    return [(line, cells) for line, cells in _records(path, sep) if len(cells) > width]
 
 
 def _without_ragged(
