@@ -212,6 +212,14 @@ def _duplicate_of(run: Run, kind: str, sha: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _duplicate(run: Run, f: inbox_io.InboxFile, sha: str, same_as: str) -> None:
+    """A file whose content was applied before (§8): archived, not applied, warned of."""
+    inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
+    reason = f"{same_as}: not applied again"
+    run.warnings.append(f"{f.name}: {reason}")
+    run.files.append(FileRecord(f.name, f.kind, sha, "duplicate", reason=reason))
+
+
 def _mark_processed(run: Run, kind: str, sha: str, name: str) -> None:
     run.store.con.execute(
         "INSERT INTO processed_files VALUES (?, ?, ?, ?, 'applied')", [sha, kind, name, run.run_id]
@@ -326,10 +334,7 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
     sha = scanned.sha256
     first = _duplicate_of(run, f.kind or "", sha)
     if first is not None:
-        inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
-        reason = f"same content as a file processed in run {first}: not applied again"
-        run.warnings.append(f"{f.name}: {reason}")
-        run.files.append(FileRecord(f.name, f.kind, sha, "duplicate", reason=reason))
+        _duplicate(run, f, sha, f"same content as a file processed in run {first}")
         return None
     if isinstance(parsed, FileRejected):
         _quarantine(run, f, sha, str(parsed))
@@ -426,10 +431,7 @@ def apply_order_files(run: Run, files: list[inbox_io.InboxFile]) -> None:
             _unexpected(run, p.file, p.sha, err)
         return
     for p, first in repeats:
-        inbox_io.archive_file(p.file.path, run.paths.inbox, run.run_id)
-        reason = f"same content as {first}, applied in this run: not applied again"
-        run.warnings.append(f"{p.file.name}: {reason}")
-        run.files.append(FileRecord(p.file.name, p.file.kind, p.sha, "duplicate", reason=reason))
+        _duplicate(run, p.file, p.sha, f"same content as {first}, applied in this run")
     per_file: dict[str, pl.DataFrame] = {}
     rej = result.rejects
     if "file" in rej.columns:
@@ -460,10 +462,7 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
         sha = inbox_io.sha256_of(f.path)
         first = _duplicate_of(run, "shipping", sha)
         if first is not None:
-            inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
-            reason = f"same content as a file processed in run {first}: not applied again"
-            run.warnings.append(f"{f.name}: {reason}")
-            run.files.append(FileRecord(f.name, f.kind, sha, "duplicate", reason=reason))
+            _duplicate(run, f, sha, f"same content as a file processed in run {first}")
             return
         ctx = run.ctx.for_file(f.name)
         con = run.store.con
