@@ -27,10 +27,10 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   the tree, and an EPC list still being parsed is harvested and emptied, so one
   event with millions of EPCs never sits whole in the tree.  Texts and rows go
   to a writer thread every `batch_size` rows, which parses the EPC URIs in
-  Polars (`transforms.epc.parse_epcs_frame`), gives each its event's kind and
-  parent (`transforms.shipping.event_kind_sql`; an event still open when its
-  first EPCs are written gets them at the end) while the next part is read; DuckDB
-  runs on one thread meanwhile (the parser has the other core), and the
+  Polars (`transforms.epc.parse_epcs_frame`) and gives each its identity key
+  (`transforms.epc.epc_key_sql`) while the next part is read; an EPC row knows
+  its event by index only (the rules join the event for its kind and parent).
+  DuckDB runs on one thread meanwhile (the parser has the other core), and the
   connection's thread setting is restored afterwards.
 """
 
@@ -58,8 +58,7 @@ from schemas.shipping import (
     DocumentInfo,
     SourceParty,
 )
-from transforms.epc import parse_epcs_frame
-from transforms.shipping import event_kind_sql, parent_sql
+from transforms.epc import epc_key_sql, parse_epcs_frame
 from transforms.state import one_thread
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
@@ -284,25 +283,19 @@ class _Stager:
         self.writer = writer
         self.epc_text: list[str | None] = []
         self.epc_ends: list[int] = []  # len(epc_text) at the end of each event of this batch
-        self.epc_events: list[tuple[object, ...]] = []  # the read events ended in this batch
         self.base = 0  # events ended before this batch
         self.staged = 0
-        self.straddling: list[int] = []  # events whose EPCs began in an earlier batch
         self.events: list[tuple[object, ...]] = []  # rows in _EVENT_COLUMNS order
         self.parties: list[tuple[object, ...]] = []  # rows in _PARTY_COLUMNS order
 
     def flush_epcs(self, events_ended: int) -> None:
         if self.epc_text:
-            if len(self.epc_text) > (self.epc_ends[-1] if self.epc_ends else 0):
-                self.straddling.append(events_ended + 1)  # still open: its kind comes later
             self.staged += len(self.epc_text)
-            self.writer.put(_EpcBatch(self.epc_text, self.epc_ends, self.base, self.epc_events))
+            self.writer.put(_EpcBatch(self.epc_text, self.epc_ends, self.base))
             self.epc_text = []
             self.epc_ends = []
-            self.epc_events = []
         else:
             self.epc_ends.clear()
-            self.epc_events.clear()
         self.base = events_ended
 
     def flush_events(self) -> None:
@@ -314,69 +307,29 @@ class _Stager:
             self.parties = []
 
 
-_KIND_COLUMNS = ("event_index", "event_type", "action", "biz_step", "parent_id")
-
-
 class _EpcBatch:
-    """EPC texts in document order; `ends[i]` = texts up to the end of event `base + i + 1`;
-    `events`: the read events among those (rows in _KIND_COLUMNS order), whose kind
-    and parent their EPCs get."""
+    """EPC texts in document order; `ends[i]` = texts up to the end of event `base + i + 1`
+    (texts after the last end belong to the event still open, whose EPC list was
+    harvested while parsed)."""
 
-    def __init__(
-        self, texts: list[str | None], ends: list[int], base: int, events: list[tuple[object, ...]]
-    ) -> None:
-        self.texts, self.ends, self.base, self.events = texts, ends, base, events
+    def __init__(self, texts: list[str | None], ends: list[int], base: int) -> None:
+        self.texts, self.ends, self.base = texts, ends, base
 
     def insert(self, con: duckdb.DuckDBPyConnection) -> None:
         n = len(self.texts)
-        # the event of each text: events ended before it, + 1 (texts after the last end
-        # belong to the event still open, whose EPC list was harvested while parsed)
+        # the event of each text: events ended before it, + 1
         index = np.searchsorted(
             np.asarray(self.ends, dtype=np.int64), np.arange(n, dtype=np.int64), side="right"
         )
-        event_index = pa.array(index.astype(np.int32) + np.int32(self.base + 1))
-        kind, parent = _kinds_and_parents(con, self.events, event_index)
         texts = pl.DataFrame(
             [
-                pl.Series("event_index", event_index),
+                pl.Series("event_index", index.astype(np.int32) + np.int32(self.base + 1)),
                 # a pretty-printed <epc> holds line breaks and tabs around the URI
                 pl.Series("epc", self.texts, dtype=pl.String).str.strip_chars(),
-                pl.Series("kind", kind),
-                pl.Series("parent", parent),
             ]
         )
         batch = parse_epcs_frame(texts).to_arrow(compat_level=pl.CompatLevel.newest())
-        _run(con, _PLAIN_INSERT.format(table=STAGE_EPCS), batch)
-
-
-def _kinds_and_parents(
-    con: duckdb.DuckDBPyConnection, events: list[tuple[object, ...]], index: pa.Array
-) -> tuple[pa.Array, pa.Array]:
-    """The kind and parent of each text's event: computed once per event (in SQL, by the
-    rule's own expression) and handed to the texts by position."""
-    if not events:
-        return pa.nulls(len(index), pa.string()), pa.nulls(len(index), pa.string())
-    columns = list(zip(*events, strict=True))
-    table = pa.table(
-        {
-            name: pa.array(col, type=pa.int32() if name == "event_index" else pa.string())
-            for name, col in zip(_KIND_COLUMNS, columns, strict=True)
-        }
-    )
-    con.register("_epcis_events", table)
-    try:
-        per_event = con.execute(_EVENT_KINDS).to_arrow_table()
-    finally:
-        con.unregister("_epcis_events")
-    known = np.asarray(columns[0], dtype=np.int64)  # ascending: events in document order
-    wanted = index.to_numpy().astype(np.int64)
-    at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
-    found = known[at] == wanted  # texts of a skipped or a still open event: none
-    take = pa.array(np.where(found, at, -1), mask=~found)
-    return (
-        per_event.column("kind").combine_chunks().take(take),
-        per_event.column("parent").combine_chunks().take(take),
-    )
+        _run(con, _EPC_INSERT, batch)
 
 
 class _RowBatch:
@@ -442,16 +395,9 @@ class _Writer:
 
 
 _PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
-_EVENT_KINDS = f"""SELECT {event_kind_sql("event_type", "action", "biz_step")} AS kind,
-        {parent_sql("event_type", "parent_id")} AS parent
-    FROM _epcis_events"""
-# the EPCs of an event that was still open when a batch was written get its kind now
-_EPC_KIND_UPDATE = f"""UPDATE {STAGE_EPCS} SET
-        kind = {event_kind_sql("v.event_type", "v.action", "v.biz_step")},
-        parent = {parent_sql("v.event_type", "v.parent_id")}
-    FROM {STAGE_EVENTS} v
-    WHERE {STAGE_EPCS}.event_index = v.event_index
-      AND v.event_index IN (SELECT unnest(?::INTEGER[]))"""
+_EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
+    SELECT event_index, epc, epc_scheme, product_code, serial, {epc_key_sql()} AS epc_key
+    FROM _epcis_batch"""
 
 
 def _close_quietly(writer: _Writer) -> None:
@@ -558,9 +504,6 @@ def _stage(
                             parties: list[_Party] = []
                             _read_event(el, row, parties)
                             event_rows.append((events_ended, local, *row))
-                            stager.epc_events.append(
-                                (events_ended, local, row[_ACTION], row[_BIZ_STEP], row[_PARENT])
-                            )
                             if parties:
                                 _stage_parties(
                                     party_rows, events_ended, local, row, parties, sources
@@ -593,8 +536,6 @@ def _stage(
         _close_quietly(writer)
         raise
     writer.close()
-    if stager.straddling:
-        con.execute(_EPC_KIND_UPDATE, [stager.straddling])
     info.events_read = events_ended - info.events_skipped
     info.events_by_type = dict(sorted(by_type.items()))
     info.epcs_staged = stager.staged

@@ -125,12 +125,11 @@ STAGING_DDL = [
         read_point VARCHAR, biz_location VARCHAR,
         lot VARCHAR, expiry VARCHAR)""",
     # One row per <epc> of any event's EPC list (trimmed), parsed by
-    # `transforms.epc.parse_epcs_sql` as it is staged, with its event's kind
-    # (`transforms.shipping.event_kind_sql`) and, in an AggregationEvent, its parent.
+    # `transforms.epc.parse_epcs_frame` as it is staged, with its identity key
+    # (`transforms.epc.epc_key_sql`).
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (
         event_index INTEGER, epc VARCHAR,
-        epc_scheme VARCHAR, product_code VARCHAR, serial VARCHAR, sscc VARCHAR, sgln VARCHAR,
-        kind VARCHAR, parent VARCHAR)""",
+        epc_scheme VARCHAR, product_code VARCHAR, serial VARCHAR, epc_key UHUGEINT)""",
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_PARTIES} (
         event_index INTEGER, role VARCHAR,  -- source | destination
         type VARCHAR, id VARCHAR)""",

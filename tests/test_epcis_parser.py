@@ -249,14 +249,17 @@ def test_a_long_epc_list_is_harvested_while_read(tmp_path: Path) -> None:
     path.write_text(body, encoding="utf-8")
     con, doc = _stage(path, batch_size=1000)
     assert doc.epcs_staged == 60_000
-    staged = con.sql(f"SELECT event_index, epc, kind FROM {STAGE_EPCS} ORDER BY rowid").fetchall()
-    # every EPC with its event and that event's kind, though most were staged before
-    # the parser reached the event's bizStep
-    assert {(i, k) for i, _, k in staged} == {(1, "shipping")}
-    assert sorted(e for _, e, _ in staged) == sorted(uris)
+    staged = con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS} ORDER BY rowid").fetchall()
+    # every EPC with its event, though most were staged before the parser reached the
+    # event's end
+    assert {i for i, _ in staged} == {1}
+    assert sorted(e for _, e in staged) == sorted(uris)
+    assert con.sql(f"SELECT event_index, biz_step FROM {STAGE_EVENTS}").fetchall() == [
+        (1, "shipping")
+    ]
 
 
-def test_a_long_child_list_gets_its_parent_and_kind_on_every_row(tmp_path: Path) -> None:
+def test_a_long_child_list_belongs_to_its_aggregation_event(tmp_path: Path) -> None:
     children = [f"urn:epc:id:sgtin:0614141.107346.{i}" for i in range(30_000)]
     body = (
         '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2" '
@@ -272,11 +275,13 @@ def test_a_long_child_list_gets_its_parent_and_kind_on_every_row(tmp_path: Path)
     path.write_text(body, encoding="utf-8")
     con, _ = _stage(path, batch_size=1000)
     rows = con.sql(
-        f"SELECT event_index, kind, parent, count(*) FROM {STAGE_EPCS} GROUP BY ALL ORDER BY 1"
+        f"""SELECT s.event_index, e.event_type, trim(e.parent_id), count(*)
+        FROM {STAGE_EPCS} s JOIN {STAGE_EVENTS} e USING (event_index)
+        GROUP BY ALL ORDER BY 1"""
     ).fetchall()
     assert rows == [
-        (1, "commissioning", None, 1),
-        (2, "aggregation", "urn:epc:id:sscc:0614141.1234567890", 30_000),
+        (1, "ObjectEvent", None, 1),
+        (2, "AggregationEvent", "urn:epc:id:sscc:0614141.1234567890", 30_000),
     ]
 
 

@@ -512,6 +512,56 @@ def test_cross_document_hierarchy_is_per_sender_cmo(tmp_path: Path) -> None:
     assert run(con, tmp_path, xml, "s2.xml").reconciliation["shipped"] == 1
 
 
+def test_two_writings_of_one_sgtin_or_sscc_are_one_object(tmp_path: Path) -> None:
+    """Another company-prefix length and a `%xx` escape name the same GTIN, serial and
+    SSCC: commissioned in one form, packed and shipped in others, it is one serial in
+    one container (the hierarchy and the reconciliation compare identities, not text)."""
+    con = store()
+    add_serials(con, [unit("A/1")])
+    other_sgtin = "urn:epc:id:sgtin:06141411.02345.A%2F1"
+    other_sscc = "urn:epc:id:sscc:06141410.000000001"
+    assert (parse_epc(other_sgtin).product_code, parse_epc(other_sgtin).serial) == (
+        UNIT_GTIN,
+        "A/1",
+    )
+    assert parse_epc(other_sscc).sscc == parse_epc(sscc(1)).sscc
+    xml = document(
+        obj([unit("A/1")], "commissioning", lot="L1", expiry="2027-01-31"),
+        agg(sscc(1), [other_sgtin]),
+        obj([other_sscc], "shipping", "OBSERVE"),
+    )
+    result = run(con, tmp_path, xml)
+    rec = result.reconciliation
+    assert (rec["commissioned"], rec["shipped"], rec["ok"]) == (1, 1, 2)
+    assert rec["unknown_container"] == 0 and result.exceptions.height == 0
+    assert state(con) == {"A/1": (True, True, "L1")}
+
+
+def test_a_hierarchy_stored_before_the_keys_existed_is_keyed_when_the_store_opens(
+    tmp_path: Path,
+) -> None:
+    """A store whose `shipping_aggregation` holds only text gets the identity keys from
+    its DDL, and a later shipping-only document expands what it packed."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE shipping_aggregation (cmo_id VARCHAR, child VARCHAR, parent VARCHAR)")
+    con.execute(
+        "INSERT INTO shipping_aggregation VALUES ('A', ?, ?), ('A', ?, ?)",
+        [unit("1"), sscc(1), unit("2"), sscc(1)],
+    )
+    for ddl in SERIAL_DDL + SHIPPING_DDL:
+        con.execute(ddl)
+    con.execute(
+        f"INSERT INTO cmos (cmo_id, cmo_name, sgln, deleted) VALUES ('A', 'Alpha', '{SGLN_A}', FALSE)"
+    )
+    con.execute(f"INSERT INTO cmo_products VALUES ('A', '{UNIT_GTIN}', 1)")
+    assert con.sql(
+        "SELECT count(*) FROM shipping_aggregation WHERE child_key IS NULL OR parent_key IS NULL"
+    ).fetchone() == (0,)
+    add_serials(con, [unit("1"), unit("2")])
+    result = run(con, tmp_path, document(obj([sscc(1)], "shipping", "OBSERVE")))
+    assert (result.reconciliation["shipped"], result.reconciliation["ok"]) == (2, 2)
+
+
 def test_a_stored_link_ends_when_the_child_is_packed_again(tmp_path: Path) -> None:
     """A unit packed in SSCC 1 by an earlier document and into SSCC 2 by this one ships
     once, with SSCC 2; SSCC 1 no longer holds it."""

@@ -223,6 +223,31 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
     """
 
 
+def epc_key_sql(
+    scheme: str = "epc_scheme",
+    epc: str = "epc",
+    product_code: str = "product_code",
+    serial: str = "serial",
+    sscc: str = "sscc",
+) -> str:
+    """SQL for the identity key of a parsed EPC: a 128-bit number (`UHUGEINT`).
+
+    An SGTIN is keyed by its GTIN-14 and decoded serial, an SSCC by its SSCC-18, so
+    that two ways of writing one identifier (another company-prefix length, a
+    `%xx` escape) are one object; any other identifier by its trimmed text.  The
+    three forms cannot meet (`GTIN serial` has a space, an SSCC-18 is 18 digits, a
+    URI has a colon).  The key is the MD5 of that form: joins of the packaging
+    hierarchy and of the reconciliation run on fixed-width numbers instead of
+    50-character URIs; two different identifiers of at most a few dozen characters
+    with one MD5 are not a practical concern.  Keys are kept in the state store
+    (`shipping_aggregation`), so this form must not change.
+    """
+    return (
+        f"md5_number(CASE {scheme} WHEN 'sgtin' THEN {product_code} || ' ' || {serial} "
+        f"WHEN 'sscc' THEN {sscc} ELSE {epc} END)"
+    )
+
+
 # ---------------------------------------------------------------- vectorised (Polars)
 
 _SCHEMES = ["malformed", "sgtin", "sscc", "sgln", "other"]

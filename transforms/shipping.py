@@ -30,10 +30,9 @@ from schemas.shipping import (
     DocumentInfo,
 )
 from transforms.context import RunContext
-from transforms.epc import parse_epcs_sql, sgln_key
+from transforms.epc import epc_key_sql, parse_epcs_sql, sgln_key
 from transforms.serial_runs import overlay
 from transforms.serials import load_runs, save_runs
-from transforms.state import one_thread
 
 _SGTIN_OUTCOMES = {
     "OK": "ok",
@@ -44,10 +43,10 @@ _SGTIN_OUTCOMES = {
     "OTHER_CMO": "other_cmo",
 }
 _MAX_DEPTH = 32
-_STORED_CHILDREN = "(SELECT event_index, epc, parent FROM _ship_expanded WHERE epc_scheme IS NULL)"
 _TEMP = (
     "_ship_events",
     "_ship_other",
+    "_ship_parents",
     "_ship_links",
     "_ship_delete_all",
     "_ship_intervals",
@@ -151,18 +150,15 @@ def event_kind_sql(event_type: str, action: str, biz_step: str) -> str:
     END"""
 
 
-def parent_sql(event_type: str, parent_id: str) -> str:
-    """SQL for the parent an event's EPCs are packed into: an AggregationEvent's parentID."""
-    return f"CASE WHEN {event_type} = 'AggregationEvent' THEN nullif(trim({parent_id}), '') END"
-
-
 def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     """Classify events and parse the identifiers the parser did not parse, once.
 
-    `_ship_epc` is every identifier of the events that matter, with its role
-    (`epc`: in an EPC list; `parent`; `location`): the EPC lists come from the
-    staging table as they are (classified and parsed while staged), the few
-    parents and locations from a small table parsed here.
+    `_ship_events`: every read event with its kind and (aggregation) parent.
+    `_ship_other`: the parents and locations of the events that matter, parsed once
+    per distinct text, with their role (`parent`, `location`); `_ship_parents`: the
+    usable parent of each aggregation event with its key.  `_ship_listed`: the EPC
+    lists of the events that matter (staged already parsed and keyed), with their
+    event's kind and their staged row; `_ship_epc`: both, for the reports.
     """
     _run(
         con,
@@ -184,58 +180,71 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
         FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
         WHERE e.kind IS NOT NULL AND starts_with(q.id, 'urn:epc:id:sgln:')
     )"""
+    distinct = f"(SELECT DISTINCT epc FROM {others})"
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_other AS
-        SELECT event_index, kind, role, epc, epc_scheme, product_code, serial, sscc, sgln
-        FROM ({parse_epcs_sql(others)})""",
+        WITH parsed AS (SELECT *, {epc_key_sql()} AS epc_key FROM ({parse_epcs_sql(distinct)}))
+        SELECT o.event_index, o.kind, o.role, o.epc, p.epc_scheme, p.product_code, p.serial,
+            p.epc_key
+        FROM {others} o JOIN parsed p USING (epc)""",
     )
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP VIEW _ship_epc AS
-        SELECT event_index, kind, 'epc' AS role, epc,
-            epc_scheme, product_code, serial, sscc, sgln
-        FROM {STAGE_EPCS} WHERE kind IS NOT NULL
+        """CREATE OR REPLACE TEMP TABLE _ship_parents AS
+        SELECT event_index, epc AS parent, epc_key AS parent_key FROM _ship_other
+        WHERE role = 'parent' AND epc_scheme <> 'malformed'""",
+    )
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP VIEW _ship_listed AS
+        SELECT s.event_index, e.kind, s.epc, s.epc_scheme, s.product_code, s.serial, s.epc_key,
+            s.rowid AS row_id
+        FROM {STAGE_EPCS} s JOIN _ship_events e USING (event_index)
+        WHERE e.kind IS NOT NULL""",
+    )
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP VIEW _ship_epc AS
+        SELECT event_index, kind, 'epc' AS role, epc, epc_scheme FROM _ship_listed
         UNION ALL
-        SELECT * FROM _ship_other""",
+        SELECT event_index, kind, role, epc, epc_scheme FROM _ship_other""",
     )
 
 
 def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     """Containment intervals: the stored hierarchy, then the document's aggregations in order.
 
-    `_ship_intervals(child, parent, from_idx, to_idx, ...)`: `child` is inside
-    `parent` after event `from_idx` (0 = before the document) and until event
+    `_ship_intervals(child, parent, from_idx, to_idx, ...)` (EPC keys): `child` is
+    inside `parent` after event `from_idx` (0 = before the document) and until event
     `to_idx` (NULL = still).  A shipping event at index `e` sees the links with
     `from_idx < e < to_idx` — the hierarchy as of that event.  A child has one
     parent at a time: its next mention (ADD elsewhere, DELETE) ends the link; a
     DELETE that lists no child ends every link of its parent.  A stored link ends
-    at the child's first mention in the document.
+    at the child's first mention in the document.  A link of the document knows its
+    child's staged row (`row_id`), a stored one its child's text (`child_text`).
     """
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_links AS
-        SELECT c.event_index, e.action, c.parent, c.epc AS child,
-            c.epc_scheme AS child_scheme, c.product_code, c.serial
+        SELECT c.event_index, e.action, p.parent_key AS parent, c.epc_key AS child,
+            c.epc_scheme AS child_scheme, c.rowid AS row_id
         FROM {STAGE_EPCS} c
         JOIN _ship_events e ON e.event_index = c.event_index
-        SEMI JOIN _ship_other p ON p.event_index = c.event_index AND p.role = 'parent'
-            AND p.epc_scheme <> 'malformed'
-        WHERE c.kind = 'aggregation' AND c.parent IS NOT NULL AND c.epc_scheme <> 'malformed'""",
+        JOIN _ship_parents p ON p.event_index = c.event_index
+        WHERE e.kind = 'aggregation' AND c.epc_scheme <> 'malformed'""",
     )
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_delete_all AS
-        SELECT DISTINCT e.event_index, p.epc AS parent
-        FROM _ship_events e
-        JOIN _ship_epc p ON p.event_index = e.event_index AND p.role = 'parent'
-        WHERE e.kind = 'aggregation' AND e.action = 'DELETE' AND p.epc_scheme <> 'malformed'
-          AND NOT EXISTS (SELECT 1 FROM _ship_epc c
-                          WHERE c.event_index = e.event_index AND c.role = 'epc')""",
+        f"""CREATE OR REPLACE TEMP TABLE _ship_delete_all AS
+        SELECT DISTINCT e.event_index, p.parent_key AS parent
+        FROM _ship_events e JOIN _ship_parents p USING (event_index)
+        WHERE e.kind = 'aggregation' AND e.action = 'DELETE'
+          AND NOT EXISTS (SELECT 1 FROM {STAGE_EPCS} c WHERE c.event_index = e.event_index)""",
     )
     # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
-        """SELECT count(*), count(DISTINCT hash(child)),  -- a hash collision only costs the general path
+        """SELECT count(*), count(DISTINCT child),
             (SELECT count(*) FROM _ship_links WHERE action = 'DELETE')
                 + (SELECT count(*) FROM _ship_delete_all)
         FROM _ship_links"""
@@ -261,20 +270,22 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_intervals AS
         WITH doc AS (
-            SELECT child, parent, child_scheme, product_code, serial, action,
+            SELECT child, parent, child_scheme, row_id, NULL::VARCHAR AS child_text, action,
                 event_index AS from_idx, {next_idx} AS next_idx
             FROM _ship_links
         ),
         stored AS (
-            SELECT s.child, s.parent, NULL::VARCHAR AS child_scheme, NULL::VARCHAR AS product_code,
-                NULL::VARCHAR AS serial, 'ADD' AS action, 0 AS from_idx, f.idx AS next_idx
-            FROM (SELECT child, parent FROM shipping_aggregation WHERE cmo_id = ?) s
-            LEFT JOIN ({first_mention}) f USING (child)
+            SELECT s.child_key AS child, s.parent_key AS parent, NULL::VARCHAR AS child_scheme,
+                NULL::BIGINT AS row_id, s.child AS child_text, 'ADD' AS action, 0 AS from_idx,
+                f.idx AS next_idx
+            FROM (SELECT child, child_key, parent_key FROM shipping_aggregation
+                  WHERE cmo_id = ?) s
+            LEFT JOIN ({first_mention}) f ON f.child = s.child_key
         ),
         links AS (SELECT * FROM doc UNION ALL SELECT * FROM stored),
         ended AS ({deleted_all}),
         kept AS (
-            SELECT child, parent, child_scheme, product_code, serial, from_idx,
+            SELECT child, parent, child_scheme, row_id, child_text, from_idx,
                 least(next_idx, until) AS to_idx  -- least() skips NULLs
             FROM ended WHERE action <> 'DELETE'
         )
@@ -283,17 +294,19 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     )
 
 
-_EXPANDED_COLUMNS = "event_index, epc, parent, epc_scheme, product_code, serial"
+_EXPANDED_COLUMNS = "event_index, epc, parent, epc_scheme, row_id, child_text"
 # the EPCs listed by shipping events: the expansion's first level
 _SHIPPED = """SELECT *, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS is_parent FROM (
-        SELECT DISTINCT event_index, epc, NULL::VARCHAR AS parent, epc_scheme, product_code,
-            serial
-        FROM _ship_epc
-        WHERE kind = 'shipping' AND role = 'epc' AND epc_scheme <> 'malformed')"""
+        SELECT event_index, epc_key AS epc, NULL::UHUGEINT AS parent,
+            any_value(epc_scheme) AS epc_scheme, min(row_id) AS row_id,
+            NULL::VARCHAR AS child_text
+        FROM _ship_listed
+        WHERE kind = 'shipping' AND epc_scheme <> 'malformed'
+        GROUP BY event_index, epc_key)"""
 # what the units of one level hold as of their shipping event: the next level (a unit
 # that packs nothing is a leaf and is not looked up)
 _INSIDE = """SELECT x.event_index, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
-            i.product_code, i.serial, i.child_is_parent AS is_parent
+            i.row_id, i.child_text, i.child_is_parent AS is_parent
         FROM {level} x JOIN _ship_intervals i
           ON i.parent = x.epc AND i.from_idx < x.event_index
          AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
@@ -308,8 +321,9 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     every level in memory beyond DuckDB's limit).  At one moment a child has one
     parent, so the expansion is a forest; the depth limit (`_MAX_DEPTH` levels) only
     stops a cyclic hierarchy (A in B in A).  Only EPCs that are a parent somewhere are
-    looked up (the million leaves are not).  Children known from the stored hierarchy
-    are parsed here (the state keeps EPC text only).
+    looked up (the million leaves are not).  `_ship_expanded` holds keys and where
+    each EPC's text is (`row_id`, `child_text`); children known from the stored
+    hierarchy are parsed into `_ship_stored` (the state keeps their text).
     """
     _run(
         con,
@@ -324,27 +338,30 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
         ((parents,),) = con.sql(f"SELECT count(*) FROM {level} WHERE is_parent").fetchall()
         if not parents or depth == _MAX_DEPTH:
             break
-        # on one thread: this join, run on two, sometimes held a few hundred MB beyond
-        # DuckDB's memory limit (a 1M-SGTIN document peaked at 1.1-1.3 GB)
-        with one_thread(con):
-            _run(con, f"CREATE OR REPLACE TEMP TABLE {following} AS {_INSIDE.format(level=level)}")
+        _run(con, f"CREATE OR REPLACE TEMP TABLE {following} AS {_INSIDE.format(level=level)}")
     for level in levels:
         _run(con, f"DROP TABLE IF EXISTS {level}")
-    ((stored,),) = con.sql(
-        "SELECT count(*) FROM _ship_expanded WHERE epc_scheme IS NULL"
-    ).fetchall()
-    if stored:
-        _run(
-            con,
-            f"""CREATE OR REPLACE TEMP TABLE _ship_stored AS
-            SELECT event_index, epc, parent, epc_scheme, product_code, serial
-            FROM ({parse_epcs_sql(_STORED_CHILDREN)}) WHERE epc_scheme <> 'malformed'""",
-        )
-        _run(con, "DELETE FROM _ship_expanded WHERE epc_scheme IS NULL")
-        _run(con, "INSERT INTO _ship_expanded SELECT * FROM _ship_stored")
+    stored = "(SELECT DISTINCT child_text AS epc FROM _ship_expanded WHERE row_id IS NULL)"
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_stored AS
+        SELECT epc, epc_scheme, product_code, serial FROM ({parse_epcs_sql(stored)})""",
+    )
+    _run(
+        con,
+        """UPDATE _ship_expanded x SET epc_scheme = s.epc_scheme FROM _ship_stored s
+        WHERE x.row_id IS NULL AND x.child_text = s.epc""",
+    )
 
 
 _FEW_RUNS = 10_000
+# the text, product code and serial of an expanded EPC: its staged row, or its stored text
+_EXPANDED_TEXT = f"""(SELECT x.*, coalesce(c.epc, s.epc) AS text,
+        coalesce(c.product_code, s.product_code) AS product_code,
+        coalesce(c.serial, s.serial) AS serial
+    FROM {{rows}} x
+    LEFT JOIN {STAGE_EPCS} c ON c.rowid = x.row_id
+    LEFT JOIN _ship_stored s ON x.row_id IS NULL AND s.epc = x.child_text)"""
 
 
 def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
@@ -358,25 +375,36 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         if runs <= _FEW_RUNS
         else "ASOF LEFT JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo"
     )
-    # One row per SGTIN reported: its first commissioning event and its first shipping
-    # event (directly or inside a shipped unit), its place in the pool and status, and
-    # one outcome per event kind.
+    # One row per SGTIN reported (by key: its GTIN and serial): its first commissioning
+    # event and its first shipping event (directly or inside a shipped unit), its place
+    # in the pool and status, and one outcome per event kind.
+    # the GTIN and serial of a key: of its commissioning rows (staged with them), else
+    # of its staged row or stored text (a serial shipped but not commissioned here)
+    per_key = """SELECT key, min(event_index) FILTER (WHERE NOT shipping) AS c_event,
+            min(event_index) FILTER (WHERE shipping) AS s_event,
+            min(row_id) FILTER (WHERE shipping) AS row_id, any_value(child_text) AS child_text,
+            any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
+        FROM (
+            SELECT epc_key AS key, event_index, FALSE AS shipping, NULL::BIGINT AS row_id,
+                NULL::VARCHAR AS child_text, product_code, serial
+            FROM _ship_listed WHERE kind = 'commissioning' AND epc_scheme = 'sgtin'
+            UNION ALL
+            SELECT epc, event_index, TRUE, row_id, child_text, NULL, NULL FROM _ship_expanded
+            WHERE epc_scheme = 'sgtin'
+        ) GROUP BY key"""
+    named = f"""SELECT * EXCLUDE (c_product_code, c_serial) REPLACE (
+                coalesce(c_product_code, product_code) AS product_code,
+                coalesce(c_serial, serial) AS serial)
+            FROM (
+                SELECT * FROM per_key WHERE c_product_code IS NOT NULL
+                UNION ALL BY NAME
+                SELECT * FROM {_EXPANDED_TEXT.format(rows="(SELECT * FROM per_key WHERE c_product_code IS NULL)")}
+            )"""
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_serials AS
-        WITH reports AS (
-            SELECT product_code, serial, event_index, FALSE AS shipping FROM _ship_epc
-            WHERE kind = 'commissioning' AND role = 'epc' AND epc_scheme = 'sgtin'
-            UNION ALL
-            SELECT product_code, serial, event_index, TRUE FROM _ship_expanded
-            WHERE epc_scheme = 'sgtin'
-        ),
-        reported AS (
-            SELECT product_code, serial,
-                min(event_index) FILTER (WHERE NOT shipping) AS c_event,
-                min(event_index) FILTER (WHERE shipping) AS s_event
-            FROM reports GROUP BY product_code, serial
-        ),
+        WITH per_key AS MATERIALIZED ({per_key}),
+        reported AS ({named}),
         placed AS (  -- with the arrival number of those in the pool
             SELECT r.*, p.pid, p.pseq
             FROM reported r
@@ -400,7 +428,7 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
             LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
               ON cp.product_code = f.product_code
         )
-        SELECT * EXCLUDE (held),
+        SELECT * EXCLUDE (held, text, row_id, child_text),
             CASE WHEN c_event IS NOT NULL THEN held END AS c_outcome,
             CASE WHEN s_event IS NULL THEN NULL
                  WHEN pseq IS NOT NULL AND shipped THEN 'ALREADY_SHIPPED'
@@ -412,45 +440,42 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     _run(
         con,
         """CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
-        SELECT 'commissioning' AS kind, product_code, serial, c_event AS event_index,
+        SELECT 'commissioning' AS kind, key, product_code, serial, c_event AS event_index,
             c_lot AS lot, c_expiry AS expiry, pid, pseq, run_lo, lot AS serial_lot,
             expiry AS serial_expiry, c_outcome AS outcome
         FROM _ship_serials WHERE c_event IS NOT NULL
         UNION ALL
-        SELECT 'shipping', product_code, serial, s_event, NULL, NULL, pid, pseq, run_lo, lot,
+        SELECT 'shipping', key, product_code, serial, s_event, NULL, NULL, pid, pseq, run_lo, lot,
             expiry, s_outcome
         FROM _ship_serials WHERE s_event IS NOT NULL""",
     )
 
 
 def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
+    sscc = "(SELECT * FROM _ship_expanded WHERE epc_scheme = 'sscc')"
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_exceptions AS
+        f"""CREATE OR REPLACE TEMP TABLE _ship_exceptions AS
         WITH o AS (SELECT * FROM _ship_outcomes WHERE outcome <> 'OK'),
         written AS (  -- the EPC as written in the event that counted, for these rows only
-            SELECT w.kind, w.event_index, w.product_code, w.serial, min(w.epc) AS epc
-            FROM (
-                SELECT 'commissioning' AS kind, event_index, product_code, serial, epc
-                FROM _ship_epc
-                WHERE kind = 'commissioning' AND role = 'epc' AND epc_scheme = 'sgtin'
+            SELECT kind, event_index, key, min(epc) AS epc FROM (
+                SELECT 'commissioning' AS kind, l.event_index, l.epc_key AS key, l.epc
+                FROM _ship_listed l SEMI JOIN o
+                  ON o.kind = 'commissioning' AND o.event_index = l.event_index
+                 AND o.key = l.epc_key
+                WHERE l.kind = 'commissioning' AND l.epc_scheme = 'sgtin'
                 UNION ALL
-                SELECT 'shipping', event_index, product_code, serial, epc FROM _ship_expanded
-                WHERE epc_scheme = 'sgtin'
-            ) w
-            SEMI JOIN o USING (kind, event_index, product_code, serial)
-            GROUP BY ALL
+                SELECT 'shipping', event_index, epc, text
+                FROM {_EXPANDED_TEXT.format(rows="(SELECT x.* FROM _ship_expanded x SEMI JOIN o ON o.kind = 'shipping' AND o.event_index = x.event_index AND o.key = x.epc WHERE x.epc_scheme = 'sgtin')")}
+            ) GROUP BY ALL
         )
         SELECT ?::VARCHAR AS file, o.event_index::BIGINT AS event_index, o.kind AS event_kind,
             o.product_code, o.serial, w.epc, o.outcome,
             coalesce(o.lot, o.serial_lot) AS lot, coalesce(o.expiry, o.serial_expiry) AS expiry
-        FROM o JOIN written w USING (kind, event_index, product_code, serial)
+        FROM o JOIN written w USING (kind, event_index, key)
         UNION ALL
-        SELECT ?, event_index, 'shipping', NULL, NULL, epc, 'UNKNOWN_CONTAINER', NULL, NULL
-        FROM (SELECT DISTINCT event_index, epc FROM _ship_expanded x
-              WHERE epc_scheme = 'sscc' AND NOT EXISTS (
-                  SELECT 1 FROM _ship_expanded c
-                  WHERE c.event_index = x.event_index AND c.parent = x.epc))
+        SELECT ?, event_index, 'shipping', NULL, NULL, text, 'UNKNOWN_CONTAINER', NULL, NULL
+        FROM (SELECT DISTINCT event_index, text FROM {_EXPANDED_TEXT.format(rows=f"(SELECT * FROM {sscc} x WHERE NOT EXISTS (SELECT 1 FROM _ship_expanded c WHERE c.event_index = x.event_index AND c.parent = x.epc))")})
         UNION ALL
         SELECT ?, event_index, kind, NULL, NULL, coalesce(epc, ''), 'MALFORMED_EPC', NULL, NULL
         FROM _ship_epc WHERE epc_scheme = 'malformed'""",
@@ -484,15 +509,18 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
     _run(
         con,
         """DELETE FROM shipping_aggregation WHERE cmo_id = ?
-           AND (child IN (SELECT child FROM _ship_links)
-                OR parent IN (SELECT parent FROM _ship_delete_all))""",
+           AND (child_key IN (SELECT child FROM _ship_links)
+                OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
         [sender],
     )
     _run(
         con,
-        """INSERT INTO shipping_aggregation (cmo_id, child, parent)
-        SELECT ?, child, parent FROM _ship_intervals
-        WHERE to_idx IS NULL AND from_idx > 0""",
+        f"""INSERT INTO shipping_aggregation (cmo_id, child, parent, child_key, parent_key)
+        SELECT ?, c.epc, p.parent, i.child, i.parent
+        FROM _ship_intervals i
+        JOIN {STAGE_EPCS} c ON c.rowid = i.row_id
+        JOIN _ship_parents p ON p.event_index = i.from_idx
+        WHERE i.to_idx IS NULL AND i.from_idx > 0""",
         [sender],
     )
     _run(
@@ -590,7 +618,7 @@ def reconcile_document(
             .cast(SHIPPING_EXCEPTIONS_SCHEMA)  # type: ignore[arg-type]
         )
     finally:
-        views = (("VIEW", "_ship_outcomes"), ("VIEW", "_ship_epc"))
+        views = (("VIEW", "_ship_outcomes"), ("VIEW", "_ship_epc"), ("VIEW", "_ship_listed"))
         for kind, table in (*views, *(("TABLE", t) for t in _TEMP)):
             try:
                 _run(con, f"DROP {kind} IF EXISTS {table}")
