@@ -51,8 +51,6 @@ _TEMP = (
     "_ship_delete_all",
     "_ship_intervals",
     "_ship_stored",
-    "_ship_level_a",
-    "_ship_level_b",
     "_ship_expanded",
     "_ship_serials",
     "_ship_exceptions",
@@ -212,7 +210,7 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
+def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
     """Containment intervals: the stored hierarchy, then the document's aggregations in order.
 
     `_ship_intervals(child, parent, from_idx, to_idx, ...)` (EPC keys): `child` is
@@ -226,13 +224,19 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     """
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_links AS
-        SELECT c.event_index, e.action, p.parent_key AS parent, c.epc_key AS child,
-            c.epc_scheme AS child_scheme, c.rowid AS row_id
+        f"""CREATE OR REPLACE TEMP VIEW _ship_link_rows AS
+        SELECT c.event_index, e.action = 'DELETE' AS unpacks, c.epc AS child_text,
+            c.epc_key AS child, c.epc_scheme AS child_scheme, c.rowid AS row_id,
+            p.parent AS parent_text, p.parent_key AS parent
         FROM {STAGE_EPCS} c
         JOIN _ship_events e ON e.event_index = c.event_index
         JOIN _ship_parents p ON p.event_index = c.event_index
         WHERE e.kind = 'aggregation' AND c.epc_scheme <> 'malformed'""",
+    )
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_links AS
+        SELECT event_index, unpacks, parent, child, child_scheme, row_id FROM _ship_link_rows""",
     )
     _run(
         con,
@@ -245,7 +249,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
         """SELECT count(*), count(DISTINCT child),
-            (SELECT count(*) FROM _ship_links WHERE action = 'DELETE')
+            (SELECT count(*) FROM _ship_links WHERE unpacks)
                 + (SELECT count(*) FROM _ship_delete_all)
         FROM _ship_links"""
     ).fetchall()
@@ -270,13 +274,13 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_intervals AS
         WITH doc AS (
-            SELECT child, parent, child_scheme, row_id, NULL::VARCHAR AS child_text, action,
+            SELECT child, parent, child_scheme, row_id, NULL::VARCHAR AS child_text, unpacks,
                 event_index AS from_idx, {next_idx} AS next_idx
             FROM _ship_links
         ),
         stored AS (
             SELECT s.child_key AS child, s.parent_key AS parent, NULL::VARCHAR AS child_scheme,
-                NULL::BIGINT AS row_id, s.child AS child_text, 'ADD' AS action, 0 AS from_idx,
+                NULL::BIGINT AS row_id, s.child AS child_text, FALSE AS unpacks, 0 AS from_idx,
                 f.idx AS next_idx
             FROM (SELECT child, child_key, parent_key FROM shipping_aggregation
                   WHERE cmo_id = ?) s
@@ -287,16 +291,17 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         kept AS (
             SELECT child, parent, child_scheme, row_id, child_text, from_idx,
                 least(next_idx, until) AS to_idx  -- least() skips NULLs
-            FROM ended WHERE action <> 'DELETE'
+            FROM ended WHERE NOT unpacks
         )
         SELECT *, child IN (SELECT DISTINCT parent FROM kept) AS child_is_parent FROM kept""",
         [sender],
     )
+    return simple
 
 
-_EXPANDED_COLUMNS = "event_index, epc, parent, epc_scheme, row_id, child_text"
 # the EPCs listed by shipping events: the expansion's first level
-_SHIPPED = """SELECT *, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS is_parent FROM (
+_SHIPPED = """SELECT *, 0 AS depth, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS is_parent
+    FROM (
         SELECT event_index, epc_key AS epc, NULL::UHUGEINT AS parent,
             any_value(epc_scheme) AS epc_scheme, min(row_id) AS row_id,
             NULL::VARCHAR AS child_text
@@ -305,42 +310,36 @@ _SHIPPED = """SELECT *, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS 
         GROUP BY event_index, epc_key)"""
 # what the units of one level hold as of their shipping event: the next level (a unit
 # that packs nothing is a leaf and is not looked up)
-_INSIDE = """SELECT x.event_index, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
-            i.row_id, i.child_text, i.child_is_parent AS is_parent
-        FROM {level} x JOIN _ship_intervals i
+_INSIDE = """INSERT INTO _ship_expanded
+        SELECT x.event_index, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
+            i.row_id, i.child_text, x.depth + 1, i.child_is_parent AS is_parent
+        FROM _ship_expanded x JOIN _ship_intervals i
           ON i.parent = x.epc AND i.from_idx < x.event_index
          AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
-        WHERE x.is_parent"""
+        WHERE x.depth = ? AND x.is_parent"""
 
 
 def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     """Every EPC shipped, directly or inside a shipped unit, as of its shipping event.
 
-    Level by level: the shipped EPCs, what they hold, what that holds, ... each level
-    a table whose size DuckDB knows when it joins the next (a recursive query kept
-    every level in memory beyond DuckDB's limit).  At one moment a child has one
-    parent, so the expansion is a forest; the depth limit (`_MAX_DEPTH` levels) only
-    stops a cyclic hierarchy (A in B in A).  Only EPCs that are a parent somewhere are
-    looked up (the million leaves are not).  `_ship_expanded` holds keys and where
-    each EPC's text is (`row_id`, `child_text`); children known from the stored
-    hierarchy are parsed into `_ship_stored` (the state keeps their text).
+    Level by level (`depth`): the shipped EPCs, what they hold, what that holds, ...
+    each level joined from the one before it, whose size DuckDB then knows (a
+    recursive query kept every level in memory beyond DuckDB's limit).  At one moment
+    a child has one parent, so the expansion is a forest; the depth limit
+    (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Only EPCs that
+    are a parent somewhere are looked up (the million leaves are not).
+    `_ship_expanded` holds keys and where each EPC's text is (`row_id`, `child_text`);
+    children known from the stored hierarchy are parsed into `_ship_stored` (the state
+    keeps their text).
     """
-    _run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_expanded AS
-        SELECT {_EXPANDED_COLUMNS} FROM ({_SHIPPED}) LIMIT 0""",
-    )
-    levels = ("_ship_level_a", "_ship_level_b")
-    _run(con, f"CREATE OR REPLACE TEMP TABLE {levels[0]} AS {_SHIPPED}")
-    for depth in range(_MAX_DEPTH + 1):
-        level, following = levels[depth % 2], levels[(depth + 1) % 2]
-        _run(con, f"INSERT INTO _ship_expanded SELECT {_EXPANDED_COLUMNS} FROM {level}")
-        ((parents,),) = con.sql(f"SELECT count(*) FROM {level} WHERE is_parent").fetchall()
-        if not parents or depth == _MAX_DEPTH:
+    _run(con, f"CREATE OR REPLACE TEMP TABLE _ship_expanded AS {_SHIPPED}")
+    for depth in range(_MAX_DEPTH):
+        ((parents,),) = con.execute(
+            "SELECT count(*) FROM _ship_expanded WHERE depth = ? AND is_parent", [depth]
+        ).fetchall()
+        if not parents:
             break
-        _run(con, f"CREATE OR REPLACE TEMP TABLE {following} AS {_INSIDE.format(level=level)}")
-    for level in levels:
-        _run(con, f"DROP TABLE IF EXISTS {level}")
+        _run(con, _INSIDE, [depth])
     stored = "(SELECT DISTINCT child_text AS epc FROM _ship_expanded WHERE row_id IS NULL)"
     _run(
         con,
@@ -352,6 +351,35 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
         """UPDATE _ship_expanded x SET epc_scheme = s.epc_scheme FROM _ship_stored s
         WHERE x.row_id IS NULL AND x.child_text = s.epc""",
     )
+
+
+def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) -> None:
+    """The stored hierarchy: every child the document mentions (or empties out of a
+    parent) gets its link as it stands after the document's last event.  In the usual
+    case (every child packed once, nothing unpacked) that is every link of the document,
+    written straight from the staged rows; otherwise the links still open at the end.
+    The working tables of the hierarchy are dropped: the rest does not need them."""
+    _run(
+        con,
+        """DELETE FROM shipping_aggregation WHERE cmo_id = ?
+           AND (child_key IN (SELECT child FROM _ship_links)
+                OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
+        [sender],
+    )
+    final = (
+        "_ship_link_rows"
+        if simple
+        else """(SELECT l.* FROM _ship_link_rows l SEMI JOIN _ship_intervals i
+            ON i.row_id = l.row_id AND i.to_idx IS NULL AND i.from_idx > 0)"""
+    )
+    _run(
+        con,
+        f"""INSERT INTO shipping_aggregation (cmo_id, child, parent, child_key, parent_key)
+        SELECT ?, child_text, parent_text, child, parent FROM {final}""",
+        [sender],
+    )
+    for table in ("_ship_links", "_ship_intervals", "_ship_delete_all"):
+        _run(con, f"DROP TABLE {table}")
 
 
 _FEW_RUNS = 10_000
@@ -380,18 +408,18 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     # in the pool and status, and one outcome per event kind.
     # the GTIN and serial of a key: of its commissioning rows (staged with them), else
     # of its staged row or stored text (a serial shipped but not commissioned here)
-    per_key = """SELECT key, min(event_index) FILTER (WHERE NOT shipping) AS c_event,
-            min(event_index) FILTER (WHERE shipping) AS s_event,
-            min(row_id) FILTER (WHERE shipping) AS row_id, any_value(child_text) AS child_text,
-            any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
+    per_key = """SELECT key, c_event, s_event, row_id, child_text, c_product_code, c_serial
         FROM (
-            SELECT epc_key AS key, event_index, FALSE AS shipping, NULL::BIGINT AS row_id,
-                NULL::VARCHAR AS child_text, product_code, serial
+            SELECT epc_key AS key, min(event_index) AS c_event,
+                any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
             FROM _ship_listed WHERE kind = 'commissioning' AND epc_scheme = 'sgtin'
-            UNION ALL
-            SELECT epc, event_index, TRUE, row_id, child_text, NULL, NULL FROM _ship_expanded
-            WHERE epc_scheme = 'sgtin'
-        ) GROUP BY key"""
+            GROUP BY epc_key
+        ) FULL JOIN (
+            SELECT epc AS key, min(event_index) AS s_event, min(row_id) AS row_id,
+                any_value(child_text) AS child_text
+            FROM _ship_expanded WHERE epc_scheme = 'sgtin'
+            GROUP BY epc
+        ) USING (key)"""
     named = f"""SELECT * EXCLUDE (c_product_code, c_serial) REPLACE (
                 coalesce(c_product_code, product_code) AS product_code,
                 coalesce(c_serial, serial) AS serial)
@@ -484,7 +512,7 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
 
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
-    """Persist: OK serials become commissioned (with lot/expiry) or shipped; hierarchy; exception log."""
+    """Persist: OK serials become commissioned (with lot/expiry) or shipped; exception log."""
     patches = con.sql(
         """WITH marks AS (  -- each OK serial's status after the document
             SELECT pid, pseq, run_lo,
@@ -504,25 +532,6 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
         pids = patches.get_column("pid").unique().to_list()
         runs = load_runs(con, pids)
         save_runs(con, pids, overlay(runs, patches, ["commissioned", "shipped", "lot", "expiry"]))
-    # the stored hierarchy: every child the document mentions (or empties out of a
-    # parent) gets its link as it stands after the document's last event
-    _run(
-        con,
-        """DELETE FROM shipping_aggregation WHERE cmo_id = ?
-           AND (child_key IN (SELECT child FROM _ship_links)
-                OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
-        [sender],
-    )
-    _run(
-        con,
-        f"""INSERT INTO shipping_aggregation (cmo_id, child, parent, child_key, parent_key)
-        SELECT ?, c.epc, p.parent, i.child, i.parent
-        FROM _ship_intervals i
-        JOIN {STAGE_EPCS} c ON c.rowid = i.row_id
-        JOIN _ship_parents p ON p.event_index = i.from_idx
-        WHERE i.to_idx IS NULL AND i.from_idx > 0""",
-        [sender],
-    )
     _run(
         con,
         """INSERT INTO shipping_exception_log
@@ -592,8 +601,9 @@ def reconcile_document(
         return ShippingResult(reconciliation=row, quarantine_reason=reason)
     try:
         _stage_rows(con)
-        _build_hierarchy(con, sender)
+        simple = _build_hierarchy(con, sender)
         _expand_shipments(con)
+        _store_hierarchy(con, sender, simple)
         _reconcile_serials(con, sender)
         _collect_exceptions(con, file)
         _apply(con, sender, ctx, file)
@@ -618,7 +628,12 @@ def reconcile_document(
             .cast(SHIPPING_EXCEPTIONS_SCHEMA)  # type: ignore[arg-type]
         )
     finally:
-        views = (("VIEW", "_ship_outcomes"), ("VIEW", "_ship_epc"), ("VIEW", "_ship_listed"))
+        views = (
+            ("VIEW", "_ship_outcomes"),
+            ("VIEW", "_ship_epc"),
+            ("VIEW", "_ship_link_rows"),
+            ("VIEW", "_ship_listed"),
+        )
         for kind, table in (*views, *(("TABLE", t) for t in _TEMP)):
             try:
                 _run(con, f"DROP {kind} IF EXISTS {table}")
