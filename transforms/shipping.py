@@ -151,7 +151,7 @@ def event_kind_sql(event_type: str, action: str, biz_step: str) -> str:
 def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     """Classify events and parse the identifiers the parser did not parse, once.
 
-    `_ship_events`: every read event with its kind and (aggregation) parent.
+    `_ship_events`: every read event with its kind.
     `_ship_other`: the parents and locations of the events that matter, parsed once
     per distinct text, with their role (`parent`, `location`); `_ship_parents`: the
     usable parent of each aggregation event with its key.  `_ship_listed`: the EPC
@@ -405,9 +405,10 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     )
     # One row per SGTIN reported (by key: its GTIN and serial): its first commissioning
     # event and its first shipping event (directly or inside a shipped unit), its place
-    # in the pool and status, and one outcome per event kind.
-    # the GTIN and serial of a key: of its commissioning rows (staged with them), else
-    # of its staged row or stored text (a serial shipped but not commissioned here)
+    # in the pool and status, and one outcome per event kind.  Commissioned and shipped
+    # keys are grouped apart and joined (one aggregate of both was the slowest step).
+    # A key's GTIN and serial come from its commissioning rows (staged with them), else
+    # from its staged row or stored text (a serial shipped but not commissioned here).
     per_key = """SELECT key, c_event, s_event, row_id, child_text, c_product_code, c_serial
         FROM (
             SELECT epc_key AS key, min(event_index) AS c_event,
