@@ -3,6 +3,8 @@ plain one-row-per-serial model."""
 
 from __future__ import annotations
 
+import itertools
+
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,6 +93,39 @@ def test_ranges_of_and_expand_are_inverse() -> None:
     ranges = sr.ranges_of(serials)
     assert ranges.select("pid", "lo", "hi").rows() == [(1, 0, 3), (1, 7, 8), (2, 0, 1)]
     assert sorted(sr.expand(ranges).rows()) == sorted(serials.rows())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 30), st.sampled_from([None, "A", "B"])),
+        max_size=40,
+    ),
+    st.sampled_from([0, 1 << 22, 1 << 40]),
+)
+def test_ranges_of_covers_each_serial_once_with_its_value(
+    rows: list[tuple[int, int, str | None]], shift: int
+) -> None:
+    """Against a serial-by-serial model; the shifted numbers take the two-column sort."""
+    pid_shift, pseq_shift = (shift, 0) if shift == 1 << 22 else (0, shift)
+    serials = pl.DataFrame(
+        [(p + pid_shift, q + pseq_shift, v) for p, q, v in rows],
+        schema={"pid": pl.Int64, "pseq": pl.Int64, "v": pl.String},
+        orient="row",
+    )
+    ranges = sr.ranges_of(serials, ["v"])
+    first = {}
+    for p, q, v in serials.rows():
+        first.setdefault((p, q), v)
+    covered = [(p, q, v) for p, lo, hi, v in ranges.rows() for q in range(lo, hi)]
+    assert sorted(covered, key=lambda r: (r[0], r[1])) == covered  # sorted, disjoint
+    assert {(p, q) for p, q, _ in covered} == set(first)
+    assert len(covered) == len(first)
+    # neighbouring ranges differ: a gap, another product or another value
+    for (p1, _, hi1, v1), (p2, lo2, _, v2) in itertools.pairwise(ranges.rows()):
+        assert (p1, hi1, v1) != (p2, lo2, v2)
+    for p, q, v in covered:  # a duplicated serial keeps one of its values
+        assert v in {w for pp, qq, w in serials.rows() if (pp, qq) == (p, q)}
 
 
 patch_strategy = st.lists(

@@ -268,9 +268,14 @@ def expand(ranges: pl.DataFrame, keep: Sequence[str] = ()) -> pl.DataFrame:
     )
 
 
+_PSEQ_LIMIT = 1 << 40  # (pid, pseq) sorts as one Int64 below these
+_PID_LIMIT = 1 << 22
+
+
 def ranges_of(serials: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
     """Run-length encode serials (pid, pseq, by…) into ranges (pid, lo, hi, by…):
-    consecutive numbers with equal `by` values form one range."""
+    consecutive numbers with equal `by` values form one range.  A serial listed twice
+    counts once (one of its rows)."""
     if serials.height == 0:
         return pl.DataFrame(
             schema={
@@ -280,20 +285,26 @@ def ranges_of(serials: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
                 **{b: serials.schema[b] for b in by},
             }
         )
-    s = serials.select("pid", "pseq", *by).unique(["pid", "pseq"]).sort("pid", "pseq")
-    same = (pl.col("pid") == pl.col("pid").shift(1)) & (
-        pl.col("pseq") == pl.col("pseq").shift(1) + 1
-    )
+    s = serials.select(pl.col("pid").cast(pl.Int32), pl.col("pseq").cast(pl.Int64), *by)
+    ((pid_min, pid_max, pseq_min, pseq_max),) = s.select(
+        pl.col("pid").min().alias("a"),
+        pl.col("pid").max().alias("b"),
+        pl.col("pseq").min().alias("c"),
+        pl.col("pseq").max().alias("d"),
+    ).rows()
+    if min(pid_min, pseq_min) >= 0 and pid_max < _PID_LIMIT and pseq_max < _PSEQ_LIMIT:
+        # one Int64 key sorts several times faster than two columns
+        s = s.sort(pl.col("pid").cast(pl.Int64) * _PSEQ_LIMIT + pl.col("pseq"))
+    else:
+        s = s.sort("pid", "pseq")
+    pid, pseq = pl.col("pid"), pl.col("pseq")
+    s = s.filter(~((pid == pid.shift(1)) & (pseq == pseq.shift(1))).fill_null(False))  # once each
+    same = (pid == pid.shift(1)) & (pseq == pseq.shift(1) + 1)
     for b in by:
         same = same & pl.col(b).eq_missing(pl.col(b).shift(1))
-    return (
-        s.with_columns((~same.fill_null(False)).cum_sum().alias("_r"))
-        .group_by("_r", maintain_order=True)
-        .agg(
-            pl.col("pid").first(),
-            pl.col("pseq").first().alias("lo"),
-            (pl.col("pseq").last() + 1).alias("hi"),
-            *[pl.col(b).first() for b in by],
-        )
-        .drop("_r")
+    start = (~same).fill_null(True)
+    flags = s.select(start.alias("start"), start.shift(-1, fill_value=True).alias("end"))
+    ends = s.get_column("pseq").filter(flags.get_column("end"))
+    return s.filter(flags.get_column("start")).select(
+        "pid", pseq.alias("lo"), (ends + 1).alias("hi"), *by
     )

@@ -31,7 +31,7 @@ from schemas.shipping import (
 )
 from transforms.context import RunContext
 from transforms.epc import epc_key_sql, parse_epcs_sql, sgln_key
-from transforms.serial_runs import overlay
+from transforms.serial_runs import overlay, ranges_of
 from transforms.serials import load_runs, save_runs
 
 _SGTIN_OUTCOMES = {
@@ -514,21 +514,18 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; exception log."""
-    patches = con.sql(
-        """WITH marks AS (  -- each OK serial's status after the document
-            SELECT pid, pseq, run_lo,
-                commissioned OR c_outcome IS NOT DISTINCT FROM 'OK' AS commissioned,
-                shipped OR s_outcome IS NOT DISTINCT FROM 'OK' AS shipped,
-                coalesce(CASE WHEN c_outcome = 'OK' THEN c_lot END, lot) AS lot,
-                coalesce(CASE WHEN c_outcome = 'OK' THEN c_expiry END, expiry) AS expiry
-            FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'),
-        numbered AS (  -- consecutive serials of one run with the same status form one patch
-            SELECT *, pseq - row_number() OVER (
-                PARTITION BY pid, run_lo, commissioned, shipped, lot, expiry ORDER BY pseq) AS g
-            FROM marks)
-        SELECT pid, min(pseq) AS lo, max(pseq) + 1 AS hi, commissioned, shipped, lot, expiry
-        FROM numbered GROUP BY pid, run_lo, commissioned, shipped, lot, expiry, g"""
+    marks = con.sql(  # each OK serial's status after the document
+        """SELECT pid, pseq, run_lo,
+            commissioned OR c_outcome IS NOT DISTINCT FROM 'OK' AS commissioned,
+            shipped OR s_outcome IS NOT DISTINCT FROM 'OK' AS shipped,
+            coalesce(CASE WHEN c_outcome = 'OK' THEN c_lot END, lot) AS lot,
+            coalesce(CASE WHEN c_outcome = 'OK' THEN c_expiry END, expiry) AS expiry
+        FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'"""
     ).pl()
+    # consecutive serials of one run with the same status form one patch
+    patches = ranges_of(marks, ["run_lo", "commissioned", "shipped", "lot", "expiry"]).drop(
+        "run_lo"
+    )
     if patches.height:
         pids = patches.get_column("pid").unique().to_list()
         runs = load_runs(con, pids)
