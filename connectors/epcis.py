@@ -37,10 +37,12 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import queue
 import re
 import threading
+from collections.abc import Iterator
 from operator import attrgetter
 from pathlib import Path
 
@@ -434,8 +436,25 @@ def stage_document(
     for ddl in STAGING_DDL:
         con.execute(ddl)
     info = DocumentInfo(file=path.name, namespace=namespace, schema_version=schema_version)
-    with one_thread(con):
+    with one_thread(con), _no_cyclic_gc():
         return _stage(con, path, info, batch_size)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector inside the block (restored afterwards).
+
+    Reading a document makes millions of short-lived element proxies and row tuples,
+    none of them in a reference cycle; each collection pass would walk the rows
+    still buffered (3% of the parse).  Reference counting frees them as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _stage(

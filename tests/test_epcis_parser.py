@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -12,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from connectors import epcis
 from connectors.epcis import EpcisRejected, stage_document
 from schemas.shipping import STAGE_EPCS, STAGE_EVENTS, STAGE_PARTIES, DocumentInfo, SourceParty
 from transforms.epc import parse_epc
@@ -401,3 +403,42 @@ def test_parsing_runs_in_a_worker_thread() -> None:
     worker.start()
     worker.join()
     assert out and out[0].events_read == 2
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_garbage_collector_is_paused_while_reading_and_restored(
+    tmp_path: Path, enabled: bool
+) -> None:
+    """Paused while the document is read; as it was afterwards, also after a rejection."""
+    good = tmp_path / "shipping_good.xml"
+    good.write_text(
+        "<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:1'><EPCISBody><EventList>"
+        "<ObjectEvent><epcList><epc>urn:epc:id:sgtin:0614141.107346.1</epc></epcList>"
+        "<action>ADD</action></ObjectEvent></EventList></EPCISBody></epcis:EPCISDocument>",
+        encoding="utf-8",
+    )
+    bad = tmp_path / "shipping_bad.xml"
+    bad.write_text(
+        "<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:1'><EPCISBody>",
+        encoding="utf-8",
+    )
+    seen: list[bool] = []
+    original = epcis._read_event
+
+    def spy(*args: object) -> None:
+        seen.append(gc.isenabled())
+        original(*args)  # type: ignore[arg-type]
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(epcis, "_read_event", spy)
+            stage_document(duckdb.connect(), good)
+            assert seen == [False]
+            assert gc.isenabled() is enabled
+            with pytest.raises(EpcisRejected):
+                stage_document(duckdb.connect(), bad)
+            assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
