@@ -304,6 +304,24 @@ def test_a_cyclic_hierarchy_is_expanded_to_the_depth_limit_and_no_further(tmp_pa
     assert state(con)["1"][:2] == (False, True)
 
 
+def test_a_unit_shipped_also_inside_another_shipped_unit_counts_once(tmp_path: Path) -> None:
+    """One shipping event lists a pallet and a case on it: the case and its units are
+    reached twice and shipped once each (as when a second shipping event ships them)."""
+    con = store()
+    case = unit("c1", "512345")
+    add_serials(con, [unit("1"), unit("2"), case])
+    xml = document(
+        agg(case, [unit("1"), unit("2")]),
+        agg(sscc(1), [case]),
+        obj([sscc(1), case], "shipping", "OBSERVE"),
+    )
+    result = run(con, tmp_path, xml)
+    check_reports(result)
+    rec = result.reconciliation
+    assert (rec["shipped"], rec["ok"], rec["unknown_container"]) == (3, 3, 0)
+    assert all(shipped for _, shipped, _ in state(con).values())
+
+
 def test_unknown_container_and_malformed_epc_are_occurrences(tmp_path: Path) -> None:
     con = store()
     xml = document(
@@ -637,7 +655,9 @@ def test_lot_reconciliation_counts_ok_and_exceptions_per_lot(tmp_path: Path) -> 
 
 @st.composite
 def hierarchies(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], list[str], set[str]]:
-    """Pallets (SSCC) → cases (SGTIN, some nested in inner packs) → units; the SGTINs inside."""
+    """Pallets (SSCC) → cases (SGTIN, some nested in inner packs) → units; the SGTINs inside.
+
+    What is shipped: the pallets, and sometimes also units inside them (reached twice)."""
     counter = iter(range(1, 10_000))
     links: list[tuple[str, list[str]]] = []
     sgtins: set[str] = set()
@@ -660,7 +680,9 @@ def hierarchies(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], list[str]
             (pallet, [pack(draw(st.integers(0, 2))) for _ in range(draw(st.integers(1, 3)))])
         )
     order = draw(st.permutations(range(len(links))))
-    return [links[i] for i in order], pallets, sgtins
+    inside = sorted(sgtins)
+    also = draw(st.lists(st.sampled_from(inside), max_size=2, unique=True)) if inside else []
+    return [links[i] for i in order], pallets + also, sgtins
 
 
 @settings(
@@ -671,11 +693,11 @@ def test_expanding_a_random_hierarchy_ships_exactly_its_sgtins(
     tmp_path: Path, h: tuple[list[tuple[str, list[str]]], list[str], set[str]], split: bool
 ) -> None:
     """Packed in any order, in the shipping document or an earlier one: shipped = every SGTIN inside."""
-    links, pallets, sgtins = h
+    links, shipped_units, sgtins = h
     con = store()
     add_serials(con, sorted(sgtins))
     packing = [agg(parent, kids) for parent, kids in links]
-    ship = obj(pallets, "shipping", "OBSERVE")
+    ship = obj(shipped_units, "shipping", "OBSERVE")
     if split:
         run(con, tmp_path, document(*packing), "p.xml")
         result = run(con, tmp_path, document(ship), "s.xml")

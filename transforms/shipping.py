@@ -319,7 +319,7 @@ _INSIDE = """INSERT INTO _ship_expanded
         WHERE x.depth = ? AND x.is_parent"""
 
 
-def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
+def _expand_shipments(con: duckdb.DuckDBPyConnection, simple: bool) -> bool:
     """Every EPC shipped, directly or inside a shipped unit, as of its shipping event.
 
     Level by level (`depth`): the shipped EPCs, what they hold, what that holds, ...
@@ -331,6 +331,12 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
     `_ship_expanded` holds keys and where each EPC's text is (`row_id`, `child_text`);
     children known from the stored hierarchy are parsed into `_ship_stored` (the state
     keeps their text).
+
+    Returns whether every EPC is in `_ship_expanded` once (so the reconciliation need
+    not group it): true when one shipping event ships what only the document packed,
+    each child packed once (`simple`) and no shipped unit is inside another one.  (A
+    unit has one parent, so a cycle is only reached from a shipped unit in it, which
+    the expansion then reaches again.)
     """
     _run(con, f"CREATE OR REPLACE TEMP TABLE _ship_expanded AS {_SHIPPED}")
     for depth in range(_MAX_DEPTH):
@@ -340,6 +346,14 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
         if not parents:
             break
         _run(con, _INSIDE, [depth])
+    ((events, stored_rows, root_inside),) = con.sql(
+        """SELECT (SELECT count(DISTINCT event_index) FROM _ship_expanded WHERE depth = 0),
+            (SELECT count(*) FROM _ship_expanded WHERE row_id IS NULL),
+            EXISTS (SELECT 1 FROM _ship_expanded x
+                    SEMI JOIN (SELECT event_index, epc FROM _ship_expanded WHERE depth = 0) r
+                      ON r.event_index = x.event_index AND r.epc = x.epc
+                    WHERE x.depth > 0)"""
+    ).fetchall()
     stored = "(SELECT DISTINCT child_text AS epc FROM _ship_expanded WHERE row_id IS NULL)"
     _run(
         con,
@@ -351,6 +365,7 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection) -> None:
         """UPDATE _ship_expanded x SET epc_scheme = s.epc_scheme FROM _ship_stored s
         WHERE x.row_id IS NULL AND x.child_text = s.epc""",
     )
+    return simple and events <= 1 and stored_rows == 0 and not root_inside
 
 
 def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) -> None:
@@ -392,8 +407,11 @@ _EXPANDED_TEXT = f"""(SELECT x.*, coalesce(c.epc, s.epc) AS text,
     LEFT JOIN _ship_stored s ON x.row_id IS NULL AND s.epc = x.child_text)"""
 
 
-def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
-    """One outcome per SGTIN and event kind, the first that applies (§6 *Reconciliation*)."""
+def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) -> None:
+    """One outcome per SGTIN and event kind, the first that applies (§6 *Reconciliation*).
+
+    `once`: every EPC is in `_ship_expanded` once (`_expand_shipments`), so the shipped
+    serials are not grouped."""
     ((runs,),) = con.sql("SELECT count(*) FROM serial_runs").fetchall()
     # Few runs (the usual state): a range join, one match per serial (DuckDB would plan
     # an ASOF join against a tiny table as a nested loop plus a costly aggregate);
@@ -409,18 +427,22 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     # keys are grouped apart and joined (one aggregate of both was the slowest step).
     # A key's GTIN and serial come from its commissioning rows (staged with them), else
     # from its staged row or stored text (a serial shipped but not commissioned here).
-    per_key = """SELECT key, c_event, s_event, row_id, child_text, c_product_code, c_serial
+    shipped = (
+        """SELECT epc AS key, event_index AS s_event, row_id, child_text
+        FROM _ship_expanded WHERE epc_scheme = 'sgtin'"""
+        if once
+        else """SELECT epc AS key, min(event_index) AS s_event, min(row_id) AS row_id,
+            any_value(child_text) AS child_text
+        FROM _ship_expanded WHERE epc_scheme = 'sgtin'
+        GROUP BY epc"""
+    )
+    per_key = f"""SELECT key, c_event, s_event, row_id, child_text, c_product_code, c_serial
         FROM (
             SELECT epc_key AS key, min(event_index) AS c_event,
                 any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
             FROM _ship_listed WHERE kind = 'commissioning' AND epc_scheme = 'sgtin'
             GROUP BY epc_key
-        ) FULL JOIN (
-            SELECT epc AS key, min(event_index) AS s_event, min(row_id) AS row_id,
-                any_value(child_text) AS child_text
-            FROM _ship_expanded WHERE epc_scheme = 'sgtin'
-            GROUP BY epc
-        ) USING (key)"""
+        ) FULL JOIN ({shipped}) USING (key)"""
     named = f"""SELECT * EXCLUDE (c_product_code, c_serial) REPLACE (
                 coalesce(c_product_code, product_code) AS product_code,
                 coalesce(c_serial, serial) AS serial)
@@ -600,9 +622,9 @@ def reconcile_document(
     try:
         _stage_rows(con)
         simple = _build_hierarchy(con, sender)
-        _expand_shipments(con)
+        once = _expand_shipments(con, simple)
         _store_hierarchy(con, sender, simple)
-        _reconcile_serials(con, sender)
+        _reconcile_serials(con, sender, once)
         _collect_exceptions(con, file)
         _apply(con, sender, ctx, file)
         warnings = _warnings(con)
