@@ -61,6 +61,7 @@ from schemas.shipping import (
     SourceParty,
 )
 from transforms.epc import epc_key_sql, parse_epcs_frame
+from transforms.shipping import event_kind_sql
 from transforms.state import one_thread
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
@@ -302,7 +303,7 @@ class _Stager:
 
     def flush_events(self) -> None:
         if self.events:
-            self.writer.put(_RowBatch(STAGE_EVENTS, _EVENT_COLUMNS, self.events))
+            self.writer.put(_EventBatch(self.events))
             self.events = []
         if self.parties:
             self.writer.put(_RowBatch(STAGE_PARTIES, _PARTY_COLUMNS, self.parties))
@@ -340,17 +341,32 @@ class _RowBatch:
     def __init__(self, table: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]):
         self.table, self.columns, self.rows = table, columns, rows
 
-    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+    def frame(self) -> pl.DataFrame:
         values = zip(*self.rows, strict=True)
         # Polars turns Python strings into a column several times faster than pyarrow
         # (the conversion holds the GIL that the parsing thread needs)
-        batch = pl.DataFrame(
+        return pl.DataFrame(
             [
                 pl.Series(name, col, dtype=pl.Int32 if name == "event_index" else pl.String)
                 for name, col in zip(self.columns, values, strict=True)
             ]
-        ).to_arrow(compat_level=pl.CompatLevel.newest())
+        )
+
+    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        batch = self.frame().to_arrow(compat_level=pl.CompatLevel.newest())
         _run(con, _PLAIN_INSERT.format(table=self.table), batch)
+
+
+class _EventBatch(_RowBatch):
+    """Event rows, staged with what the rules derive from each (`_EVENT_INSERT`): the
+    parentID is parsed here like the EPCs, while the next part is read."""
+
+    def __init__(self, rows: list[tuple[object, ...]]):
+        super().__init__(STAGE_EVENTS, _EVENT_COLUMNS, rows)
+
+    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        batch = parse_epcs_frame(self.frame(), column="parent_id")
+        _run(con, _EVENT_INSERT, batch.to_arrow(compat_level=pl.CompatLevel.newest()))
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table) -> None:
@@ -399,6 +415,13 @@ class _Writer:
 
 
 _PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
+_PARENT_KEY = epc_key_sql(epc="parent_id")
+_EVENT_INSERT = f"""INSERT INTO {STAGE_EVENTS} BY NAME
+    SELECT {", ".join(_EVENT_COLUMNS)}, TRY_CAST(expiry AS DATE) AS expiry_date,
+        {event_kind_sql("event_type", "action", "biz_step")} AS kind,
+        CASE WHEN parent_id IS NOT NULL THEN epc_scheme END AS parent_scheme,
+        CASE WHEN parent_id IS NOT NULL THEN {_PARENT_KEY} END AS parent_key
+    FROM _epcis_batch"""
 _EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
     SELECT event_index, epc, epc_scheme, product_code, serial, {epc_key_sql()} AS epc_key
     FROM _epcis_batch"""

@@ -123,7 +123,10 @@ STAGING_DDL = [
         biz_step VARCHAR,      -- bare CBV word: commissioning, shipping, packing, ...
         parent_id VARCHAR,     -- AggregationEvent parentID
         read_point VARCHAR, biz_location VARCHAR,
-        lot VARCHAR, expiry VARCHAR)""",
+        lot VARCHAR, expiry VARCHAR,
+        -- derived as staged: the expiry as a date (NULL if it is none), the event's kind
+        -- (`transforms.shipping.event_kind_sql`), the parent's scheme and identity key
+        expiry_date DATE, kind VARCHAR, parent_scheme VARCHAR, parent_key UHUGEINT)""",
     # One row per <epc> of any event's EPC list (trimmed), parsed by
     # `transforms.epc.parse_epcs_frame` as it is staged, with its identity key
     # (`transforms.epc.epc_key_sql`).

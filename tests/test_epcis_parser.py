@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import os
@@ -193,6 +194,47 @@ def test_epcis_2_0_namespace_bare_cbv_words_and_direct_lists(tmp_path: Path) -> 
         SourceParty("ObjectEvent", "shipping", "owning_party", "urn:epc:id:sgln:0614141.00002.0")
     ]
     assert sender_candidates(doc)[0] == "urn:epc:id:sgln:0614141.00002.0"
+
+
+def test_event_rows_are_staged_with_their_kind_expiry_date_and_parsed_parent(
+    tmp_path: Path,
+) -> None:
+    """What the rules derive from an event row is derived as it is staged."""
+    path = tmp_path / "shipping_derived.xml"
+    sscc = "urn:epc:id:sscc:0614141.1234567890"
+    path.write_text(
+        "<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:1'><EPCISBody><EventList>"
+        "<ObjectEvent><epcList/><action>ADD</action><bizStep>commissioning</bizStep>"
+        "<extension><ilmd><lotNumber>L</lotNumber><itemExpirationDate>2027-06-30"
+        "</itemExpirationDate></ilmd></extension></ObjectEvent>"
+        "<ObjectEvent><epcList/><action>ADD</action><bizStep>commissioning</bizStep>"
+        "<extension><ilmd><itemExpirationDate>30.06.2027</itemExpirationDate></ilmd>"
+        "</extension></ObjectEvent>"
+        f"<AggregationEvent><parentID>{sscc}</parentID><childEPCs/><action>ADD</action>"
+        "</AggregationEvent>"
+        "<AggregationEvent><parentID>urn:epc:id:sscc:5099151.001900620</parentID>"
+        "<childEPCs/><action>DELETE</action></AggregationEvent>"
+        "<ObjectEvent><epcList/><action>OBSERVE</action><bizStep>shipping</bizStep>"
+        "</ObjectEvent>"
+        "<ObjectEvent><epcList/><action>OBSERVE</action><bizStep>receiving</bizStep>"
+        "</ObjectEvent>"
+        "</EventList></EPCISBody></epcis:EPCISDocument>",
+        encoding="utf-8",
+    )
+    con, _ = _stage(path)
+    rows = con.sql(
+        f"""SELECT event_index, kind, expiry, expiry_date, parent_scheme,
+            parent_key = md5_number('{parse_epc(sscc).sscc}')
+        FROM {STAGE_EVENTS} ORDER BY event_index"""
+    ).fetchall()
+    assert rows == [
+        (1, "commissioning", "2027-06-30", dt.date(2027, 6, 30), None, None),
+        (2, "commissioning", "30.06.2027", None, None, None),
+        (3, "aggregation", None, None, "sscc", True),
+        (4, "aggregation", None, None, "malformed", False),
+        (5, "shipping", None, None, None, None),
+        (6, None, None, None, None, None),
+    ]
 
 
 def test_a_pretty_printed_epc_with_line_breaks_and_tabs_is_read_trimmed(tmp_path: Path) -> None:

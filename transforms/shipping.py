@@ -30,7 +30,7 @@ from schemas.shipping import (
     DocumentInfo,
 )
 from transforms.context import RunContext
-from transforms.epc import epc_key_sql, parse_epcs_sql, sgln_key
+from transforms.epc import parse_epcs_sql, sgln_key
 from transforms.serial_runs import overlay, ranges_of
 from transforms.serials import load_runs, save_runs
 
@@ -44,7 +44,6 @@ _SGTIN_OUTCOMES = {
 }
 _MAX_DEPTH = 32
 _TEMP = (
-    "_ship_events",
     "_ship_other",
     "_ship_parents",
     "_ship_links",
@@ -149,49 +148,48 @@ def event_kind_sql(event_type: str, action: str, biz_step: str) -> str:
 
 
 def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
-    """Classify events and parse the identifiers the parser did not parse, once.
+    """Name what was staged, and parse the locations, once.
 
-    `_ship_events`: every read event with its kind.
-    `_ship_other`: the parents and locations of the events that matter, parsed once
-    per distinct text, with their role (`parent`, `location`); `_ship_parents`: the
-    usable parent of each aggregation event with its key.  `_ship_listed`: the EPC
-    lists of the events that matter (staged already parsed and keyed), with their
-    event's kind and their staged row; `_ship_epc`: both, for the reports.
+    `_ship_events`: every read event with its kind, its expiry as a date
+    (`expiry_text` as written) and its parent parsed (all derived as staged).
+    `_ship_parents`: the usable parent of each aggregation event with its key.
+    `_ship_other`: the parents and locations of the events that matter with their
+    scheme and role (`parent`, `location`; locations parsed once per distinct text).
+    `_ship_listed`: the EPC lists of the events that matter (staged already parsed
+    and keyed), with their event's kind and their staged row; `_ship_epc`: both, for
+    the reports.
     """
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_events AS
-        SELECT * REPLACE (TRY_CAST(expiry AS DATE) AS expiry), expiry AS expiry_text,
-            {event_kind_sql("event_type", "action", "biz_step")} AS kind
+        f"""CREATE OR REPLACE TEMP VIEW _ship_events AS
+        SELECT * EXCLUDE (expiry, expiry_date), expiry_date AS expiry, expiry AS expiry_text
         FROM {STAGE_EVENTS}""",
-    )
-    others = f"""(
-        SELECT event_index, kind, 'parent' AS role, trim(parent_id) AS epc FROM _ship_events
-        WHERE kind = 'aggregation' AND parent_id IS NOT NULL
-        UNION ALL
-        SELECT event_index, kind, 'location', epc FROM (
-            SELECT event_index, kind, unnest([read_point, biz_location]) AS epc
-            FROM _ship_events WHERE kind IS NOT NULL
-        ) WHERE epc IS NOT NULL
-        UNION ALL
-        SELECT q.event_index, e.kind, 'location', q.id
-        FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
-        WHERE e.kind IS NOT NULL AND starts_with(q.id, 'urn:epc:id:sgln:')
-    )"""
-    distinct = f"(SELECT DISTINCT epc FROM {others})"
-    _run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_other AS
-        WITH parsed AS (SELECT *, {epc_key_sql()} AS epc_key FROM ({parse_epcs_sql(distinct)}))
-        SELECT o.event_index, o.kind, o.role, o.epc, p.epc_scheme, p.product_code, p.serial,
-            p.epc_key
-        FROM {others} o JOIN parsed p USING (epc)""",
     )
     _run(
         con,
         """CREATE OR REPLACE TEMP TABLE _ship_parents AS
-        SELECT event_index, epc AS parent, epc_key AS parent_key FROM _ship_other
-        WHERE role = 'parent' AND epc_scheme <> 'malformed'""",
+        SELECT event_index, parent_id AS parent, parent_key FROM _ship_events
+        WHERE kind = 'aggregation' AND parent_scheme <> 'malformed'""",
+    )
+    locations = f"""(
+        SELECT event_index, kind, epc FROM (
+            SELECT event_index, kind, unnest([read_point, biz_location]) AS epc
+            FROM _ship_events WHERE kind IS NOT NULL
+        ) WHERE epc IS NOT NULL
+        UNION ALL
+        SELECT q.event_index, e.kind, q.id
+        FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
+        WHERE e.kind IS NOT NULL AND starts_with(q.id, 'urn:epc:id:sgln:')
+    )"""
+    distinct = f"(SELECT DISTINCT epc FROM {locations})"
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_other AS
+        SELECT event_index, kind, 'parent' AS role, parent_id AS epc, parent_scheme AS epc_scheme
+        FROM _ship_events WHERE kind = 'aggregation' AND parent_id IS NOT NULL
+        UNION ALL
+        SELECT o.event_index, o.kind, 'location', o.epc, p.epc_scheme
+        FROM {locations} o JOIN ({parse_epcs_sql(distinct)}) p USING (epc)""",
     )
     _run(
         con,
@@ -653,6 +651,7 @@ def reconcile_document(
             ("VIEW", "_ship_epc"),
             ("VIEW", "_ship_link_rows"),
             ("VIEW", "_ship_listed"),
+            ("VIEW", "_ship_events"),
         )
         for kind, table in (*views, *(("TABLE", t) for t in _TEMP)):
             try:
