@@ -298,7 +298,9 @@ def ranges_of(serials: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
     else:
         s = s.sort("pid", "pseq")
     pid, pseq = pl.col("pid"), pl.col("pseq")
-    s = s.filter(~((pid == pid.shift(1)) & (pseq == pseq.shift(1))).fill_null(False))  # once each
+    repeated = s.select(((pid == pid.shift(1)) & (pseq == pseq.shift(1))).fill_null(False))
+    if repeated.to_series().any():  # keep one row of each serial (no copy when none repeats)
+        s = s.filter(~repeated.to_series())
     same = (pid == pid.shift(1)) & (pseq == pseq.shift(1) + 1)
     for b in by:
         same = same & pl.col(b).eq_missing(pl.col(b).shift(1))

@@ -534,17 +534,18 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; exception log."""
-    marks = con.sql(  # each OK serial's status after the document
-        """SELECT pid, pseq, run_lo,
-            commissioned OR c_outcome IS NOT DISTINCT FROM 'OK' AS commissioned,
-            shipped OR s_outcome IS NOT DISTINCT FROM 'OK' AS shipped,
-            coalesce(CASE WHEN c_outcome = 'OK' THEN c_lot END, lot) AS lot,
-            coalesce(CASE WHEN c_outcome = 'OK' THEN c_expiry END, expiry) AS expiry
-        FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'"""
-    ).pl()
-    # consecutive serials of one run with the same status form one patch
-    patches = ranges_of(marks, ["run_lo", "commissioned", "shipped", "lot", "expiry"]).drop(
-        "run_lo"
+    # each OK serial's status after the document; consecutive serials with the same
+    # status form one patch (`overlay` cuts the runs)
+    patches = ranges_of(
+        con.sql(
+            """SELECT pid, pseq,
+                commissioned OR c_outcome IS NOT DISTINCT FROM 'OK' AS commissioned,
+                shipped OR s_outcome IS NOT DISTINCT FROM 'OK' AS shipped,
+                coalesce(CASE WHEN c_outcome = 'OK' THEN c_lot END, lot) AS lot,
+                coalesce(CASE WHEN c_outcome = 'OK' THEN c_expiry END, expiry) AS expiry
+            FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'"""
+        ).pl(),
+        ["commissioned", "shipped", "lot", "expiry"],
     )
     if patches.height:
         pids = patches.get_column("pid").unique().to_list()
@@ -624,6 +625,8 @@ def reconcile_document(
         _store_hierarchy(con, sender, simple)
         _reconcile_serials(con, sender, once)
         _collect_exceptions(con, file)
+        for table in ("_ship_expanded", "_ship_stored"):  # their memory, for what follows
+            _run(con, f"DROP TABLE {table}")
         _apply(con, sender, ctx, file)
         warnings = _warnings(con)
         for kind, outcome, n in con.sql(
