@@ -26,10 +26,12 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   row; after each chunk everything before the last event read is deleted from
   the tree, and an EPC list still being parsed is harvested and emptied, so one
   event with millions of EPCs never sits whole in the tree.  Texts and rows go
-  to a writer thread every `batch_size` rows, which parses the EPC URIs in
-  Polars (`transforms.epc.parse_epcs_frame`) and gives each its identity key
-  (`transforms.epc.epc_key_sql`) while the next part is read; an EPC row knows
-  its event by index only (the rules join the event for its kind and parent).
+  to a writer thread every `batch_size` EPCs or events, which parses the EPC URIs
+  and the parentIDs in Polars (`transforms.epc.parse_epcs_frame`), gives each its
+  identity key (`transforms.epc.epc_key_sql`) and each event its kind and expiry
+  date while the next part is read; an EPC row knows its event by index only (the
+  rules join the event for its kind and parent).  The cyclic garbage collector
+  is paused meanwhile.
   DuckDB runs on one thread meanwhile (the parser has the other core), and the
   connection's thread setting is restored afterwards.
 """
