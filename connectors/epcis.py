@@ -449,7 +449,7 @@ def _drop_before(node: etree._Element) -> None:
 
 
 def stage_document(
-    con: duckdb.DuckDBPyConnection, path: Path, batch_size: int = 100_000
+    con: duckdb.DuckDBPyConnection, path: Path, batch_size: int = 250_000
 ) -> DocumentInfo:
     """Parse `path` into the staging tables of `con` (replaced) and describe it (SPEC §6).
 
