@@ -492,7 +492,7 @@ def _stage(
     text_of = _TEXT_OF
     events_ended = 0
     by_type: dict[str, int] = {}
-    sources: list[SourceParty] = []
+    sources: dict[SourceParty, None] = {}  # each distinct source once, first occurrence
     locations: dict[str, None] = {}
     open_list: etree._Element | None = None  # the EPC list being parsed, if any
     last_event: etree._Element | None = None  # the last event read in this chunk
@@ -585,7 +585,7 @@ def _stage(
     info.events_read = events_ended - info.events_skipped
     info.events_by_type = dict(sorted(by_type.items()))
     info.epcs_staged = stager.staged
-    info.sources = sources
+    info.sources = list(sources)
     info.location_candidates = list(locations)
     return info
 
@@ -596,11 +596,12 @@ def _stage_parties(
     event_type: str,
     row: list[str | None],
     parties: list[_Party],
-    sources: list[SourceParty],
+    sources: dict[SourceParty, None],
 ) -> None:
     """Append the sources/destinations of one read event; keep its sources for the sender
-    rule (`transforms.shipping.sender_candidates`)."""
+    rule (`transforms.shipping.sender_candidates`), each distinct one once (a source
+    repeated on every event does not grow with the document)."""
     for role, kind, ident in parties:
         party_rows.append((index, role, kind, ident))
         if ident and role == "source":
-            sources.append(SourceParty(event_type, row[_BIZ_STEP], kind, ident))
+            sources[SourceParty(event_type, row[_BIZ_STEP], kind, ident)] = None

@@ -151,9 +151,9 @@ class SourceParty(NamedTuple):
 @dataclass
 class DocumentInfo:
     """What the parser learnt about one EPCIS document besides the staged rows: counts,
-    the SBDH sender, every source of the read events and every event's bizLocation
-    then readPoint (`location_candidates`, first occurrences, document order) — what
-    the sender rule (`transforms.shipping.sender_candidates`) looks at."""
+    the SBDH sender, every distinct source of the read events and every event's
+    bizLocation then readPoint (`location_candidates`) — first occurrences, in document
+    order: what the sender rule (`transforms.shipping.sender_candidates`) looks at."""
 
     file: str
     namespace: str

@@ -237,6 +237,27 @@ def test_event_rows_are_staged_with_their_kind_expiry_date_and_parsed_parent(
     ]
 
 
+def test_a_source_repeated_on_every_event_is_kept_once(tmp_path: Path) -> None:
+    """What the sender rule keeps of the sources does not grow with the document."""
+    event = (
+        "<ObjectEvent><epcList/><action>OBSERVE</action><bizStep>shipping</bizStep>"
+        "<extension><sourceList><source type='urn:epcglobal:cbv:sdt:owning_party'>"
+        "urn:epc:id:sgln:0614141.00002.0</source></sourceList></extension></ObjectEvent>"
+    )
+    path = tmp_path / "shipping_sources.xml"
+    path.write_text(
+        "<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:1'><EPCISBody><EventList>"
+        + event * 50
+        + "</EventList></EPCISBody></epcis:EPCISDocument>",
+        encoding="utf-8",
+    )
+    con, doc = _stage(path)
+    assert doc.sources == [
+        SourceParty("ObjectEvent", "shipping", "owning_party", "urn:epc:id:sgln:0614141.00002.0")
+    ]
+    assert con.sql(f"SELECT count(*) FROM {STAGE_PARTIES}").fetchall() == [(50,)]
+
+
 def test_a_pretty_printed_epc_with_line_breaks_and_tabs_is_read_trimmed(tmp_path: Path) -> None:
     """`<epc>` texts indented by a pretty printer (line breaks, tabs) are the same EPCs."""
     pretty = EPCIS2.replace(
