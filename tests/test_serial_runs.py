@@ -75,6 +75,24 @@ def test_overlay_splits_a_run_and_numbers_the_patch_from_its_first_serial() -> N
     ]
 
 
+def test_overlay_unless_null_keeps_a_serials_value_where_the_patch_has_none() -> None:
+    before = sr.overlay(
+        runs((1, 0, 10, "C1", 0)),
+        pl.DataFrame({"pid": [1], "lo": [0], "hi": [10], "lot": ["OLD"]}),
+        ["lot"],
+    )
+    patches = pl.DataFrame(
+        {"pid": [1, 1], "lo": [0, 5], "hi": [5, 10], "lot": ["NEW", None], "shipped": [True] * 2}
+    )
+    patched = sr.overlay(before, patches, ["lot", "shipped"], unless_null=["lot"])
+    assert patched.select("lo", "hi", "lot", "shipped").rows() == [
+        (0, 5, "NEW", True),
+        (5, 10, "OLD", True),
+    ]
+    plain = sr.overlay(before, patches, ["lot", "shipped"])
+    assert plain.select("lo", "hi", "lot").rows() == [(0, 5, "NEW"), (5, 10, None)]
+
+
 def test_slices_of_one_order_are_consecutive_positions() -> None:
     candidates = runs((1, 0, 4, None, None), (1, 6, 10, None, None)).with_columns(
         pl.lit("g").alias("g")

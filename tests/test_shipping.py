@@ -650,6 +650,44 @@ def test_lot_reconciliation_counts_ok_and_exceptions_per_lot(tmp_path: Path) -> 
     ]  # fmt: skip
 
 
+def test_an_exception_is_logged_with_its_events_lot_else_the_lot_the_state_knows(
+    tmp_path: Path,
+) -> None:
+    """A commissioning exception carries its event's lot; a shipping exception (a shipping
+    event names no lot) the lot its serial was commissioned with."""
+    con = store()
+    add_serials(con, [unit("1")])
+    add_serials(con, [unit("2")], "B")
+    lot = {"lot": "L1", "expiry": "2027-01-31"}
+    run(con, tmp_path, document(obj([unit("1"), unit("2")], "commissioning", **lot)), "c.xml")
+    run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")), "s1.xml")
+    again = run(con, tmp_path, document(obj([unit("1")], "shipping", "OBSERVE")), "s2.xml")
+    assert outcomes(again) == {"1": "ALREADY_SHIPPED"}
+    logged = con.sql(
+        """SELECT serial, event_kind, outcome, lot, expiry FROM shipping_exception_log
+        ORDER BY serial"""
+    ).fetchall()
+    assert logged == [
+        ("1", "shipping", "ALREADY_SHIPPED", "L1", dt.date(2027, 1, 31)),
+        ("2", "commissioning", "OTHER_CMO", "L1", dt.date(2027, 1, 31)),
+    ]
+
+
+def test_commissioned_again_without_a_lot_keeps_the_lot_it_had(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1"), unit("2")])
+    first = {"lot": "L1", "expiry": "2027-01-31"}
+    run(con, tmp_path, document(obj([unit("1"), unit("2")], "commissioning", **first)), "c1.xml")
+    again = document(obj([unit("1")], "commissioning"), obj([unit("2")], "commissioning", lot="L2"))
+    result = run(con, tmp_path, again, "c2.xml")
+    assert result.reconciliation["ok"] == 2
+    assert state(con) == {"1": (True, False, "L1"), "2": (True, False, "L2")}
+    assert con.sql("SELECT serial, expiry FROM serials ORDER BY serial").fetchall() == [
+        ("1", dt.date(2027, 1, 31)),
+        ("2", dt.date(2027, 1, 31)),
+    ]
+
+
 # -------------------------------------------------------------------------------- property
 
 

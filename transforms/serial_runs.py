@@ -207,12 +207,19 @@ def _cut(runs: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
     return pieces.select(COLUMNS)
 
 
-def overlay(runs: pl.DataFrame, patches: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+def overlay(
+    runs: pl.DataFrame,
+    patches: pl.DataFrame,
+    columns: Sequence[str],
+    *,
+    unless_null: Sequence[str] = (),
+) -> pl.DataFrame:
     """Write `columns` of `patches` (pid, lo, hi, columns…) onto the serials they cover.
 
     Patches must not overlap.  `assign_seq` in a patch is the number of its first
-    serial (the following ones count up).  Serials outside every patch keep their
-    status; the result is compressed.
+    serial (the following ones count up).  A column named in `unless_null` is written
+    only where the patch's value is not NULL (elsewhere the serial keeps its own).
+    Serials outside every patch keep their status; the result is compressed.
     """
     if patches.height == 0:
         return compress(runs)
@@ -247,6 +254,8 @@ def overlay(runs: pl.DataFrame, patches: pl.DataFrame, columns: Sequence[str]) -
         new = pl.col(f"_p_{c}")
         if c == "assign_seq":
             new = new + (pl.col("lo") - pl.col("_p_lo"))
+        if c in unless_null:
+            new = pl.coalesce(new, pl.col(c))
         values.append(pl.when(hit).then(new).otherwise(pl.col(c)).alias(c))
     return compress(joined.with_columns(values))
 

@@ -396,6 +396,11 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
 
 
 _FEW_RUNS = 10_000
+# what an exception row tells besides its outcome: the serial's GTIN and serial number,
+# and the lot and expiry the state knows for it.  `_ship_serials` keeps them only for
+# the serials with an exception (a million OK serials need none of these strings).
+_DETAILS = ("product_code", "serial", "lot", "expiry")
+_EXCEPTION = "(c_outcome <> 'OK' OR s_outcome <> 'OK')"
 # the text, product code and serial of an expanded EPC: its staged row, or its stored text
 _EXPANDED_TEXT = f"""(SELECT x.*, coalesce(c.epc, s.epc) AS text,
         coalesce(c.product_code, s.product_code) AS product_code,
@@ -465,37 +470,38 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
             FROM placed k {known}
         ),
         judged AS (
-            SELECT f.*, e.lot AS c_lot, e.expiry AS c_expiry,  -- of the first commissioning event
-                CASE WHEN f.pseq IS NULL THEN 'UNKNOWN_SERIAL'
-                     WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
-                     WHEN f.cmo_id IS NULL THEN 'NOT_ASSIGNED'
-                     WHEN f.cmo_id <> ? THEN 'OTHER_CMO'
-                     ELSE 'OK'
-                END AS held  -- the outcome but for ALREADY_SHIPPED
-            FROM found f
-            LEFT JOIN _ship_events e ON e.event_index = f.c_event
-            LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
-              ON cp.product_code = f.product_code
+            SELECT f.*,
+                CASE WHEN c_event IS NOT NULL THEN held END AS c_outcome,
+                CASE WHEN s_event IS NULL THEN NULL
+                     WHEN pseq IS NOT NULL AND shipped THEN 'ALREADY_SHIPPED'
+                     ELSE held END AS s_outcome
+            FROM (
+                SELECT f.*,
+                    CASE WHEN f.pseq IS NULL THEN 'UNKNOWN_SERIAL'
+                         WHEN cp.product_code IS NULL THEN 'NOT_PRODUCEABLE'
+                         WHEN f.cmo_id IS NULL THEN 'NOT_ASSIGNED'
+                         WHEN f.cmo_id <> ? THEN 'OTHER_CMO'
+                         ELSE 'OK'
+                    END AS held  -- the outcome but for ALREADY_SHIPPED
+                FROM found f
+                LEFT JOIN (SELECT DISTINCT product_code FROM cmo_products WHERE cmo_id = ?) cp
+                  ON cp.product_code = f.product_code
+            ) f
         )
-        SELECT * EXCLUDE (held, text, row_id, child_text),
-            CASE WHEN c_event IS NOT NULL THEN held END AS c_outcome,
-            CASE WHEN s_event IS NULL THEN NULL
-                 WHEN pseq IS NOT NULL AND shipped THEN 'ALREADY_SHIPPED'
-                 ELSE held END AS s_outcome
+        SELECT key, c_event, s_event, pid, pseq, c_outcome, s_outcome,
+            {", ".join(f"CASE WHEN {_EXCEPTION} THEN {c} END AS {c}" for c in _DETAILS)}
         FROM judged""",
         [sender, sender],
     )
     # the same, one row per SGTIN and event kind
     _run(
         con,
-        """CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
-        SELECT 'commissioning' AS kind, key, product_code, serial, c_event AS event_index,
-            c_lot AS lot, c_expiry AS expiry, pid, pseq, run_lo, lot AS serial_lot,
-            expiry AS serial_expiry, c_outcome AS outcome
+        f"""CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
+        SELECT 'commissioning' AS kind, key, c_event AS event_index, pid, pseq,
+            c_outcome AS outcome, {", ".join(_DETAILS)}
         FROM _ship_serials WHERE c_event IS NOT NULL
         UNION ALL
-        SELECT 'shipping', key, product_code, serial, s_event, NULL, NULL, pid, pseq, run_lo, lot,
-            expiry, s_outcome
+        SELECT 'shipping', key, s_event, pid, pseq, s_outcome, {", ".join(_DETAILS)}
         FROM _ship_serials WHERE s_event IS NOT NULL""",
     )
 
@@ -520,8 +526,10 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
         )
         SELECT ?::VARCHAR AS file, o.event_index::BIGINT AS event_index, o.kind AS event_kind,
             o.product_code, o.serial, w.epc, o.outcome,
-            coalesce(o.lot, o.serial_lot) AS lot, coalesce(o.expiry, o.serial_expiry) AS expiry
+            -- the lot of a commissioning exception: its event's, else the state's
+            coalesce(e.lot, o.lot) AS lot, coalesce(e.expiry, o.expiry) AS expiry
         FROM o JOIN written w USING (kind, event_index, key)
+        LEFT JOIN _ship_events e ON o.kind = 'commissioning' AND e.event_index = o.event_index
         UNION ALL
         SELECT ?, event_index, 'shipping', NULL, NULL, text, 'UNKNOWN_CONTAINER', NULL, NULL
         FROM (SELECT DISTINCT event_index, text FROM {_EXPANDED_TEXT.format(rows=f"(SELECT * FROM {sscc} x WHERE NOT EXISTS (SELECT 1 FROM _ship_expanded c WHERE c.event_index = x.event_index AND c.parent = x.epc))")})
@@ -534,23 +542,29 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; exception log."""
-    # each OK serial's status after the document; consecutive serials with the same
-    # status form one patch (`overlay` cuts the runs)
-    patches = ranges_of(
-        con.sql(
-            """SELECT pid, pseq,
-                commissioned OR c_outcome IS NOT DISTINCT FROM 'OK' AS commissioned,
-                shipped OR s_outcome IS NOT DISTINCT FROM 'OK' AS shipped,
-                coalesce(CASE WHEN c_outcome = 'OK' THEN c_lot END, lot) AS lot,
-                coalesce(CASE WHEN c_outcome = 'OK' THEN c_expiry END, expiry) AS expiry
-            FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'"""
-        ).pl(),
-        ["commissioned", "shipped", "lot", "expiry"],
+    # consecutive serials with the same change form one patch (`overlay` cuts the runs):
+    # commissioned, with the lot and expiry of their commissioning event (where it
+    # names them); shipped
+    commissioned = ranges_of(
+        con.sql("SELECT pid, pseq, c_event FROM _ship_serials WHERE c_outcome = 'OK'").pl(),
+        ["c_event"],
     )
-    if patches.height:
-        pids = patches.get_column("pid").unique().to_list()
-        runs = load_runs(con, pids)
-        save_runs(con, pids, overlay(runs, patches, ["commissioned", "shipped", "lot", "expiry"]))
+    shipped = ranges_of(con.sql("SELECT pid, pseq FROM _ship_serials WHERE s_outcome = 'OK'").pl())
+    if commissioned.height or shipped.height:
+        ilmd = con.sql(
+            """SELECT event_index AS c_event, lot, expiry FROM _ship_events
+            WHERE kind = 'commissioning'"""
+        ).pl()
+        commissioned = commissioned.join(
+            ilmd.cast({"c_event": commissioned.schema["c_event"]}), on="c_event", how="left"
+        ).with_columns(pl.lit(True).alias("commissioned"))
+        shipped = shipped.with_columns(pl.lit(True).alias("shipped"))
+        pids = pl.concat([commissioned.get_column("pid"), shipped.get_column("pid")]).unique()
+        runs = load_runs(con, pids.to_list())
+        runs = overlay(
+            runs, commissioned, ["commissioned", "lot", "expiry"], unless_null=["lot", "expiry"]
+        )
+        save_runs(con, pids.to_list(), overlay(runs, shipped, ["shipped"]))
     _run(
         con,
         """INSERT INTO shipping_exception_log
