@@ -544,27 +544,26 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
     """Persist: OK serials become commissioned (with lot/expiry) or shipped; exception log."""
     # consecutive serials with the same change form one patch (`overlay` cuts the runs):
     # commissioned, with the lot and expiry of their commissioning event (where it
-    # names them); shipped
-    commissioned = ranges_of(
-        con.sql("SELECT pid, pseq, c_event FROM _ship_serials WHERE c_outcome = 'OK'").pl(),
-        ["c_event"],
+    # names them), and/or shipped; a NULL in a patch leaves the serial's value as it is
+    patches = ranges_of(
+        con.sql(
+            """SELECT pid, pseq, CASE WHEN c_outcome = 'OK' THEN c_event END AS c_event,
+                CASE WHEN s_outcome = 'OK' THEN TRUE END AS shipped
+            FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'"""
+        ).pl(),
+        ["c_event", "shipped"],
     )
-    shipped = ranges_of(con.sql("SELECT pid, pseq FROM _ship_serials WHERE s_outcome = 'OK'").pl())
-    if commissioned.height or shipped.height:
+    if patches.height:
         ilmd = con.sql(
-            """SELECT event_index AS c_event, lot, expiry FROM _ship_events
-            WHERE kind = 'commissioning'"""
+            """SELECT event_index AS c_event, TRUE AS commissioned, lot, expiry
+            FROM _ship_events WHERE kind = 'commissioning'"""
         ).pl()
-        commissioned = commissioned.join(
-            ilmd.cast({"c_event": commissioned.schema["c_event"]}), on="c_event", how="left"
-        ).with_columns(pl.lit(True).alias("commissioned"))
-        shipped = shipped.with_columns(pl.lit(True).alias("shipped"))
-        pids = pl.concat([commissioned.get_column("pid"), shipped.get_column("pid")]).unique()
-        runs = load_runs(con, pids.to_list())
-        runs = overlay(
-            runs, commissioned, ["commissioned", "lot", "expiry"], unless_null=["lot", "expiry"]
+        patches = patches.join(
+            ilmd.cast({"c_event": patches.schema["c_event"]}), on="c_event", how="left"
         )
-        save_runs(con, pids.to_list(), overlay(runs, shipped, ["shipped"]))
+        pids = patches.get_column("pid").unique().to_list()
+        changed = ["commissioned", "shipped", "lot", "expiry"]
+        save_runs(con, pids, overlay(load_runs(con, pids), patches, changed, unless_null=changed))
     _run(
         con,
         """INSERT INTO shipping_exception_log
