@@ -306,26 +306,27 @@ _SHIPPED = """SELECT *, 0 AS depth, epc IN (SELECT DISTINCT parent FROM _ship_in
         FROM _ship_listed
         WHERE kind = 'shipping' AND epc_scheme <> 'malformed'
         GROUP BY event_index, epc_key)"""
-# what the units of one level hold as of their shipping event: the next level (a unit
-# that packs nothing is a leaf and is not looked up)
+# what expanded units hold as of their shipping event (`{which}`: which units, which
+# of their children)
 _INSIDE = """INSERT INTO _ship_expanded
         SELECT x.event_index, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
             i.row_id, i.child_text, x.depth + 1, i.child_is_parent AS is_parent
         FROM _ship_expanded x JOIN _ship_intervals i
           ON i.parent = x.epc AND i.from_idx < x.event_index
          AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
-        WHERE x.depth = ? AND x.is_parent"""
+        WHERE x.is_parent AND {which}"""
 
 
 def _expand_shipments(con: duckdb.DuckDBPyConnection, simple: bool) -> bool:
     """Every EPC shipped, directly or inside a shipped unit, as of its shipping event.
 
-    Level by level (`depth`): the shipped EPCs, what they hold, what that holds, ...
-    each level joined from the one before it, whose size DuckDB then knows (a
-    recursive query kept every level in memory beyond DuckDB's limit).  At one moment
-    a child has one parent, so the expansion is a forest; the depth limit
-    (`_MAX_DEPTH` levels) only stops a cyclic hierarchy (A in B in A).  Only EPCs that
-    are a parent somewhere are looked up (the million leaves are not).
+    The shipped EPCs, then level by level (`depth`) the units inside them that are a
+    parent themselves (cases, inner packs: a few), each level joined from the one
+    before it, whose size DuckDB then knows (a recursive query kept every level in
+    memory beyond DuckDB's limit); then, in one join, the leaves inside all of them
+    (the million units, which pack nothing and are not looked up).  At one moment a
+    child has one parent, so the expansion is a forest; the depth limit (`_MAX_DEPTH`
+    levels) only stops a cyclic hierarchy (A in B in A).
     `_ship_expanded` holds keys and where each EPC's text is (`row_id`, `child_text`);
     children known from the stored hierarchy are parsed into `_ship_stored` (the state
     keeps their text).
@@ -343,7 +344,8 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection, simple: bool) -> bool:
         ).fetchall()
         if not parents:
             break
-        _run(con, _INSIDE, [depth])
+        _run(con, _INSIDE.format(which="x.depth = ? AND i.child_is_parent"), [depth])
+    _run(con, _INSIDE.format(which="x.depth < ? AND NOT i.child_is_parent"), [_MAX_DEPTH])
     ((events, stored_rows, root_inside),) = con.sql(
         """SELECT (SELECT count(DISTINCT event_index) FROM _ship_expanded WHERE depth = 0),
             (SELECT count(*) FROM _ship_expanded WHERE row_id IS NULL),
