@@ -44,7 +44,7 @@ _SGTIN_OUTCOMES = {
 }
 _MAX_DEPTH = 32
 _TEMP = (
-    "_ship_other",
+    "_ship_malformed",
     "_ship_parents",
     "_ship_links",
     "_ship_delete_all",
@@ -153,11 +153,10 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     `_ship_events`: every read event with its kind, its expiry as a date
     (`expiry_text` as written) and its parent parsed (all derived as staged).
     `_ship_parents`: the usable parent of each aggregation event with its key.
-    `_ship_other`: the parents and locations of the events that matter with their
-    scheme and role (`parent`, `location`; locations parsed once per distinct text).
     `_ship_listed`: the EPC lists of the events that matter (staged already parsed
-    and keyed), with their event's kind and their staged row; `_ship_epc`: both, for
-    the reports.
+    and keyed), with their event's kind and their staged row.
+    `_ship_malformed`: every malformed identifier of the events that matter (listed,
+    parent or location; locations parsed once per distinct text), for the report.
     """
     _run(
         con,
@@ -184,15 +183,6 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     distinct = f"(SELECT DISTINCT epc FROM {locations})"
     _run(
         con,
-        f"""CREATE OR REPLACE TEMP TABLE _ship_other AS
-        SELECT event_index, kind, 'parent' AS role, parent_id AS epc, parent_scheme AS epc_scheme
-        FROM _ship_events WHERE kind = 'aggregation' AND parent_id IS NOT NULL
-        UNION ALL
-        SELECT o.event_index, o.kind, 'location', o.epc, p.epc_scheme
-        FROM {locations} o JOIN ({parse_epcs_sql(distinct)}) p USING (epc)""",
-    )
-    _run(
-        con,
         f"""CREATE OR REPLACE TEMP VIEW _ship_listed AS
         SELECT s.event_index, e.kind, s.epc, s.epc_scheme, s.product_code, s.serial, s.epc_key,
             s.rowid AS row_id
@@ -201,10 +191,14 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     )
     _run(
         con,
-        """CREATE OR REPLACE TEMP VIEW _ship_epc AS
-        SELECT event_index, kind, 'epc' AS role, epc, epc_scheme FROM _ship_listed
+        f"""CREATE OR REPLACE TEMP TABLE _ship_malformed AS
+        SELECT event_index, kind, epc FROM _ship_listed WHERE epc_scheme = 'malformed'
         UNION ALL
-        SELECT event_index, kind, role, epc, epc_scheme FROM _ship_other""",
+        SELECT event_index, kind, parent_id FROM _ship_events
+        WHERE kind = 'aggregation' AND parent_id IS NOT NULL AND parent_scheme = 'malformed'
+        UNION ALL
+        SELECT o.event_index, o.kind, o.epc FROM {locations} o
+        SEMI JOIN ({parse_epcs_sql(distinct)}) p ON p.epc = o.epc AND p.epc_scheme = 'malformed'""",
     )
 
 
@@ -537,7 +531,7 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
         FROM (SELECT DISTINCT event_index, text FROM {_EXPANDED_TEXT.format(rows=f"(SELECT * FROM {sscc} x WHERE NOT EXISTS (SELECT 1 FROM _ship_expanded c WHERE c.event_index = x.event_index AND c.parent = x.epc))")})
         UNION ALL
         SELECT ?, event_index, kind, NULL, NULL, coalesce(epc, ''), 'MALFORMED_EPC', NULL, NULL
-        FROM _ship_epc WHERE epc_scheme = 'malformed'""",
+        FROM _ship_malformed""",
         [file, file, file],
     )
 
@@ -644,17 +638,19 @@ def reconcile_document(
             _run(con, f"DROP TABLE {table}")
         _apply(con, sender, ctx, file)
         warnings = _warnings(con)
-        for kind, outcome, n in con.sql(
-            "SELECT kind, outcome, count(*) FROM _ship_outcomes GROUP BY ALL"
-        ).fetchall():
-            total = "shipped" if kind == "shipping" else "commissioned"
-            row[total] = _int(row[total]) + n
-            row[_SGTIN_OUTCOMES[outcome]] = _int(row[_SGTIN_OUTCOMES[outcome]]) + n
+        # every SGTIN outcome but OK is one exception row
+        ((commissioned, shipped),) = con.sql(
+            "SELECT count(c_event), count(s_event) FROM _ship_serials"
+        ).fetchall()
+        row.update(commissioned=commissioned, shipped=shipped, ok=commissioned + shipped)
         for outcome, n in con.sql(
-            """SELECT outcome, count(*) FROM _ship_exceptions
-            WHERE outcome IN ('UNKNOWN_CONTAINER', 'MALFORMED_EPC') GROUP BY ALL"""
+            "SELECT outcome, count(*) FROM _ship_exceptions GROUP BY ALL"
         ).fetchall():
-            row[outcome.lower()] = n
+            if outcome in _SGTIN_OUTCOMES:
+                row[_SGTIN_OUTCOMES[outcome]] = n
+                row["ok"] = _int(row["ok"]) - n
+            else:  # UNKNOWN_CONTAINER, MALFORMED_EPC
+                row[outcome.lower()] = n
         exceptions = (
             con.sql(
                 """SELECT file, event_index, event_kind, product_code, serial, epc, outcome
@@ -666,7 +662,6 @@ def reconcile_document(
     finally:
         views = (
             ("VIEW", "_ship_outcomes"),
-            ("VIEW", "_ship_epc"),
             ("VIEW", "_ship_link_rows"),
             ("VIEW", "_ship_listed"),
             ("VIEW", "_ship_events"),
