@@ -25,7 +25,7 @@ import pyarrow.dataset  # noqa: F401 - DuckDB imports it on the first frame it s
 from connectors.config import ConfigError
 from connectors.ddl import SERIAL_DDL
 from connectors.ddl_contracts import CONTRACT_DDL
-from connectors.ddl_shipping import SHIPPING_DDL
+from connectors.ddl_shipping import SHIPPING_DDL, migrate_shipping
 
 
 class _NotInstalled(importlib.abc.MetaPathFinder):
@@ -60,6 +60,7 @@ def all_ddl() -> list[str]:
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for statement in all_ddl():
         con.execute(statement)
+    migrate_shipping(con)
 
 
 def memory_connection() -> duckdb.DuckDBPyConnection:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.ddl import SERIAL_DDL
-from connectors.ddl_shipping import SHIPPING_DDL
+from connectors.ddl_shipping import SHIPPING_DDL, migrate_shipping
 from connectors.epcis import stage_document
 from schemas.shipping import (
     LotReconciliationReport,
@@ -126,6 +126,7 @@ def store() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     for ddl in SERIAL_DDL + SHIPPING_DDL:
         con.execute(ddl)
+    migrate_shipping(con)
     con.execute(
         "INSERT INTO cmos (cmo_id, cmo_name, sgln, deleted) VALUES "
         f"('A', 'Alpha', '{SGLN_A}', FALSE), ('B', 'Beta', '0614141.00009.0', FALSE), "
@@ -568,6 +569,7 @@ def test_a_hierarchy_stored_before_the_keys_existed_is_keyed_when_the_store_open
     )
     for ddl in SERIAL_DDL + SHIPPING_DDL:
         con.execute(ddl)
+    migrate_shipping(con)
     con.execute(
         f"INSERT INTO cmos (cmo_id, cmo_name, sgln, deleted) VALUES ('A', 'Alpha', '{SGLN_A}', FALSE)"
     )
@@ -575,9 +577,53 @@ def test_a_hierarchy_stored_before_the_keys_existed_is_keyed_when_the_store_open
     assert con.sql(
         "SELECT count(*) FROM shipping_aggregation WHERE child_key IS NULL OR parent_key IS NULL"
     ).fetchone() == (0,)
+    # each parent's text moved to shipping_parents, once
+    assert con.sql("SELECT parent FROM shipping_parents").fetchall() == [(sscc(1),)]
+    assert con.sql("SELECT parent, child FROM shipping_hierarchy ORDER BY child").fetchall() == [
+        (sscc(1), unit("1")),
+        (sscc(1), unit("2")),
+    ]
     add_serials(con, [unit("1"), unit("2")])
     result = run(con, tmp_path, document(obj([sscc(1)], "shipping", "OBSERVE")))
     assert (result.reconciliation["shipped"], result.reconciliation["ok"]) == (2, 2)
+
+
+def test_a_migration_stopped_before_the_parent_column_was_dropped_is_finished_once() -> None:
+    con = duckdb.connect()
+    con.execute(
+        """CREATE TABLE shipping_aggregation (cmo_id VARCHAR, child VARCHAR, parent VARCHAR,
+        child_key UHUGEINT, parent_key UHUGEINT)"""
+    )
+    con.execute(
+        "INSERT INTO shipping_aggregation VALUES ('A', ?, ?, NULL, NULL)", [unit("1"), sscc(1)]
+    )
+    for ddl in SHIPPING_DDL:
+        con.execute(ddl)
+    migrate_shipping(con)
+    con.execute("ALTER TABLE shipping_aggregation ADD COLUMN parent VARCHAR")  # as if not dropped
+    con.execute("UPDATE shipping_aggregation SET parent = ?", [sscc(1)])
+    migrate_shipping(con)
+    assert con.sql("SELECT cmo_id, parent FROM shipping_parents").fetchall() == [("A", sscc(1))]
+    assert con.sql("SELECT parent, child FROM shipping_hierarchy").fetchall() == [
+        (sscc(1), unit("1"))
+    ]
+
+
+def test_each_parent_text_is_stored_once_and_leaves_with_its_last_link(tmp_path: Path) -> None:
+    con = store()
+    add_serials(con, [unit("1"), unit("2"), unit("3")])
+    run(con, tmp_path, document(agg(sscc(1), [unit("1"), unit("2")]), agg(sscc(2), [unit("3")])))
+    assert con.sql("SELECT parent FROM shipping_parents ORDER BY parent").fetchall() == [
+        (sscc(1),),
+        (sscc(2),),
+    ]
+    run(con, tmp_path, document(agg(sscc(1), [unit("3")])), "p2.xml")  # 3 leaves SSCC 2
+    assert con.sql("SELECT parent FROM shipping_parents").fetchall() == [(sscc(1),)]
+    assert con.sql("SELECT parent, child FROM shipping_hierarchy ORDER BY child").fetchall() == [
+        (sscc(1), unit("1")),
+        (sscc(1), unit("2")),
+        (sscc(1), unit("3")),
+    ]
 
 
 def test_a_stored_link_ends_when_the_child_is_packed_again(tmp_path: Path) -> None:
@@ -614,8 +660,10 @@ def test_a_ship_sees_the_hierarchy_as_of_its_event(tmp_path: Path) -> None:
         (6, "UNKNOWN_CONTAINER")
     ]
     assert {s for s, (_, sh, _) in state(con).items() if sh} == {"1", "2"}
-    stored = con.sql("SELECT parent, child FROM shipping_aggregation ORDER BY child").fetchall()
+    stored = con.sql("SELECT parent, child FROM shipping_hierarchy ORDER BY child").fetchall()
     assert stored == [(sscc(1), unit("1"))]  # 2 was unpacked, 3 taken out by the DELETE-all
+    # SSCC 2 holds nothing any more: its text is gone with its last link
+    assert con.sql("SELECT parent FROM shipping_parents").fetchall() == [(sscc(1),)]
 
 
 def test_duplicate_events_and_repeated_documents_are_harmless(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 Pure rules over a DuckDB connection: they read the staging tables that
 `connectors.epcis.stage_document` filled (`schemas.shipping.STAGE_*`) and the
 state tables (`pool`, `serial_runs`, `cmos`, `cmo_products`, `shipping_aggregation`,
-`shipping_exception_log`), and change the state only for a document whose
-sender is known.  The caller wraps `reconcile_document` in one transaction per
+`shipping_parents`, `shipping_exception_log`), and change the state only for a
+document whose sender is known.  The caller wraps `reconcile_document` in one transaction per
 file and writes the reports.
 
 Event kinds: *commissioning* = ObjectEvent, action ADD, bizStep commissioning;
@@ -48,6 +48,7 @@ _TEMP = (
     "_ship_parents",
     "_ship_links",
     "_ship_delete_all",
+    "_ship_parent_texts",
     "_ship_intervals",
     "_ship_stored",
     "_ship_expanded",
@@ -368,13 +369,12 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
     case (every child packed once, nothing unpacked) that is every link of the document,
     written straight from the staged rows; otherwise the links still open at the end.
     The working tables of the hierarchy are dropped: the rest does not need them."""
-    _run(
-        con,
+    ((unlinked,),) = con.execute(
         """DELETE FROM shipping_aggregation WHERE cmo_id = ?
            AND (child_key IN (SELECT child FROM _ship_links)
                 OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
         [sender],
-    )
+    ).fetchall()
     final = (
         "_ship_link_rows"
         if simple
@@ -383,11 +383,36 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
     )
     _run(
         con,
-        f"""INSERT INTO shipping_aggregation (cmo_id, child, parent, child_key, parent_key)
-        SELECT ?, child_text, parent_text, child, parent FROM {final}""",
+        f"""INSERT INTO shipping_aggregation (cmo_id, child, child_key, parent_key)
+        SELECT ?, child_text, child, parent FROM {final}""",
         [sender],
     )
-    for table in ("_ship_links", "_ship_intervals", "_ship_delete_all"):
+    # each parent's text once, as this document writes it; a parent whose last link
+    # was taken away loses its text (only links can be taken away)
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _ship_parent_texts AS
+        SELECT parent_key, arg_max(parent, event_index) AS parent FROM _ship_parents
+        SEMI JOIN (SELECT DISTINCT event_index FROM {"_ship_links" if simple else final})
+          USING (event_index)
+        GROUP BY parent_key""",
+    )
+    _run(
+        con,
+        """DELETE FROM shipping_parents WHERE cmo_id = ?
+        AND parent_key IN (SELECT parent_key FROM _ship_parent_texts)""",
+        [sender],
+    )
+    _run(con, "INSERT INTO shipping_parents SELECT ?, * FROM _ship_parent_texts", [sender])
+    if unlinked:
+        _run(
+            con,
+            """DELETE FROM shipping_parents p WHERE cmo_id = ? AND NOT EXISTS (
+                SELECT 1 FROM shipping_aggregation a
+                WHERE a.cmo_id = p.cmo_id AND a.parent_key = p.parent_key)""",
+            [sender],
+        )
+    for table in ("_ship_links", "_ship_intervals", "_ship_delete_all", "_ship_parent_texts"):
         _run(con, f"DROP TABLE {table}")
 
 
