@@ -46,7 +46,6 @@ _MAX_DEPTH = 32
 _TEMP = (
     "_ship_malformed",
     "_ship_parents",
-    "_ship_links",
     "_ship_delete_all",
     "_ship_parent_texts",
     "_ship_intervals",
@@ -220,16 +219,11 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
         f"""CREATE OR REPLACE TEMP VIEW _ship_link_rows AS
         SELECT c.event_index, e.action = 'DELETE' AS unpacks, c.epc AS child_text,
             c.epc_key AS child, c.epc_scheme AS child_scheme, c.rowid AS row_id,
-            p.parent AS parent_text, p.parent_key AS parent
+            p.parent_key AS parent
         FROM {STAGE_EPCS} c
         JOIN _ship_events e ON e.event_index = c.event_index
         JOIN _ship_parents p ON p.event_index = c.event_index
         WHERE e.kind = 'aggregation' AND c.epc_scheme <> 'malformed'""",
-    )
-    _run(
-        con,
-        """CREATE OR REPLACE TEMP TABLE _ship_links AS
-        SELECT event_index, unpacks, parent, child, child_scheme, row_id FROM _ship_link_rows""",
     )
     _run(
         con,
@@ -242,9 +236,9 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
     # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
         """SELECT count(*), count(DISTINCT child),
-            (SELECT count(*) FROM _ship_links WHERE unpacks)
+            (SELECT count(*) FROM _ship_link_rows WHERE unpacks)
                 + (SELECT count(*) FROM _ship_delete_all)
-        FROM _ship_links"""
+        FROM _ship_link_rows"""
     ).fetchall()
     simple = links == children and deletes == 0
     next_idx = (
@@ -253,9 +247,9 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
         else "lead(event_index) OVER (PARTITION BY child ORDER BY event_index)"
     )
     first_mention = (
-        "SELECT child, event_index AS idx FROM _ship_links"  # one row per child
+        "SELECT child, event_index AS idx FROM _ship_link_rows"  # one row per child
         if simple
-        else "SELECT child, min(event_index) AS idx FROM _ship_links GROUP BY child"
+        else "SELECT child, min(event_index) AS idx FROM _ship_link_rows GROUP BY child"
     )
     deleted_all = (
         "SELECT *, NULL::INTEGER AS until FROM links"
@@ -269,7 +263,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
         WITH doc AS (
             SELECT child, parent, child_scheme, row_id, NULL::VARCHAR AS child_text, unpacks,
                 event_index AS from_idx, {next_idx} AS next_idx
-            FROM _ship_links
+            FROM _ship_link_rows
         ),
         stored AS (
             SELECT s.child_key AS child, s.parent_key AS parent, NULL::VARCHAR AS child_scheme,
@@ -369,12 +363,17 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
     case (every child packed once, nothing unpacked) that is every link of the document,
     written straight from the staged rows; otherwise the links still open at the end.
     The working tables of the hierarchy are dropped: the rest does not need them."""
-    ((unlinked,),) = con.execute(
-        """DELETE FROM shipping_aggregation WHERE cmo_id = ?
-           AND (child_key IN (SELECT child FROM _ship_links)
-                OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
-        [sender],
+    ((stored,),) = con.execute(
+        "SELECT EXISTS (SELECT 1 FROM shipping_aggregation WHERE cmo_id = ?)", [sender]
     ).fetchall()
+    unlinked = 0  # the sender's links that the document replaces or takes away
+    if stored:
+        ((unlinked,),) = con.execute(
+            """DELETE FROM shipping_aggregation WHERE cmo_id = ?
+               AND (child_key IN (SELECT child FROM _ship_link_rows)
+                    OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
+            [sender],
+        ).fetchall()
     final = (
         "_ship_link_rows"
         if simple
@@ -393,7 +392,7 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_parent_texts AS
         SELECT parent_key, arg_max(parent, event_index) AS parent FROM _ship_parents
-        SEMI JOIN (SELECT DISTINCT event_index FROM {"_ship_links" if simple else final})
+        SEMI JOIN (SELECT DISTINCT event_index FROM {final})
           USING (event_index)
         GROUP BY parent_key""",
     )
@@ -412,7 +411,7 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
                 WHERE a.cmo_id = p.cmo_id AND a.parent_key = p.parent_key)""",
             [sender],
         )
-    for table in ("_ship_links", "_ship_intervals", "_ship_delete_all", "_ship_parent_texts"):
+    for table in ("_ship_intervals", "_ship_delete_all", "_ship_parent_texts"):
         _run(con, f"DROP TABLE {table}")
 
 
