@@ -459,13 +459,22 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
         FROM _ship_expanded WHERE epc_scheme = 'sgtin'
         GROUP BY epc"""
     )
+    # Commissioned keys are grouped only when one is listed twice (a count of distinct
+    # numbers costs a third of grouping the GTIN and serial strings with them).
+    listing = "FROM _ship_listed WHERE kind = 'commissioning' AND epc_scheme = 'sgtin'"
+    ((listed, distinct),) = con.sql(
+        f"SELECT count(*), count(DISTINCT epc_key) {listing}"
+    ).fetchall()
+    commissioned = (
+        f"""SELECT epc_key AS key, event_index AS c_event, product_code AS c_product_code,
+            serial AS c_serial {listing}"""
+        if listed == distinct
+        else f"""SELECT epc_key AS key, min(event_index) AS c_event,
+            any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
+        {listing} GROUP BY epc_key"""
+    )
     per_key = f"""SELECT key, c_event, s_event, row_id, child_text, c_product_code, c_serial
-        FROM (
-            SELECT epc_key AS key, min(event_index) AS c_event,
-                any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
-            FROM _ship_listed WHERE kind = 'commissioning' AND epc_scheme = 'sgtin'
-            GROUP BY epc_key
-        ) FULL JOIN ({shipped}) USING (key)"""
+        FROM ({commissioned}) FULL JOIN ({shipped}) USING (key)"""
     named = f"""SELECT * EXCLUDE (c_product_code, c_serial) REPLACE (
                 coalesce(c_product_code, product_code) AS product_code,
                 coalesce(c_serial, serial) AS serial)
