@@ -236,8 +236,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
     # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
         """SELECT count(*), count(DISTINCT child),
-            (SELECT count(*) FROM _ship_link_rows WHERE unpacks)
-                + (SELECT count(*) FROM _ship_delete_all)
+            count(*) FILTER (unpacks) + (SELECT count(*) FROM _ship_delete_all)
         FROM _ship_link_rows"""
     ).fetchall()
     simple = links == children and deletes == 0
