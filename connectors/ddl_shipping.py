@@ -69,7 +69,7 @@ def migrate_shipping(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(
             """INSERT INTO shipping_parents
             SELECT cmo_id, parent_key, max(parent) FROM shipping_aggregation a
-            WHERE parent IS NOT NULL AND NOT EXISTS (
+            WHERE parent IS NOT NULL AND parent_key IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM shipping_parents p
                 WHERE p.cmo_id = a.cmo_id AND p.parent_key = a.parent_key)
             GROUP BY ALL"""

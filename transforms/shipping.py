@@ -4,8 +4,8 @@ Pure rules over a DuckDB connection: they read the staging tables that
 `connectors.epcis.stage_document` filled (`schemas.shipping.STAGE_*`) and the
 state tables (`pool`, `serial_runs`, `cmos`, `cmo_products`, `shipping_aggregation`,
 `shipping_parents`, `shipping_exception_log`), and change the state only for a
-document whose sender is known.  The caller wraps `reconcile_document` in one transaction per
-file and writes the reports.
+document whose sender is known.  The caller wraps `reconcile_document` in one
+transaction per file and writes the reports.
 
 Event kinds: *commissioning* = ObjectEvent, action ADD, bizStep commissioning;
 *shipping* = ObjectEvent with bizStep shipping; *aggregation* = AggregationEvent
@@ -670,19 +670,19 @@ def reconcile_document(
             _run(con, f"DROP TABLE {table}")
         _apply(con, sender, ctx, file)
         warnings = _warnings(con)
-        # every SGTIN outcome but OK is one exception row
-        ((commissioned, shipped),) = con.sql(
-            "SELECT count(c_event), count(s_event) FROM _ship_serials"
+        # the totals and OK from the serials; every other outcome is one exception row
+        # (the report's schema checks that the outcomes add up to the totals)
+        ((commissioned, shipped, ok),) = con.sql(
+            """SELECT count(c_event), count(s_event),
+                count(*) FILTER (c_outcome = 'OK') + count(*) FILTER (s_outcome = 'OK')
+            FROM _ship_serials"""
         ).fetchall()
-        row.update(commissioned=commissioned, shipped=shipped, ok=commissioned + shipped)
+        row.update(commissioned=commissioned, shipped=shipped, ok=ok)
         for outcome, n in con.sql(
             "SELECT outcome, count(*) FROM _ship_exceptions GROUP BY ALL"
         ).fetchall():
-            if outcome in _SGTIN_OUTCOMES:
-                row[_SGTIN_OUTCOMES[outcome]] = n
-                row["ok"] = _int(row["ok"]) - n
-            else:  # UNKNOWN_CONTAINER, MALFORMED_EPC
-                row[outcome.lower()] = n
+            key = _SGTIN_OUTCOMES.get(outcome, outcome.lower())  # or UNKNOWN_CONTAINER, ...
+            row[key] = n
         exceptions = (
             con.sql(
                 """SELECT file, event_index, event_kind, product_code, serial, epc, outcome
