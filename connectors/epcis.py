@@ -30,10 +30,9 @@ a `DocumentInfo` (counts, SBDH sender, sender candidates).
   and the parentIDs in Polars (`transforms.epc.parse_epcs_frame`), gives each its
   identity key (`transforms.epc.epc_key_sql`) and each event its kind and expiry
   date while the next part is read; an EPC row knows its event by index only (the
-  rules join the event for its kind and parent).  The cyclic garbage collector
-  is paused meanwhile.
-  DuckDB runs on one thread meanwhile (the parser has the other core), and the
-  connection's thread setting is restored afterwards.
+  rules join the event for its kind and parent).  Meanwhile the cyclic garbage
+  collector is paused and DuckDB runs on one thread (the parser has the other
+  core); both settings are restored afterwards.
 """
 
 from __future__ import annotations
