@@ -272,6 +272,51 @@ def test_a_pretty_printed_epc_with_line_breaks_and_tabs_is_read_trimmed(tmp_path
     assert all(scheme != "malformed" for _, scheme, _ in staged)
 
 
+def test_values_around_comments_cdata_and_blank_lines_read_as_written_plainly(
+    tmp_path: Path,
+) -> None:
+    """Blank text between elements is not kept in the tree; a value written with blanks
+    around a comment or a CDATA section, or only blanks, reads as in the plain document."""
+    noisy = (
+        EPCIS2.replace("<action>ADD</action>", "<action>\n  <!-- c -->\n  ADD </action>")
+        .replace(
+            "<bizStep>commissioning</bizStep>", "<bizStep>  <![CDATA[commissioning]]>\n</bizStep>"
+        )
+        .replace(
+            "<gs1:lotNumber> L1 </gs1:lotNumber>",
+            "<gs1:lotNumber>\n\tL1<!-- x -->\n</gs1:lotNumber>",
+        )
+        .replace(
+            "<epc>urn:epc:id:sgtin:0614141.107346.9</epc>",
+            "<epc>  <!-- c -->  </epc>",
+        )
+        .replace(
+            "<id>urn:epc:id:sgln:0614141.00001.0</id></readPoint>", "<id>\n \n</id></readPoint>"
+        )
+    )
+    staged = {}
+    for name, text in (("plain", EPCIS2), ("noisy", noisy)):
+        path = tmp_path / f"shipping_{name}.xml"
+        path.write_text(text, encoding="utf-8")
+        con, _ = _stage(path)
+        staged[name] = (
+            con.sql(
+                f"SELECT event_index, action, biz_step, read_point, lot, expiry "
+                f"FROM {STAGE_EVENTS} ORDER BY 1"
+            ).fetchall(),
+            con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS} ORDER BY ALL").fetchall(),
+        )
+    (plain_events, plain_epcs), (noisy_events, noisy_epcs) = staged["plain"], staged["noisy"]
+    assert (
+        noisy_events[0] == plain_events[0] == (1, "ADD", "commissioning", None, "L1", "2026-01-31")
+    )
+    # the shipping event's readPoint was only blanks: no readPoint
+    assert plain_events[1][3] == "urn:epc:id:sgln:0614141.00001.0"
+    assert noisy_events[1] == (3, "OBSERVE", "shipping", None, None, None)
+    # an <epc> of only blanks (and a comment) is an empty EPC, kept in its place
+    assert noisy_epcs == [(1, plain_epcs[0][1]), (2, ""), (3, plain_epcs[2][1])]
+
+
 def test_other_event_types_are_counted_and_skipped_also_inside_extension(tmp_path: Path) -> None:
     """A 1.2 `<extension><TransformationEvent>` and a QuantityEvent are skipped but keep their index."""
     body = """<?xml version="1.0"?>
