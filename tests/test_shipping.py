@@ -642,6 +642,28 @@ def test_a_stored_link_ends_when_the_child_is_packed_again(tmp_path: Path) -> No
     assert result.reconciliation["unknown_container"] == 1  # SSCC 1 is empty now
 
 
+def test_a_unit_packed_earlier_into_a_case_packed_now_ships_with_the_pallet(
+    tmp_path: Path,
+) -> None:
+    """Stored links under a case the document packs are followed (the case is not shipped
+    itself: the pallet it goes into is); stored pallets the document does not ship stay."""
+    con = store()
+    case, other_case = unit("c1", "512345"), unit("c2", "512345")
+    add_serials(con, [unit("1"), unit("2"), unit("3"), case, other_case])
+    earlier = document(
+        agg(case, [unit("1"), unit("2")]),
+        agg(other_case, [unit("3")]),
+        agg(sscc(9), [other_case]),
+    )
+    run(con, tmp_path, earlier, "p.xml")
+    ship = document(agg(sscc(1), [case]), obj([sscc(1)], "shipping", "OBSERVE"))
+    result = run(con, tmp_path, ship, "s.xml")
+    assert (result.reconciliation["shipped"], result.reconciliation["ok"]) == (3, 3)
+    assert {s for s, (_, sh, _) in state(con).items() if sh} == {"1", "2", "c1"}
+    # the hierarchy of both documents is kept
+    assert con.sql("SELECT count(*) FROM shipping_aggregation").fetchall() == [(5,)]
+
+
 def test_a_ship_sees_the_hierarchy_as_of_its_event(tmp_path: Path) -> None:
     """Pack, ship, unpack, ship again, repack elsewhere and ship: each ship expands as of its event."""
     con = store()
@@ -774,21 +796,22 @@ def hierarchies(draw: st.DrawFn) -> tuple[list[tuple[str, list[str]]], list[str]
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(h=hierarchies(), split=st.booleans())
+@given(h=hierarchies(), cut=st.floats(0, 1))
 def test_expanding_a_random_hierarchy_ships_exactly_its_sgtins(
-    tmp_path: Path, h: tuple[list[tuple[str, list[str]]], list[str], set[str]], split: bool
+    tmp_path: Path, h: tuple[list[tuple[str, list[str]]], list[str], set[str]], cut: float
 ) -> None:
-    """Packed in any order, in the shipping document or an earlier one: shipped = every SGTIN inside."""
+    """Packed in any order, part in an earlier document and the rest in the shipping one:
+    shipped = every SGTIN inside; a pallet packed earlier and not shipped stays."""
     links, shipped_units, sgtins = h
     con = store()
-    add_serials(con, sorted(sgtins))
+    idle = [unit("idle-case", "512345"), unit("idle-1"), unit("idle-2")]
+    add_serials(con, sorted(sgtins) + idle)
     packing = [agg(parent, kids) for parent, kids in links]
+    earlier = round(cut * len(packing))
+    idle_packing = [agg(idle[0], idle[1:]), agg(sscc(999), idle[:1])]
+    run(con, tmp_path, document(*idle_packing, *packing[:earlier]), "p.xml")
     ship = obj(shipped_units, "shipping", "OBSERVE")
-    if split:
-        run(con, tmp_path, document(*packing), "p.xml")
-        result = run(con, tmp_path, document(ship), "s.xml")
-    else:
-        result = run(con, tmp_path, document(*packing, ship), "s.xml")
+    result = run(con, tmp_path, document(*packing[earlier:], ship), "s.xml")
     shipped = {
         unit(s, "512345" if s.startswith("c") else "012345")
         for s, (_, sh, _) in state(con).items()

@@ -47,6 +47,8 @@ _TEMP = (
     "_ship_malformed",
     "_ship_parents",
     "_ship_delete_all",
+    "_ship_reach",
+    "_ship_stored_links",
     "_ship_parent_texts",
     "_ship_intervals",
     "_ship_stored",
@@ -213,6 +215,8 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
     DELETE that lists no child ends every link of its parent.  A stored link ends
     at the child's first mention in the document.  A link of the document knows its
     child's staged row (`row_id`), a stored one its child's text (`child_text`).
+    Only the stored links the expansion may follow are read (`_reach_stored`): the
+    stored hierarchy grows with every document, the part a document ships does not.
     """
     _run(
         con,
@@ -233,6 +237,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
         WHERE e.kind = 'aggregation' AND e.action = 'DELETE'
           AND NOT EXISTS (SELECT 1 FROM {STAGE_EPCS} c WHERE c.event_index = e.event_index)""",
     )
+    _reach_stored(con, sender)
     # Usual case: every child packed once, nothing unpacked — no window, no ASOF join.
     ((links, children, deletes),) = con.sql(
         """SELECT count(*), count(DISTINCT child),
@@ -268,8 +273,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
             SELECT s.child_key AS child, s.parent_key AS parent, NULL::VARCHAR AS child_scheme,
                 NULL::BIGINT AS row_id, s.child AS child_text, FALSE AS unpacks, 0 AS from_idx,
                 f.idx AS next_idx
-            FROM (SELECT child, child_key, parent_key FROM shipping_aggregation
-                  WHERE cmo_id = ?) s
+            FROM _ship_stored_links s
             LEFT JOIN ({first_mention}) f ON f.child = s.child_key
         ),
         links AS (SELECT * FROM doc UNION ALL SELECT * FROM stored),
@@ -280,9 +284,59 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
             FROM ended WHERE NOT unpacks
         )
         SELECT *, child IN (SELECT DISTINCT parent FROM kept) AS child_is_parent FROM kept""",
-        [sender],
     )
     return simple
+
+
+def _reach_stored(con: duckdb.DuckDBPyConnection, sender: str) -> None:
+    """`_ship_stored_links`: the sender's stored links that the expansion may follow.
+
+    Those under a shipped EPC: the links whose parent is shipped or packed by the
+    document (a superset of what its own links reach), then level by level the links
+    under their children, each child once (a cycle ends; so does the depth limit).
+    None when the document ships nothing or the sender has none.  Each level is one
+    scan of the sender's stored keys, never a copy of its whole stored hierarchy.
+    """
+    _run(con, "CREATE OR REPLACE TEMP TABLE _ship_reach (key UHUGEINT, depth INTEGER)")
+    _run(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _ship_stored_links
+        AS SELECT child, child_key, parent_key FROM shipping_aggregation WHERE false""",
+    )
+    ((needed,),) = con.execute(
+        """SELECT EXISTS (SELECT 1 FROM _ship_listed WHERE kind = 'shipping')
+            AND EXISTS (SELECT 1 FROM shipping_aggregation WHERE cmo_id = ?)""",
+        [sender],
+    ).fetchall()
+    if not needed:
+        return
+    _run(
+        con,
+        """INSERT INTO _ship_reach SELECT DISTINCT key, 0 FROM (
+            SELECT epc_key AS key FROM _ship_listed
+            WHERE kind = 'shipping' AND epc_scheme <> 'malformed'
+            UNION ALL
+            SELECT child FROM _ship_link_rows)""",
+    )
+    for depth in range(_MAX_DEPTH):
+        frontier = f"(SELECT key FROM _ship_reach WHERE depth = {depth})"
+        ((found,),) = con.execute(
+            f"""INSERT INTO _ship_stored_links
+            SELECT a.child, a.child_key, a.parent_key FROM shipping_aggregation a
+            SEMI JOIN {frontier} f ON f.key = a.parent_key
+            WHERE a.cmo_id = ?""",
+            [sender],
+        ).fetchall()
+        if not found:
+            break
+        ((added,),) = con.execute(
+            f"""INSERT INTO _ship_reach
+            SELECT DISTINCT l.child_key, {depth + 1} FROM _ship_stored_links l
+            SEMI JOIN {frontier} f ON f.key = l.parent_key
+            ANTI JOIN _ship_reach r ON r.key = l.child_key"""
+        ).fetchall()
+        if not added:
+            break
 
 
 # the EPCs listed by shipping events: the expansion's first level
@@ -410,7 +464,13 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
                 WHERE a.cmo_id = p.cmo_id AND a.parent_key = p.parent_key)""",
             [sender],
         )
-    for table in ("_ship_intervals", "_ship_delete_all", "_ship_parent_texts"):
+    for table in (
+        "_ship_intervals",
+        "_ship_delete_all",
+        "_ship_reach",
+        "_ship_stored_links",
+        "_ship_parent_texts",
+    ):
         _run(con, f"DROP TABLE {table}")
 
 
