@@ -12,10 +12,15 @@ fresh child process so that peak RSS (`ru_maxrss`) belongs to that measurement:
 
 Measurements alternate (bare, full, bare, full, ...) so that both see the same
 machine load; the ratio is taken between their medians.  A document twice as
-large is measured once more to show that memory does not double.
+large is measured once more to show that memory does not double.  With
+`--stored N`, `full` is measured once more against a store that already holds N
+links of the sender's earlier documents (units in cases in pallets, none of them
+in this document): the stored hierarchy grows every night, the reconciliation of
+one document must not grow with it.
 
     python -m bench.bench_epcis                  # 1,000,000 SGTINs (~200 MB) and 2x
     python -m bench.bench_epcis --sgtins 20000   # small, quick
+    python -m bench.bench_epcis --no-double --stored 10000000
 
 Targets: full ≤ 2 × bare, peak RSS < 1 GB.
 """
@@ -67,8 +72,10 @@ def _child_bare(doc: Path) -> dict[str, object]:
     return {"wall_s": time.perf_counter() - started, "texts": len(texts), "peak_mb": _peak_mb()}
 
 
-def _setup_state(db: Path, shape: Shape) -> object:
-    """The state store as the product opens it (memory limit, storage settings, all DDL)."""
+def _setup_state(db: Path, shape: Shape, stored: int = 0) -> object:
+    """The state store as the product opens it (memory limit, storage settings, all DDL);
+    `stored` links of earlier documents of the sender (20 units per case, 50 cases per
+    pallet), keyed as the product keys them."""
     from connectors.store import open_store
     from transforms.epc import parse_epc
 
@@ -106,11 +113,56 @@ def _setup_state(db: Path, shape: Shape) -> object:
         f"INSERT INTO pool_loads VALUES (1, 0, {units}, 'pool', 'bench', NULL), "
         f"(2, 0, {cases}, 'pool', 'bench', NULL)"
     )
+    if stored:
+        _store_links(con, stored)
     con.execute("CHECKPOINT")
     return con
 
 
-def _child_full(doc: Path, sgtins: int, workdir: Path) -> dict[str, object]:
+def _store_links(con: object, stored: int) -> None:
+    """`stored` links of earlier documents of CMO1 (20 units per case, 50 cases per
+    pallet, none of them in the benchmark document), keyed as the product keys them."""
+    import polars as pl
+
+    from transforms.codes import gs1_check_digit
+    from transforms.epc import parse_epc
+
+    serials = "'X' || lpad(i::VARCHAR, 11, '0')"  # never a serial of the document
+    unit, case = (
+        parse_epc(f"urn:epc:id:sgtin:{COMPANY_PREFIX}.{ref}.1").product_code
+        for ref in (UNIT_ITEM_REF, CASE_ITEM_REF)
+    )
+    pallets = []
+    for p in range(stored // 1000 + 1):  # extension digit 0, serial reference 9 + p
+        reference = f"9{p:0{16 - len(COMPANY_PREFIX) - 1}d}"
+        body = f"0{COMPANY_PREFIX}{reference}"
+        uri = f"urn:epc:id:sscc:{COMPANY_PREFIX}.0{reference}"
+        pallets.append((p, uri, body + gs1_check_digit(body)))
+    frame = pl.DataFrame(pallets, schema=["p", "uri", "sscc"], orient="row")
+    con.register("_bench_pallets", frame.to_arrow())  # type: ignore[attr-defined]
+    texts = f"""SELECT i, 'urn:epc:id:sgtin:{COMPANY_PREFIX}.{UNIT_ITEM_REF}.' || {serials} AS unit,
+            '{unit} ' || {serials} AS unit_id,
+            'urn:epc:id:sgtin:{COMPANY_PREFIX}.{CASE_ITEM_REF}.' || {serials.replace("i::", "(i // 20)::")}
+                AS case_uri,
+            '{case} ' || {serials.replace("i::", "(i // 20)::")} AS case_id, i // 1000 AS p
+        FROM range({stored}) t(i)"""
+    con.execute(  # type: ignore[attr-defined]
+        f"""INSERT INTO shipping_aggregation (cmo_id, child, child_key, parent_key)
+        SELECT 'CMO1', unit, md5_number(unit_id), md5_number(case_id) FROM ({texts})
+        UNION ALL
+        SELECT 'CMO1', case_uri, md5_number(case_id), md5_number(b.sscc)
+        FROM ({texts}) t JOIN _bench_pallets b USING (p) WHERE i % 20 = 0"""
+    )
+    con.execute(  # type: ignore[attr-defined]
+        f"""INSERT INTO shipping_parents
+        SELECT 'CMO1', md5_number(case_id), case_uri FROM ({texts}) WHERE i % 20 = 0
+        UNION ALL
+        SELECT 'CMO1', md5_number(sscc), uri FROM _bench_pallets"""
+    )
+    con.unregister("_bench_pallets")  # type: ignore[attr-defined]
+
+
+def _child_full(doc: Path, sgtins: int, workdir: Path, stored: int = 0) -> dict[str, object]:
     import datetime as dt
 
     from connectors.epcis import stage_document
@@ -119,7 +171,7 @@ def _child_full(doc: Path, sgtins: int, workdir: Path) -> dict[str, object]:
 
     shape = Shape(sgtins)
     db = workdir / f"state-{os.getpid()}.duckdb"
-    con = _setup_state(db, shape)
+    con = _setup_state(db, shape, stored)
     rss_before = _rss_mb()
     ctx = RunContext("bench", dt.datetime(2024, 5, 1)).for_file(doc.name)
     started = time.perf_counter()
@@ -146,9 +198,11 @@ def _child_full(doc: Path, sgtins: int, workdir: Path) -> dict[str, object]:
     }
 
 
-def _measure(mode: str, doc: Path, sgtins: int, workdir: Path) -> dict[str, object]:
+def _measure(
+    mode: str, doc: Path, sgtins: int, workdir: Path, stored: int = 0
+) -> dict[str, object]:
     cmd = [sys.executable, "-m", "bench.bench_epcis", "--child", mode, "--doc", str(doc)]
-    cmd += ["--sgtins", str(sgtins), "--workdir", str(workdir)]
+    cmd += ["--sgtins", str(sgtins), "--workdir", str(workdir), "--stored", str(stored)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -159,6 +213,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="alternating bare/full pairs")
     parser.add_argument("--workdir", type=Path, default=None, help="keep documents here")
     parser.add_argument("--no-double", action="store_true", help="skip the 2x document")
+    parser.add_argument(
+        "--stored",
+        type=int,
+        default=0,
+        help="also measure against a store holding this many links of earlier documents",
+    )
     parser.add_argument(
         "--duckdb-memory",
         default=None,
@@ -175,7 +235,7 @@ def main() -> None:
         if args.child == "bare":
             print(json.dumps(_child_bare(args.doc)))
         else:
-            print(json.dumps(_child_full(args.doc, args.sgtins, args.workdir)))
+            print(json.dumps(_child_full(args.doc, args.sgtins, args.workdir, args.stored)))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench_epcis_") as tmp:
@@ -235,6 +295,17 @@ def main() -> None:
             growth = summary[1]["full_peak_mb"] / max(1, summary[0]["full_peak_mb"])  # type: ignore[operator]
             verdict.append(f"2x document needs {growth:.2f}x the memory")
         print("; ".join(verdict))
+        if args.stored:
+            full = _measure("full", docs[args.sgtins], args.sgtins, workdir, args.stored)
+            empty = statistics.median(float(r["reconcile_s"]) for r in results[args.sgtins]["full"])  # type: ignore[arg-type]
+            summary[0]["stored_links"] = args.stored
+            summary[0]["reconcile_stored_s"] = round(float(full["reconcile_s"]), 2)  # type: ignore[arg-type]
+            summary[0]["stored_peak_mb"] = round(float(full["peak_mb"]), 0)  # type: ignore[arg-type]
+            print(
+                f"against {args.stored:,} stored links: reconcile {full['reconcile_s']:.2f} s "
+                f"({float(full['reconcile_s']) / empty:.2f}x the empty store), "  # type: ignore[arg-type]
+                f"peak {full['peak_mb']:.0f} MB"
+            )
         memory = os.environ.get("CMI_DUCKDB_MEMORY", "store default")
         print(json.dumps({"bench": "epcis", "duckdb_memory": memory, "results": summary}))
 
