@@ -121,43 +121,53 @@ def _setup_state(db: Path, shape: Shape, stored: int = 0) -> object:
 
 def _store_links(con: object, stored: int) -> None:
     """`stored` links of earlier documents of CMO1 (20 units per case, 50 cases per
-    pallet, none of them in the benchmark document), keyed as the product keys them."""
+    pallet, none of them in the benchmark document), keyed by the product's own key
+    (`transforms.epc.epc_key_sql`) of what its parser reads from each URI."""
     import polars as pl
 
-    from transforms.codes import gs1_check_digit
-    from transforms.epc import parse_epc
+    from transforms.epc import epc_key_sql, parse_epc
 
-    serials = "'X' || lpad(i::VARCHAR, 11, '0')"  # never a serial of the document
+    def serial(number: str) -> str:  # never a serial of the document
+        return f"'X' || lpad(({number})::VARCHAR, 11, '0')"
+
     unit, case = (
         parse_epc(f"urn:epc:id:sgtin:{COMPANY_PREFIX}.{ref}.1").product_code
         for ref in (UNIT_ITEM_REF, CASE_ITEM_REF)
     )
-    pallets = []
-    for p in range(stored // 1000 + 1):  # extension digit 0, serial reference 9 + p
-        reference = f"9{p:0{16 - len(COMPANY_PREFIX) - 1}d}"
-        body = f"0{COMPANY_PREFIX}{reference}"
-        uri = f"urn:epc:id:sscc:{COMPANY_PREFIX}.0{reference}"
-        pallets.append((p, uri, body + gs1_check_digit(body)))
-    frame = pl.DataFrame(pallets, schema=["p", "uri", "sscc"], orient="row")
-    con.register("_bench_pallets", frame.to_arrow())  # type: ignore[attr-defined]
-    texts = f"""SELECT i, 'urn:epc:id:sgtin:{COMPANY_PREFIX}.{UNIT_ITEM_REF}.' || {serials} AS unit,
-            '{unit} ' || {serials} AS unit_id,
-            'urn:epc:id:sgtin:{COMPANY_PREFIX}.{CASE_ITEM_REF}.' || {serials.replace("i::", "(i // 20)::")}
-                AS case_uri,
-            '{case} ' || {serials.replace("i::", "(i // 20)::")} AS case_id, i // 1000 AS p
+    uris = [  # extension digit 0, serial reference 9 + p
+        f"urn:epc:id:sscc:{COMPANY_PREFIX}.09{p:0{17 - len(COMPANY_PREFIX) - 2}d}"
+        for p in range(stored // 1000 + 1)
+    ]
+    pallets = pl.DataFrame(
+        {"p": range(len(uris)), "uri": uris, "sscc": [parse_epc(u).sscc for u in uris]}
+    )
+    con.register("_bench_pallets", pallets.to_arrow())  # type: ignore[attr-defined]
+    texts = f"""SELECT i, i // 1000 AS p,
+            'urn:epc:id:sgtin:{COMPANY_PREFIX}.{UNIT_ITEM_REF}.' || {serial("i")} AS unit,
+            {serial("i")} AS unit_serial,
+            'urn:epc:id:sgtin:{COMPANY_PREFIX}.{CASE_ITEM_REF}.' || {serial("i // 20")} AS case_uri,
+            {serial("i // 20")} AS case_serial
         FROM range({stored}) t(i)"""
+    none = {"epc": "NULL", "product_code": "NULL", "serial": "NULL", "sscc": "NULL"}
+    unit_key = epc_key_sql(
+        "'sgtin'", **{**none, "product_code": f"'{unit}'", "serial": "unit_serial"}
+    )
+    case_key = epc_key_sql(
+        "'sgtin'", **{**none, "product_code": f"'{case}'", "serial": "case_serial"}
+    )
+    pallet_key = epc_key_sql("'sscc'", **{**none, "sscc": "b.sscc"})
     con.execute(  # type: ignore[attr-defined]
         f"""INSERT INTO shipping_aggregation (cmo_id, child, child_key, parent_key)
-        SELECT 'CMO1', unit, md5_number(unit_id), md5_number(case_id) FROM ({texts})
+        SELECT 'CMO1', unit, {unit_key}, {case_key} FROM ({texts})
         UNION ALL
-        SELECT 'CMO1', case_uri, md5_number(case_id), md5_number(b.sscc)
+        SELECT 'CMO1', case_uri, {case_key}, {pallet_key}
         FROM ({texts}) t JOIN _bench_pallets b USING (p) WHERE i % 20 = 0"""
     )
     con.execute(  # type: ignore[attr-defined]
         f"""INSERT INTO shipping_parents
-        SELECT 'CMO1', md5_number(case_id), case_uri FROM ({texts}) WHERE i % 20 = 0
+        SELECT 'CMO1', {case_key}, case_uri FROM ({texts}) WHERE i % 20 = 0
         UNION ALL
-        SELECT 'CMO1', md5_number(sscc), uri FROM _bench_pallets"""
+        SELECT 'CMO1', {pallet_key}, uri FROM _bench_pallets b"""
     )
     con.unregister("_bench_pallets")  # type: ignore[attr-defined]
 
