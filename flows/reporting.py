@@ -1,0 +1,121 @@
+"""The run's reports: the CSVs of SPEC §10 in `outbox/reports/<run_id>/`, the run summary,
+and LATEST."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from connectors import outbox as outbox_io
+from flows.outputs import await_outputs
+from flows.run_state import Run, timed
+from schemas import contracts as contract_schemas
+from transforms import contract_reports, reports, shipping
+from transforms.rejects import REJECT_SCHEMA
+
+
+def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str, bool]) -> None:
+    con = run.store.con
+    for name, frame in (
+        ("contracts.csv", contract_reports.contracts_report(con)),
+        ("contract_balance.csv", contract_reports.contract_balance_report(con, run.as_of.date())),
+        ("contract_log.csv", contract_reports.contract_log_report(con, run.run_id)),
+        ("allocations.csv", contract_reports.allocations_report(con, run.run_id)),
+    ):
+        columns = contract_schemas.REPORT_COLUMNS.get(name, frame.columns)
+        outbox_io.write_report(
+            folder, name, frame, columns, free_text=("description", "detail", "event")
+        )
+    invariants.update(contract_reports.contract_invariants(con))
+    rec_cols = [
+        "file", "sender_cmo_id", "events_read", "events_skipped", "commissioned", "shipped", "ok",
+        "unknown_serial", "already_shipped", "not_produceable", "not_assigned", "other_cmo",
+        "unknown_container", "malformed_epc",
+    ]  # fmt: skip
+    exc_cols = ["file", "event_index", "event_kind", "product_code", "serial", "epc", "outcome"]
+    rec = pl.DataFrame(
+        run.shipping_rows,
+        schema={c: (pl.String if c in ("file", "sender_cmo_id") else pl.Int64) for c in rec_cols},
+    )
+    exc = (
+        pl.concat(run.shipping_exceptions, how="diagonal_relaxed")
+        if run.shipping_exceptions
+        else pl.DataFrame(
+            schema={c: (pl.Int64 if c == "event_index" else pl.String) for c in exc_cols}
+        )
+    )
+    outbox_io.write_report(folder, "shipping_reconciliation.csv", rec, rec_cols)
+    outbox_io.write_report(folder, "shipping_exceptions.csv", exc, exc_cols)
+    lots = shipping.lot_reconciliation(con)
+    outbox_io.write_report(folder, "lot_reconciliation.csv", lots,
+                           ["cmo_id", "product_code", "lot", "expiry", "commissioned", "shipped", "exceptions"])  # fmt: skip
+
+
+def write_reports(run: Run) -> Run:
+    """Write the run's reports into `outbox/reports/<run_id>/` and point LATEST at them."""
+    started = time.perf_counter()
+    con = run.store.con
+    folder = run.paths.outbox / "reports" / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    run.report_dir = folder
+    rejects = (
+        pl.concat(run.rejects)
+        if run.rejects
+        else pl.DataFrame(schema={"file": pl.String, **REJECT_SCHEMA})
+    )
+    outbox_io.write_report(
+        folder, "rejects.csv", rejects, reports.REJECTS_COLUMNS, free_text=("value", "message")
+    )
+    outbox_io.write_report(folder, "cmos.csv", reports.cmos_report(con), reports.CMOS_COLUMNS,
+                           free_text=("cmo_name", "street1", "street2", "street3", "city", "state", "zip_code",
+                                      "collaboration_channel", "contact_email", "tenant"))  # fmt: skip
+    balance = reports.serial_balance_report(con)
+    outbox_io.write_report(folder, "serial_balance.csv", balance, reports.SERIAL_BALANCE_COLUMNS,
+                           free_text=("cmo_name", "product_name"))  # fmt: skip
+    outbox_io.write_report(
+        folder,
+        "exported_files.csv",
+        reports.exported_files_report(con),
+        reports.EXPORTED_FILES_COLUMNS,
+    )
+    invariants = reports.serial_invariants(con, balance, run.pool_sizes)
+    _contract_and_shipping_reports(run, folder, invariants)
+    timed(run, "reports", started)
+    waiting = time.perf_counter()
+    await_outputs(run)  # the summary tells whether they were written
+    timed(run, "outputs", waiting)  # the part of their writing the run waited for
+    finished = dt.datetime.now()
+    con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished, run.run_id])
+    outbox_io.write_json(folder / "run_summary.json", summary(run, invariants, finished))
+    outbox_io.write_latest(run.paths.outbox, run.run_id)
+    return run
+
+
+def summary(run: Run, invariants: dict[str, bool], finished: dt.datetime) -> dict[str, Any]:
+    files = [f.as_json() for f in run.files]
+    counted = [f for f in run.files if f.outcome != "deferred"]
+    warnings = list(run.warnings)
+    warnings.extend(f"unexpected error: {u}" for u in run.unexpected)
+    return {
+        "run_id": run.run_id,
+        "as_of": run.as_of.isoformat(timespec="seconds"),
+        "started_at": run.started_at.isoformat(timespec="seconds"),
+        "finished_at": finished.isoformat(timespec="seconds"),
+        "files": files,
+        "totals": {
+            "files_seen": len(run.files),
+            "files_applied": sum(f.outcome == "applied" for f in counted),
+            "files_duplicate": sum(f.outcome == "duplicate" for f in counted),
+            "files_quarantined": sum(f.outcome == "quarantined" for f in counted),
+            "rows_read": sum(f.rows_read for f in counted),
+            "rows_applied": sum(f.rows_applied for f in counted),
+            "rows_rejected": sum(f.rows_rejected for f in counted),
+        },
+        "warnings": warnings,
+        "invariants": invariants,
+        "durations_s": dict(run.durations),
+    }

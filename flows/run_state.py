@@ -1,0 +1,94 @@
+"""What one nightly run carries from stage to stage (SPEC §1, §10): its paths, its files'
+outcomes, its rejects and warnings, and the store it holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from connectors import inbox as inbox_io
+from connectors.store import Store
+from transforms.context import Config, RunContext
+
+
+@dataclass
+class RunPaths:
+    inbox: Path
+    outbox: Path
+    state: Path
+
+
+@dataclass
+class FileRecord:
+    name: str
+    kind: str | None
+    sha256: str | None
+    outcome: str  # applied | duplicate | quarantined | deferred
+    rows_read: int = 0
+    rows_applied: int = 0
+    rows_rejected: int = 0
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "outcome": self.outcome,
+            "rows_read": self.rows_read,
+            "rows_applied": self.rows_applied,
+            "rows_rejected": self.rows_rejected,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Run:
+    """Everything one run accumulates; handed from stage to stage."""
+
+    paths: RunPaths
+    config: Config
+    as_of: dt.datetime
+    store: Store
+    ctx: RunContext
+    started_at: dt.datetime
+    scan: inbox_io.InboxScan | None = None
+    files: list[FileRecord] = field(default_factory=list)
+    rejects: list[pl.DataFrame] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
+    shipping_rows: list[dict[str, Any]] = field(default_factory=list)
+    shipping_exceptions: list[pl.DataFrame] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    report_dir: Path | None = None
+    pool_sizes: dict[int, int] = field(default_factory=dict)  # pid -> serials at the start
+    # export files / partner answers being written while the run goes on (file name, job)
+    outputs: list[tuple[str, Future[list[str]]]] = field(default_factory=list)
+    output_ids: set[int] = field(default_factory=set)  # recorded files handed to a job
+    _writer: ThreadPoolExecutor | None = None
+
+    def output_writer(self) -> ThreadPoolExecutor:
+        """The thread that writes export files and answers while the run goes on."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmi-outbox")
+        return self._writer
+
+    def stop_output_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
+
+    @property
+    def run_id(self) -> str:
+        return self.ctx.run_id
+
+
+def timed(run: Run, stage: str, started: float) -> None:
+    """Add the time since `started` to the stage's duration (run_summary.json)."""
+    run.durations[stage] = round(run.durations.get(stage, 0.0) + time.perf_counter() - started, 3)
