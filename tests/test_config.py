@@ -145,3 +145,76 @@ def test_a_file_that_is_not_toml_is_an_error(tmp_path: Path) -> None:
 def test_a_section_that_is_not_a_table_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="serials"):
         load_config(_write(tmp_path, "serials = 3\n"), explicit=True)
+
+
+def test_reports_notify_and_delivery_sections_are_read() -> None:
+    config = parse_config(
+        {
+            "reports": {"html": False, "xlsx": True, "partner_xlsx": True},
+            "notify": {"urls": ["json://127.0.0.1:8080/hook"], "on": ["failure", "rejects"]},
+            "delivery": {
+                "ACME-01": {
+                    "url": "sftp://cmi@sftp.acme.example:22/incoming",
+                    "key_file": "/etc/cmi/keys/acme_ed25519",
+                    "known_hosts": "/etc/cmi/known_hosts",
+                },
+                "BIOFILL": {"url": "file:///mnt/biofill/in"},
+            },
+        }
+    )
+    assert config.reports.html is False and config.reports.partner_xlsx is True
+    assert config.notify.urls == ("json://127.0.0.1:8080/hook",)
+    assert config.notify.on == ("failure", "rejects")
+    acme = config.delivery_for("ACME-01")
+    assert acme is not None and acme.key_file == "/etc/cmi/keys/acme_ed25519"
+    assert acme.url == "sftp://cmi@sftp.acme.example:22/incoming"
+    biofill = config.delivery_for("BIOFILL")
+    assert biofill is not None and biofill.key_file is None
+    assert config.delivery_for("OTHER") is None
+
+
+def test_reports_and_notify_defaults() -> None:
+    config = Config()
+    assert (config.reports.html, config.reports.xlsx, config.reports.partner_xlsx) == (
+        True,
+        True,
+        False,
+    )
+    assert config.notify.urls == () and config.notify.on == ("failure", "quarantine")
+    assert config.delivery == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"notify": {"on": ["failure", "sometimes"]}}, "sometimes"),
+        ({"notify": {"urls": "json://x"}}, "urls"),
+        ({"reports": {"html": "yes"}}, "html"),
+        ({"reports": {"pdf": True}}, "pdf"),
+        ({"delivery": {"ACME": {"url": "ftp://h/x", "key_file": "k"}}}, "sftp:// or file://"),
+        ({"delivery": {"ACME": {"url": "sftp://cmi@h:22/in"}}}, "key_file"),
+        (
+            {"delivery": {"ACME": {"url": "sftp://cmi:secret@h:22/in", "key_file": "k"}}},
+            "password_env",
+        ),
+        ({"delivery": {"ACME": {"url": "file:///x", "host": "h"}}}, "host"),
+        ({"delivery": {"ACME": {"key_file": "k"}}}, "url"),
+        ({"delivery": {"-ACME": {"url": "file:///x"}}}, "cmo_id"),
+        ({"delivery": {"url": "file:///x"}}, "[delivery.ACME-01]"),
+    ],
+)
+def test_bad_reports_notify_and_delivery_sections_are_configuration_errors(
+    data: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert named in str(err.value)
+
+
+def test_a_delivery_password_is_named_by_its_variable_never_held() -> None:
+    config = parse_config(
+        {"delivery": {"ACME": {"url": "sftp://cmi@h:2222/in", "password_env": "ACME_SFTP_PW"}}}
+    )
+    target = config.delivery_for("ACME")
+    assert target is not None and target.password_env == "ACME_SFTP_PW"
+    assert "secret" not in repr(config)

@@ -34,10 +34,49 @@ class InboxConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    """Reports for people (SPEC §2 `[reports]`, §5.4, §10.1)."""
+
+    html: bool = True
+    xlsx: bool = True
+    partner_xlsx: bool = False
+
+
+NOTIFY_EVENTS = ("failure", "quarantine", "rejects", "success")
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Who hears about a night that needs a person (SPEC §2 `[notify]`, §11): Apprise URLs."""
+
+    urls: tuple[str, ...] = ()
+    on: tuple[str, ...] = ("failure", "quarantine")
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """Where one CMO's export files and partner answers are delivered (SPEC §2 `[delivery.<cmo_id>]`,
+    §8.1).  `password_env` names an environment variable: the secret itself is never held here."""
+
+    cmo_id: str
+    url: str
+    key_file: str | None = None
+    password_env: str | None = None
+    known_hosts: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     functions: FunctionsConfig = field(default_factory=FunctionsConfig)
     serials: SerialsConfig = field(default_factory=SerialsConfig)
     inbox: InboxConfig = field(default_factory=InboxConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    delivery: tuple[DeliveryTarget, ...] = ()  # in cmo_id order
+
+    def delivery_for(self, cmo_id: str) -> DeliveryTarget | None:
+        """The delivery target of a CMO, or None when its files stay in the outbox."""
+        return next((t for t in self.delivery if t.cmo_id == cmo_id), None)
 
 
 @dataclass(frozen=True)
