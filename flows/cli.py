@@ -65,7 +65,12 @@ def execute_run(
                 f"{name} {folder} is a file, not a folder: give a folder with --{name} "
                 f"(or CMI_{name.upper()})"
             )
-    paths.inbox.mkdir(parents=True, exist_ok=True)
+    if not paths.inbox.exists():
+        # a run started in the wrong place must not pass for an empty night (§1)
+        raise ConfigError(
+            f"inbox {paths.inbox} does not exist: give the inbox folder with --inbox (or "
+            "CMI_INBOX), or create it"
+        )
     paths.outbox.mkdir(parents=True, exist_ok=True)
     if use_prefect(prefect):
         from flows.nightly import nightly
@@ -95,6 +100,11 @@ def _print_outline(outline: dict[str, Any]) -> None:
                 f"  {f['name']}: {f['outcome']}" + (f" — {f['reason']}" if f.get("reason") else "")
             )
     typer.echo(f"reports: {outline['report_dir']}")
+    warnings = outline.get("warnings") or []
+    if warnings:
+        typer.echo(f"{len(warnings)} warning(s):")
+        for w in warnings:
+            typer.echo(f"  - {w}")
     if outline["unexpected"]:
         for u in outline["unexpected"]:
             print_error(f"unexpected error: {u} (details in the log)")
@@ -140,9 +150,18 @@ def _fresh_demo_dir(folder: Path) -> None:
 @app.command()
 def demo(
     dir: Annotated[
-        Path, typer.Option("--dir", help="folder for the demo's inbox, outbox and state")
+        Path,
+        typer.Option("--dir", metavar="DIR", help="folder for the demo's inbox, outbox and state"),
     ] = Path("demo"),
-    as_of: AsOfOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="WHEN",
+            help="the sample day's clock: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS  "
+            "[default: 2026-11-23T02:00:00]",
+        ),
+    ] = None,
     prefect: PrefectOpt = None,
 ) -> None:
     """Write a realistic sample day into an inbox, run it, and show where the outputs are."""

@@ -14,8 +14,40 @@ import typer
 from connectors.config import ConfigError
 from connectors.store import StateLocked
 
+# rich_markup_mode=None: plain help, in which `[env var: CMI_INBOX]` and a default stay as
+# written (rich markup took them for tags and dropped them) and flags show no type
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="cmi: nightly file integration for CMO serials and Contract Managed Inventory.")  # fmt: skip
+
+
+def version() -> str:
+    """The installed package's version (`cmi --version`)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("cmi")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cmi {version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="print the version (cmi <version>) and exit"),
+    ] = False,
+) -> None:  # fmt: skip
+    """cmi: nightly file integration for CMO serials and Contract Managed Inventory."""
+
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
@@ -93,27 +125,39 @@ def guarded(state: Path, action: Any) -> int:
     return EXIT_OK
 
 
+def _path_option(flag: str, env: str, what: str, default: str, metavar: str) -> Any:
+    """A path option read from the flag, else the environment variable, else the default
+    (SPEC §1, resolved by `path_of`); `--help` shows the variable and the default the way
+    click shows other defaults."""
+    return typer.Option(flag, metavar=metavar, help=f"{what}  [env var: {env}; default: {default}]")
+
+
 InboxOpt = Annotated[
-    Path | None, typer.Option("--inbox", help="inbox folder [env CMI_INBOX, default ./inbox]")
+    Path | None, _path_option("--inbox", "CMI_INBOX", "inbox folder", "./inbox", "DIR")
 ]
 OutboxOpt = Annotated[
-    Path | None, typer.Option("--outbox", help="outbox folder [env CMI_OUTBOX, default ./outbox]")
+    Path | None, _path_option("--outbox", "CMI_OUTBOX", "outbox folder", "./outbox", "DIR")
 ]
 StateOpt = Annotated[
     Path | None,
-    typer.Option("--state", help="state store file [env CMI_STATE, default ./state/cmi.duckdb]"),
+    _path_option("--state", "CMI_STATE", "state store file", "./state/cmi.duckdb", "FILE"),
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="cmi.toml [env CMI_CONFIG, default ./cmi.toml when present]"),
+    _path_option("--config", "CMI_CONFIG", "configuration file", "./cmi.toml when present", "FILE"),
 ]
 AsOfOpt = Annotated[
     str | None,
-    typer.Option("--as-of", help="the run's clock: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (local)"),
+    typer.Option(
+        "--as-of",
+        metavar="WHEN",
+        help="the run's clock: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, local time  [default: now]",
+    ),
 ]
 PrefectOpt = Annotated[
     bool | None,
     typer.Option(
-        "--prefect/--no-prefect", help="run through Prefect (default: when PREFECT_API_URL is set)"
+        "--prefect/--no-prefect",
+        help="run through Prefect or in-process  [default: Prefect when PREFECT_API_URL is set]",
     ),
 ]

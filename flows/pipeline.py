@@ -148,7 +148,7 @@ def finish(run: Run) -> dict[str, Any]:
         "outbox": str(run.paths.outbox),
         "files": [f.as_json() for f in run.files],
         "rejects": int(sum(r.height for r in run.rejects)),
-        "warnings": len(run.warnings),
+        "warnings": list(run.warnings),
         "unexpected": list(run.unexpected),
     }
 

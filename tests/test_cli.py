@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from connectors.store import open_store
@@ -16,7 +17,9 @@ from transforms.reports import SERIAL_BALANCE_COLUMNS
 runner = CliRunner()
 
 
-def args(root: Path, *extra: str) -> list[str]:
+def args(root: Path, *extra: str, make_inbox: bool = True) -> list[str]:
+    if make_inbox and not (root / "in").exists():
+        (root / "in").mkdir(parents=True)
     return ["run", "--inbox", str(root / "in"), "--outbox", str(root / "out"),
             "--state", str(root / "st" / "cmi.duckdb"), *extra]  # fmt: skip
 
@@ -42,6 +45,60 @@ def test_an_inbox_or_outbox_that_is_a_file_is_exit_2(tmp_path: Path, which: str)
     assert "is a file, not a folder" in result.output and "Traceback" not in result.output
 
 
+def test_a_missing_inbox_is_exit_2_naming_it_and_creates_nothing(tmp_path: Path) -> None:
+    """A run started in the wrong place must not pass for an empty night (§1)."""
+    result = runner.invoke(app, args(tmp_path, make_inbox=False))
+    assert result.exit_code == 2, result.output
+    assert f"inbox {tmp_path / 'in'} does not exist" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "in").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_runs_warnings_are_printed_after_the_summary(tmp_path: Path) -> None:
+    drop(
+        tmp_path / "in",
+        {"products_a.csv": "product_code;product_name\n11223344556675;Demo\n"},
+    )
+    (tmp_path / "cmi.toml").write_text("[inbox]\nsettle_seconds = 0\n")
+    result = runner.invoke(
+        app, args(tmp_path, "--as-of", "2026-11-23", "--config", str(tmp_path / "cmi.toml"))
+    )
+    assert result.exit_code == 0, result.output
+    summary, warnings = result.output.split("1 warning(s):\n")
+    assert "reports: " in summary
+    assert warnings.startswith("  - products_a.csv: the header is separated by semicolons")
+
+
+def test_version_prints_cmi_and_the_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"cmi {version('cmi')}\n"
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "serve", "status"])
+def test_help_shows_every_options_default_and_environment_variable(command: str) -> None:
+    """§1: `--help` of every command shows each option's default and, where it has one,
+    its environment variable (rich markup used to swallow `[env …]`)."""
+    import re
+
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    sub = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    lines = result.output.splitlines()
+    options = [p for p in sub.params if p.param_type_name == "option" and p.name != "help"]
+    assert options
+    for param in options:
+        line = next(line for line in lines if line.strip().startswith(param.opts[0]))
+        assert re.search(r"\[(env var: CMI_[A-Z]+; )?default: [^]]+\]", line), line
+        env = {"inbox": "CMI_INBOX", "outbox": "CMI_OUTBOX", "state": "CMI_STATE",
+               "config": "CMI_CONFIG"}.get(param.name or "")  # fmt: skip
+        if env:
+            assert f"env var: {env}" in line, line
+    assert "<bool>" not in result.output
+
+
 def test_missing_config_file_named_by_flag_is_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, args(tmp_path, "--config", str(tmp_path / "nope.toml")))
     assert result.exit_code == 2
@@ -62,6 +119,7 @@ def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_paths_from_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "envin").mkdir()
     monkeypatch.setenv("CMI_INBOX", str(tmp_path / "envin"))
     monkeypatch.setenv("CMI_OUTBOX", str(tmp_path / "envout"))
     monkeypatch.setenv("CMI_STATE", str(tmp_path / "envstate" / "s.duckdb"))
