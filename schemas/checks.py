@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -19,17 +20,24 @@ from transforms.codes import (
     is_positive_int_expr,
 )
 
-COUNTRIES = frozenset(
-    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
-    BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK
-    DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR
-    GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM
-    KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP
-    MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL
-    PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST
-    SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG
-    VI VN VU WF WS YE YT ZA ZM ZW""".split()
-)
+
+@functools.cache
+def iso_countries() -> list[str]:
+    """ISO 3166-1 alpha-2 country codes, from pycountry's copy of the ISO tables (loaded on
+    first use, not at import)."""
+    import pycountry
+
+    return sorted(c.alpha_2 for c in pycountry.countries)
+
+
+@functools.cache
+def iso_currencies() -> list[str]:
+    """ISO 4217 currency codes (alphabetic), from pycountry."""
+    import pycountry
+
+    return sorted(c.alpha_3 for c in pycountry.currencies)
+
+
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$"
 # hours 00-23, minutes 00-59, seconds 00-59 (a leap second 60 too), offsets up to 23:59
 DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9]|60)(\.[0-9]+)?)?(Z|[+\-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
@@ -87,7 +95,13 @@ def max_len(col: pl.Expr, n: int) -> pl.Expr:
 
 
 def country(col: pl.Expr) -> pl.Expr:
-    return col.str.to_uppercase().is_in(sorted(COUNTRIES))
+    """An ISO 3166-1 alpha-2 code, any case (§4.2)."""
+    return col.str.to_uppercase().is_in(iso_countries())
+
+
+def currency(col: pl.Expr) -> pl.Expr:
+    """An ISO 4217 currency code, any case (§7.1)."""
+    return col.str.to_uppercase().is_in(iso_currencies())
 
 
 def email(col: pl.Expr) -> pl.Expr:

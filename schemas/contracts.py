@@ -15,6 +15,7 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
+from schemas import checks
 from schemas.base import optional, required, valid_where
 from transforms.codes import is_bool_expr, is_date_expr, is_gtin14_expr, is_positive_int_expr
 
@@ -26,7 +27,6 @@ text of at most 255 characters without control characters (§7 sets no format; `
 and `PO 123` are codes the ERP may well use).  Only identifiers that become file names
 (`cmo_id`, `request_id`, §3.1) have a stricter alphabet."""
 PRICE_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,6})?$"
-CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
 
 _CODE_MSG = "is not a code: at most 255 characters, without control characters (tabs, line breaks)"
 
@@ -127,10 +127,11 @@ class ContractsFile(pa.DataFrameModel):
         return _bool(data)
 
     @pa.check(
-        "currency", error="currency|currency '{value}' is not an ISO 4217 code (three letters)"
+        "currency",
+        error="currency|currency '{value}' is not an ISO 4217 currency code (e.g. EUR, USD, CHF)",
     )
     def _currency(cls, data):  # type: ignore[no-untyped-def]
-        return valid_where(data, pl.col(data.key).str.contains(CURRENCY_PATTERN))
+        return valid_where(data, checks.currency(pl.col(data.key)))
 
     @pa.check("start_date", "end_date", error="date|'{value}' is not a date YYYY-MM-DD")
     def _dates(cls, data):  # type: ignore[no-untyped-def]

@@ -287,6 +287,22 @@ def test_contract_codes_are_any_text_without_control_characters() -> None:
     ]  # fmt: skip
 
 
+def test_a_currency_must_be_an_iso_4217_code_in_any_case() -> None:
+    """§7.1: three letters are not enough; `XYZ` is no currency (the list is pycountry's)."""
+    rows = pl.DataFrame({
+        "_line": [2, 3, 4, 5, 6], "contract_id": ["K1", "K2", "K3", "K4", "K5"],
+        "currency": ["XYZ", "chf", "JPY", "EU", "ABC"],
+    })  # fmt: skip
+    valid, rejects = validate_rows(ContractsFile, rows)
+    assert valid["_line"].to_list() == [3, 4]
+    assert rejects.select("line", "rule", "value").rows() == [
+        (2, "currency", "XYZ"),
+        (5, "currency", "EU"),
+        (6, "currency", "ABC"),
+    ]
+    assert "ISO 4217" in rejects["message"][0]
+
+
 def test_bad_cells_are_rejected_by_the_file_contract() -> None:
     rows = pl.DataFrame({
         "_line": [2, 3, 4, 5], "contract_id": ["K1", "K\t2", "K3", "K4"],

@@ -292,6 +292,17 @@ def test_cmo_rows_check_action_name_length_and_country() -> None:
     ]
 
 
+def test_a_country_must_be_an_iso_3166_alpha_2_code() -> None:
+    """§4.2: the codes come from pycountry (ISO 3166-1), not from a list typed in here."""
+    import pycountry
+
+    from schemas.checks import iso_countries
+
+    assert iso_countries() == sorted(c.alpha_2 for c in pycountry.countries)
+    frame = rows(cmo_id=["C1", "C2", "C3", "C4"], country=["gb", "UK", "XK", "SS"])
+    assert [(r["line"], r["value"]) for r in _rejects(CmosFile, frame)] == [(3, "UK"), (4, "XK")]
+
+
 def test_partnership_rows_check_event_email_payment_model_and_time() -> None:
     frame = rows(
         cmo_id="C1",
