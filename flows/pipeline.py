@@ -13,6 +13,7 @@ import encodings.utf_8_sig  # noqa: F401 - see below
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy.ma  # noqa: F401 - see below
@@ -91,6 +92,14 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
 # --------------------------------------------------------------------------- scan
 
 
+def _sha256_or_none(path: Path) -> str | None:
+    """The file's SHA-256, or None when its bytes cannot be read (§10)."""
+    try:
+        return inbox_io.sha256_of(path)
+    except OSError:
+        return None
+
+
 def scan(run: Run) -> Run:
     """Take the inbox as it is; quarantine unrecognised files; note the ones that wait."""
     started = time.perf_counter()
@@ -101,13 +110,14 @@ def scan(run: Run) -> Run:
             "unrecognised file kind: the name must start with a kind prefix such as products_, "
             "cmos_, serial_pool_, assignments_, exports_ … (see SPEC §3) and end in .csv or .xml"
         )
+        sha = _sha256_or_none(f.path)  # taken before the move: what was quarantined (§10)
         inbox_io.quarantine_file(f.path, run.paths.inbox, run.run_id, reason)
-        run.files.append(FileRecord(f.name, None, None, "quarantined", reason=reason))
+        run.files.append(FileRecord(f.name, None, sha, "quarantined", reason=reason))
     for path in found.waiting:
         if path.name.startswith("."):
             continue
         run.files.append(
-            FileRecord(path.name, inbox_io.kind_of(path.name), None, "deferred",
+            FileRecord(path.name, inbox_io.kind_of(path.name), _sha256_or_none(path), "deferred",
                        reason="temporary file or modified too recently: left for the next run")
         )  # fmt: skip
     timed(run, "scan", started)

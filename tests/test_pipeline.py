@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv as csvlib
+import hashlib
 import importlib
 import io
 import shutil
@@ -94,6 +95,10 @@ def test_unknown_column_quarantines_the_file_with_a_reason(tmp_path: Path) -> No
     assert "unrecognised file kind" in (q / "notes.txt.reason.txt").read_text()
     s = summary(tmp_path, out["run_id"])
     assert s["totals"]["files_quarantined"] == 2
+    # every file whose bytes could be read has its SHA-256, an unrecognised one too (§10)
+    sha = {f["name"]: f["sha256"] for f in s["files"]}
+    assert sha["notes.txt"] == hashlib.sha256(b"hello").hexdigest()
+    assert sha["products_a.csv"] == hashlib.sha256(files["products_a.csv"].encode()).hexdigest()
 
 
 def test_bad_rows_are_rejected_and_good_rows_of_the_same_file_applied(tmp_path: Path) -> None:
@@ -228,6 +233,12 @@ def test_files_that_are_not_settled_wait_for_the_next_run(tmp_path: Path) -> Non
     assert (paths.inbox / "products_a.csv").exists() and (paths.inbox / ".hidden.csv").exists()
     s = summary(tmp_path, out["run_id"])
     assert {f["name"]: f["outcome"] for f in s["files"]}["products_a.csv"] == "deferred"
+    deferred = {f["name"]: f["sha256"] for f in s["files"]}
+    assert (
+        deferred["products_a.csv"]
+        == hashlib.sha256(b"".join([MASTER["products_a.csv"].encode()])).hexdigest()
+    )
+    assert deferred["products_b.csv.part"] == hashlib.sha256(b"x").hexdigest()
 
 
 def test_run_id_gets_a_suffix_when_taken(tmp_path: Path) -> None:
