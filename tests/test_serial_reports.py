@@ -9,7 +9,9 @@ import duckdb
 import polars as pl
 from helpers_serials import DEMO, PROD_A, PROD_B, make_ctx, rows, seed, set_status, valid_rows
 
+from schemas.master_data import CmosFile
 from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
+from transforms.master_data import apply_cmos
 from transforms.reports import (
     SERIAL_BALANCE_COLUMNS,
     exported_files_report,
@@ -71,12 +73,37 @@ def test_a_cmo_holding_serials_of_a_product_it_no_longer_produces_keeps_its_row(
     assert balance[("C1", PROD_A)]["available"] == 1
 
 
-def test_a_deleted_cmo_is_absent_from_the_balance() -> None:
+def test_a_deleted_cmo_without_serials_that_left_the_pool_is_absent_from_the_balance() -> None:
     con = seed(products=[DEMO], cmos={"C1": [DEMO], "C2": [DEMO]}, pool={DEMO: 3})
     _assign(con, "C2", DEMO, 2)
-    _export(con, "C2", 1)
-    con.execute("UPDATE cmos SET deleted = TRUE WHERE cmo_id = 'C2'")
+    _delete_cmo(con, "C2")  # its assigned-not-exported serials go back to the pool
     assert list(_balance(con)) == [("C1", DEMO)]
+    assert _balance(con)[("C1", DEMO)]["available"] == 3
+
+
+def _delete_cmo(con: duckdb.DuckDBPyConnection, cmo_id: str) -> None:
+    result = apply_cmos(con, valid_rows(CmosFile, rows(action="delete", cmo_id=cmo_id)), CTX)
+    assert result.rejects.height == 0
+
+
+def test_a_deleted_cmo_keeps_the_rows_of_products_whose_serials_left_the_pool() -> None:
+    """§4.2: nothing handed out disappears from the balance; the other rows go."""
+    con = seed(products=[DEMO, PROD_A, PROD_B], cmos={"C1": [DEMO], "C2": [DEMO, PROD_A, PROD_B]},
+               partners=["C2"], pool={DEMO: 10, PROD_A: 4, PROD_B: 4})  # fmt: skip
+    _assign(con, "C2", DEMO, 5)
+    _export(con, "C2", 2)  # two of DEMO exported
+    _assign(con, "C2", PROD_A, 3)  # PROD_A: only assigned, never handed out
+    _assign(con, "C2", PROD_B, 3)
+    req = rows(request_id="R1", cmo_id="C2", product_code=PROD_B, quantity="1")
+    assert apply_partner_requests(con, valid_rows(PartnerRequestsFile, req), CTX).rejects.is_empty()
+    _delete_cmo(con, "C2")
+    balance = _balance(con)
+    assert list(balance) == [("C1", DEMO), ("C2", PROD_B), ("C2", DEMO)]
+    # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped
+    assert _counts(balance[("C2", DEMO)]) == (8, 2, 0, 2, 0, 0, 0)
+    assert _counts(balance[("C2", PROD_B)]) == (3, 0, 0, 0, 1, 0, 0)
+    invariants = serial_invariants(con, serial_balance_report(con))
+    assert invariants["reported_counts_equal_state"] is True
 
 
 def test_the_counts_follow_the_definitions_of_section_5() -> None:
@@ -110,7 +137,8 @@ def test_invariants_hold_for_a_consistent_state() -> None:
     _assign(con, "C1", DEMO, 5)
     _assign(con, "C2", DEMO, 2)
     _export(con, "C1", 2)
-    con.execute("UPDATE cmos SET deleted = TRUE WHERE cmo_id = 'C2'")
+    _export(con, "C2", 1)
+    _delete_cmo(con, "C2")
     invariants = serial_invariants(con, serial_balance_report(con))
     assert invariants == {
         "serial_unique_per_product": True,

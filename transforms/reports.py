@@ -42,11 +42,18 @@ def cmos_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).pl()
 
 
+# a serial that left the pool for good (§4.2): exported, requested, commissioned, shipped
+# (or decommissioned); a deleted CMO keeps its balance rows of the products it holds such of
+LEFT_POOL = "(export_count > 0 OR request_id IS NOT NULL OR commissioned OR shipped)"
+
+
 def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """`serial_balance.csv`: one row per produceable product of each CMO not deleted, plus
-    every (CMO, product) that holds serials; counts as defined in §5."""
+    every (CMO, product) that holds serials; a deleted CMO keeps only the rows of the
+    products of which it still holds serials that left the pool (§4.2); counts as
+    defined in §5."""
     return con.execute(
-        """WITH runs AS (
+        f"""WITH runs AS (
                SELECT sp.product_code, r.*, r.hi - r.lo AS n
                FROM serial_runs r JOIN serial_products sp ON sp.pid = r.pid),
            held AS (
@@ -57,7 +64,8 @@ def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                       sum(n) FILTER (WHERE request_id IS NULL AND export_count > 0) AS exported,
                       sum(n) FILTER (WHERE request_id IS NOT NULL) AS requested,
                       sum(n) FILTER (WHERE commissioned) AS commissioned,
-                      sum(n) FILTER (WHERE shipped) AS shipped
+                      sum(n) FILTER (WHERE shipped) AS shipped,
+                      sum(n) FILTER (WHERE {LEFT_POOL}) AS left_pool
                FROM runs WHERE cmo_id IS NOT NULL GROUP BY cmo_id, product_code),
            avail AS (
                SELECT product_code, sum(n) AS available FROM runs
@@ -73,10 +81,11 @@ def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                   coalesce(h.requested, 0)::BIGINT AS requested,
                   coalesce(h.commissioned, 0)::BIGINT AS commissioned,
                   coalesce(h.shipped, 0)::BIGINT AS shipped
-           FROM pairs p JOIN cmos c ON c.cmo_id = p.cmo_id AND NOT c.deleted
+           FROM pairs p JOIN cmos c ON c.cmo_id = p.cmo_id
            LEFT JOIN products pr ON pr.product_code = p.product_code
            LEFT JOIN held h ON h.cmo_id = p.cmo_id AND h.product_code = p.product_code
            LEFT JOIN avail a ON a.product_code = p.product_code
+           WHERE NOT c.deleted OR coalesce(h.left_pool, 0) > 0
            ORDER BY c.cmo_id, p.product_code"""
     ).pl()
 
@@ -157,11 +166,16 @@ def serial_invariants(
         """SELECT count(*) FROM serial_runs s WHERE s.cmo_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM cmos c WHERE c.cmo_id = s.cmo_id)"""
     ).fetchone()
+    # the serials of every CMO not deleted, and those of a deleted CMO's products that it
+    # holds serials of that left the pool (the rows §4.2 keeps)
     totals = con.execute(
-        """SELECT coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL), 0),
+        f"""WITH kept AS (
+               SELECT s.cmo_id, s.pid FROM serial_runs s JOIN cmos c ON c.cmo_id = s.cmo_id
+               GROUP BY ALL HAVING NOT any_value(c.deleted) OR bool_or({LEFT_POOL}))
+           SELECT coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL), 0),
                   coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL AND s.export_count = 0
                                    AND NOT s.commissioned AND NOT s.shipped), 0)
-           FROM serial_runs s JOIN cmos c ON c.cmo_id = s.cmo_id AND NOT c.deleted"""
+           FROM serial_runs s SEMI JOIN kept k ON k.cmo_id = s.cmo_id AND k.pid = s.pid"""
     ).fetchone()
     reported_assigned = int(balance.get_column("assigned").sum()) if balance.height else 0
     reported_ane = int(balance.get_column("assigned_not_exported").sum()) if balance.height else 0
