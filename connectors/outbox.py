@@ -93,7 +93,11 @@ def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: in
     if failed:
         shown = "; ".join(f"{path}: {err}" for path, err in list(failed.items())[:3])
         more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-        raise OSError(f"{len(failed)} file(s) could not be written: {shown}{more}")
+        # the first failure's errno and file: a full or read-only outbox stays recognisable
+        first_path, first = next(iter(failed.items()))
+        code = first.errno if isinstance(first, OSError) else None
+        raise OSError(code, f"{len(failed)} file(s) could not be written: {shown}{more}",
+                      str(first_path))  # fmt: skip
 
 
 def remove_stale_temp_files(outbox: Path) -> int:

@@ -79,7 +79,8 @@ class Store:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.con.execute("CHECKPOINT")
-        self.con.close()
+        with contextlib.suppress(duckdb.Error):  # a store invalidated by a failed write
+            self.con.close()
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
         self._lock.close()

@@ -14,6 +14,7 @@ import polars as pl
 from connectors import epcis
 from connectors import inbox as inbox_io
 from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv, scan_file
+from connectors.faults import is_environmental, stopped
 from connectors.store import transaction
 from flows.outputs import write_outputs_after_commit
 from flows.registry import csv_kinds
@@ -64,7 +65,14 @@ def _quarantine(
 
 
 def _unexpected(run: Run, f: inbox_io.InboxFile, sha: str | None, err: BaseException) -> None:
+    """A failure while applying `f`.  A failure of the surroundings (disk, permissions,
+    memory) stops the run, `f` and every file after it left in the inbox untouched
+    (§8 stop, don't cascade); anything else quarantines `f` as an unexpected error."""
     log.error("unexpected error on %s:\n%s", f.name, traceback.format_exc())
+    if is_environmental(err):
+        raise stopped(
+            err, run.paths.places(), f"{f.name} and every file after it were left in the inbox"
+        ) from err
     reason = (
         f"unexpected error while applying the file ({type(err).__name__}: {err}); the state was "
         "not changed; see the log, then put the file back in the inbox"

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from connectors.config import ConfigError
+from connectors.faults import RunStopped, describe, is_environmental
 from connectors.store import StateLocked
 
 # rich_markup_mode=None: plain help, in which `[env var: CMI_INBOX]` and a default stay as
@@ -86,17 +87,33 @@ def config_path(flag: Path | None) -> tuple[Path, bool]:
     return Path("cmi.toml"), False
 
 
-def setup_log(state: Path) -> Path:
-    state.parent.mkdir(parents=True, exist_ok=True)
+class _LogFile(logging.FileHandler):
+    """`cmi.log`.  A line that cannot be written (the disk under the state store filled up
+    during the run) is dropped: logging's default prints a traceback on the console."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def setup_log(state: Path) -> tuple[Path, OSError | None]:
+    """Open `cmi.log` beside the state store; return its path and why it could not be
+    opened (a read-only or full state folder), or None."""
     log_path = state.parent / "cmi.log"
     logger = logging.getLogger("cmi")
     if not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
-        handler = logging.FileHandler(log_path, encoding="utf-8")
+        try:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            handler = _LogFile(log_path, encoding="utf-8")
+        except OSError as err:
+            # nowhere to write the log: never onto the console (logging's last resort)
+            logger.addHandler(logging.NullHandler())
+            logger.propagate = False
+            return log_path, err
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    return log_path
+    return log_path, None
 
 
 def use_prefect(choice: bool | None) -> bool:
@@ -106,7 +123,13 @@ def use_prefect(choice: bool | None) -> bool:
 
 
 def guarded(state: Path, action: Any) -> int:
-    log_path = setup_log(state)
+    """Run `action`; turn what it raises into one line on the console and an exit code.
+
+    A failure of the surroundings (full disk, read-only folder, I/O error: §8 stop,
+    don't cascade) is exit 1 with the line that says what to fix; the traceback goes
+    to the log when the log can be written."""
+    log_path, log_failure = setup_log(state)
+    places = [("the state store's folder", state.parent)]
     try:
         action()
     except ConfigError as err:
@@ -120,7 +143,14 @@ def guarded(state: Path, action: Any) -> int:
         return EXIT_UNEXPECTED
     except Exception as err:  # noqa: BLE001
         logging.getLogger("cmi").exception("unexpected error")
-        print_error(f"unexpected error: {type(err).__name__}: {err} (details in {log_path})")
+        if log_failure is not None:  # the folder of the log and the store: say so
+            print_error(f"{describe(log_failure, places)} (its log {log_path} cannot be opened)")
+        elif isinstance(err, RunStopped):
+            print_error(f"{err}; details in {log_path}")
+        elif is_environmental(err):
+            print_error(f"stopped: {describe(err, places)}; details in {log_path}")
+        else:
+            print_error(f"unexpected error: {type(err).__name__}: {err} (details in {log_path})")
         return EXIT_UNEXPECTED
     return EXIT_OK
 

@@ -20,9 +20,10 @@ import numpy.ma  # noqa: F401 - see below
 import pandera.backends.register_checks  # noqa: F401 - see below
 
 from connectors import inbox as inbox_io
+from connectors.faults import is_environmental, stopped
 from connectors.store import Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
-from flows.outputs import await_outputs, write_missing_outputs
+from flows.outputs import await_outputs, raise_failed_outputs, write_missing_outputs
 from flows.reporting import summary, write_reports
 from flows.run_state import FileRecord, Run, RunPaths, timed
 from transforms import reports
@@ -135,6 +136,7 @@ def apply_stage(run: Run, stage: str) -> Run:
     files = [f for f in run.scan.files if f.kind in kinds]
     orders = [f for f in files if f.kind == "orders"]
     for f in files:
+        raise_failed_outputs(run)  # an outbox that cannot be written stops the run (§8)
         if f.kind == "orders":
             if f is orders[0]:  # all order files of the run together (§7.5)
                 apply_order_files(run, orders)
@@ -169,16 +171,29 @@ Step = Callable[..., Any]
 def run_pipeline(
     call: Callable[..., Any], paths: RunPaths, config: Config, as_of: dt.datetime
 ) -> dict[str, Any]:
-    """The order of the stages.  `call(fn, *args)` runs a stage (directly, or as a Prefect task)."""
-    run = call(prepare, paths, config, as_of)
+    """The order of the stages.  `call(fn, *args)` runs a stage (directly, or as a Prefect task).
+
+    A failure of the surroundings (a full disk, a read-only folder, an I/O error) stops
+    the run as `RunStopped`, whose one line says what to fix (§8 stop, don't cascade):
+    the files not yet applied stay in the inbox for the next run."""
+    try:
+        run = call(prepare, paths, config, as_of)
+    except Exception as err:
+        if is_environmental(err):
+            raise stopped(err, paths.places(), "no file was touched") from err
+        raise
     try:
         run = call(scan, run)
         for stage, _ in STAGES:
             run = call(apply_stage, run, stage)
         run = call(write_reports, run)
-    except BaseException:
-        await_outputs(run)
+    except BaseException as err:
+        await_outputs(run, stop=False)
         run.store.close()
+        if isinstance(err, Exception) and is_environmental(err):
+            raise stopped(
+                err, run.paths.places(), "the files not yet applied are in the inbox"
+            ) from err
         raise
     return call(finish, run)
 

@@ -23,6 +23,11 @@ class RunPaths:
     outbox: Path
     state: Path
 
+    def places(self) -> list[tuple[str, Path]]:
+        """The run's folders as an operator names them (in the line of a stopped run)."""
+        return [("the state store's folder", self.state.parent), ("the outbox", self.outbox),
+                ("the inbox", self.inbox)]  # fmt: skip
+
 
 @dataclass
 class FileRecord:

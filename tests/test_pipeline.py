@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.faults import RunStopped
 from connectors.store import StateLocked, _NotInstalled, open_store
 from tests.pipeline_helpers import csv, drop, paths_in, report, run_day, summary
 
@@ -187,33 +188,35 @@ def test_a_semicolon_file_is_applied_with_a_warning(tmp_path: Path) -> None:
     assert any("assignments_a.csv" in w and "semicolon" in w for w in s["warnings"])
 
 
-def test_an_export_that_cannot_be_written_is_applied_reported_and_written_later(
+def test_an_export_that_cannot_be_written_stops_the_run_and_is_written_later(
     tmp_path: Path,
 ) -> None:
-    """After the commit the file counts as applied: its other rejects are reported and the
-    recorded export is written by the next run, not lost and not applied twice."""
+    """An outbox folder that cannot be written stops the run (§8 stop, don't cascade): the
+    file whose export it is was committed (the export stays recorded), the files after it
+    stay in the inbox; a night with the folder still blocked stops before any file; once
+    it is free, the next run writes the export, then applies the waiting files."""
     files = dict(MASTER)
     files["assignments_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},5")
     files["exports_a.csv"] = csv("cmo_id,product_code,quantity", f"ACME,{P1},2", f"ACME,{P1},99")
     blocker = tmp_path / "outbox" / "serials" / "ACME"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a folder")
-    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
-    s = summary(tmp_path, out["run_id"])
-    assert (tmp_path / "inbox" / "archive" / out["run_id"] / "exports_a.csv").exists()
-    assert any("could not be written" in w for w in s["warnings"])
-    rejects = rows_of(report(tmp_path, out["run_id"], "rejects.csv"))
-    assert [(r["file"], r["line"]) for r in rejects] == [("exports_a.csv", "3")]
-    # still blocked: the next night is not stopped by it (its files are applied)
-    blocked = run_day(tmp_path, "2026-11-24T01:00:00", {"products_b.csv": csv(
-        "product_code,product_name", f"{P2},Amoxicillin 500")})  # fmt: skip
-    b = summary(tmp_path, blocked["run_id"])
-    assert [f["outcome"] for f in b["files"] if f["name"] == "products_b.csv"] == ["applied"]
-    assert any("could not be written" in w for w in b["warnings"])
+    with pytest.raises(RunStopped, match="the outbox .* could not be read or written"):
+        run_day(tmp_path, "2026-11-23T02:00:00", files)
+    assert (tmp_path / "inbox" / "archive" / "20261123T020000" / "exports_a.csv").exists()
+    assert not (tmp_path / "inbox" / "quarantine").exists()
+    # still blocked: the next night stops before it touches a file
+    with pytest.raises(RunStopped, match="no file was touched"):
+        run_day(tmp_path, "2026-11-24T01:00:00", {"products_b.csv": csv(
+            "product_code,product_name", f"{P2},Amoxicillin 500")})  # fmt: skip
+    assert (tmp_path / "inbox" / "products_b.csv").exists()
     blocker.unlink()
     later = run_day(tmp_path, "2026-11-24T02:00:00")
     (export,) = blocker.iterdir()
     assert len(export.read_text().splitlines()) == 3  # header + the 2 serials
+    s = summary(tmp_path, later["run_id"])
+    assert [f["outcome"] for f in s["files"] if f["name"] == "products_b.csv"] == ["applied"]
+    assert any("written again" in w for w in s["warnings"])
     balance = rows_of(report(tmp_path, later["run_id"], "serial_balance.csv"))
     assert (
         next(r for r in balance if r["cmo_id"] == "ACME" and r["product_code"] == P1)["exported"]
