@@ -112,21 +112,37 @@ def _check_format(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
 
 
+def _locked(path: Path) -> StateLocked:
+    return StateLocked(
+        f"another run holds the lock of the state store {path}; wait for it to finish "
+        "(only one run at a time may use a state store)"
+    )
+
+
 def open_store(path: Path, *, read_only: bool = False) -> Store:
-    """Lock and open the state store at `path`, creating it when missing."""
+    """Lock and open the state store at `path`, creating it when missing.
+
+    The lock is taken beside the store's resolved path (§8): a symlink to the store or
+    to its folder, or another spelling of the path, is the same store and the same lock.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = (path.parent / (path.name + ".lock")).open("a+")
+    real = path.resolve()
+    lock = (real.parent / (real.name + ".lock")).open("a+")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as err:
         lock.close()
-        raise StateLocked(
-            f"another run holds the lock of the state store {path}; wait for it to finish "
-            "(only one run at a time may use a state store)"
-        ) from err
+        raise _locked(path) from err
     con: duckdb.DuckDBPyConnection | None = None
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        try:
+            con = duckdb.connect(str(real), read_only=read_only)
+        except duckdb.IOException as err:
+            # DuckDB's own lock, held by a process that did not take ours (an older cmi,
+            # the duckdb shell): the store is in use all the same
+            if "conflicting lock" in str(err).lower():
+                raise _locked(path) from err
+            raise
         _configure(con, path.parent / (path.name + ".tmp"))
         _check_format(con, path)
         if not read_only:

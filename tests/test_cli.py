@@ -243,3 +243,47 @@ def test_serve_rejects_a_bad_cron_expression(tmp_path: Path) -> None:
         app, ["serve", "--cron", "every night", "--state", str(tmp_path / "s.duckdb")]
     )
     assert result.exit_code == 2 and "cron" in result.output
+
+
+@pytest.mark.parametrize("spelling", ["folder_link", "file_link", "dotted"])
+def test_a_store_locked_under_another_path_is_exit_3(tmp_path: Path, spelling: str) -> None:
+    """The lock is taken on the store's resolved path (§8): a symlinked --state, a symlink
+    to the store file or another spelling of the same path is the same store."""
+    real = tmp_path / "st" / "cmi.duckdb"
+    store = open_store(real)
+    if spelling == "folder_link":
+        (tmp_path / "link").symlink_to(tmp_path / "st", target_is_directory=True)
+        other = tmp_path / "link" / "cmi.duckdb"
+    elif spelling == "file_link":
+        (tmp_path / "elsewhere").mkdir()
+        other = tmp_path / "elsewhere" / "store.duckdb"
+        other.symlink_to(real)
+    else:
+        other = tmp_path / "st" / ".." / "st" / "." / "cmi.duckdb"
+    try:
+        result = runner.invoke(app, [*args(tmp_path)[:5], "--state", str(other)])
+    finally:
+        store.close()
+    assert result.exit_code == 3, result.output
+    assert "another run holds the lock" in result.output and "Traceback" not in result.output
+
+
+def test_a_store_held_by_duckdb_without_our_lock_is_exit_3(tmp_path: Path) -> None:
+    """DuckDB's own file lock (a duckdb shell, an older cmi) is a busy store too: exit 3."""
+    import subprocess
+    import sys
+
+    real = tmp_path / "st" / "cmi.duckdb"
+    real.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('open', flush=True); time.sleep(120)", str(real)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        result = runner.invoke(app, args(tmp_path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 3, result.output
