@@ -106,8 +106,8 @@ def _setup_state(db: Path, shape: Shape, stored: int = 0) -> object:
     )
     con.execute(
         f"""INSERT INTO serial_runs VALUES
-            (1, 0, {units}, 'CMO1', 1, 0, NULL, NULL, FALSE, FALSE, NULL, NULL),
-            (2, 0, {cases}, 'CMO1', {units + 1}, 0, NULL, NULL, FALSE, FALSE, NULL, NULL)"""
+            (1, 0, {units}, 'CMO1', 1, 0, NULL, NULL, FALSE, FALSE, NULL, NULL, FALSE),
+            (2, 0, {cases}, 'CMO1', {units + 1}, 0, NULL, NULL, FALSE, FALSE, NULL, NULL, FALSE)"""
     )
     con.execute(
         f"INSERT INTO pool_loads VALUES (1, 0, {units}, 'pool', 'bench', NULL), "

@@ -51,12 +51,17 @@ SERIAL_DDL = [
         commissioned BOOLEAN NOT NULL,   -- reported by the CMO with outcome OK (SPEC §6)
         shipped BOOLEAN NOT NULL,
         lot VARCHAR,                     -- commissioning ILMD (SPEC §6)
-        expiry DATE)""",
+        expiry DATE,
+        decommissioned BOOLEAN NOT NULL DEFAULT FALSE)  -- reported decommissioned (SPEC §6)""",
+    # a store written before `decommissioned` existed gets it when opened (last column, as
+    # in a new store: the runs are written by position)
+    "ALTER TABLE serial_runs ADD COLUMN IF NOT EXISTS decommissioned BOOLEAN DEFAULT FALSE",
     # one row per serial, for people and ad-hoc queries (the product never reads it)
     """CREATE OR REPLACE VIEW serials AS
         SELECT (p.pid::BIGINT << 40) | p.pseq AS sid, sp.product_code, p.serial, p.pid, p.pseq,
                r.cmo_id, r.assign_seq + (p.pseq - r.lo) AS assign_seq, r.export_count,
-               r.last_export_id, r.request_id, r.commissioned, r.shipped, r.lot, r.expiry,
+               r.last_export_id, r.request_id, r.commissioned, r.shipped, r.decommissioned, r.lot,
+               r.expiry,
                l.source
         FROM pool p JOIN serial_products sp ON sp.pid = p.pid
         JOIN serial_runs r ON r.pid = p.pid AND p.pseq >= r.lo AND p.pseq < r.hi

@@ -60,7 +60,7 @@ def test_every_produceable_product_of_a_cmo_has_a_row_even_without_serials() -> 
     assert list(balance) == [("C1", PROD_A), ("C1", DEMO)]  # by cmo_id, product_code
     row = balance[("C1", DEMO)]
     assert row["cmo_name"] == "Acme" and row["product_name"] == f"Product {DEMO}"
-    assert _counts(row) == (0, 0, 0, 0, 0, 0, 0)
+    assert _counts(row) == (0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_a_cmo_holding_serials_of_a_product_it_no_longer_produces_keeps_its_row() -> None:
@@ -99,11 +99,22 @@ def test_a_deleted_cmo_keeps_the_rows_of_products_whose_serials_left_the_pool() 
     _delete_cmo(con, "C2")
     balance = _balance(con)
     assert list(balance) == [("C1", DEMO), ("C2", PROD_B), ("C2", DEMO)]
-    # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped
-    assert _counts(balance[("C2", DEMO)]) == (8, 2, 0, 2, 0, 0, 0)
-    assert _counts(balance[("C2", PROD_B)]) == (3, 0, 0, 0, 1, 0, 0)
+    # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped,
+    # decommissioned
+    assert _counts(balance[("C2", DEMO)]) == (8, 2, 0, 2, 0, 0, 0, 0)
+    assert _counts(balance[("C2", PROD_B)]) == (3, 0, 0, 0, 1, 0, 0, 0)
     invariants = serial_invariants(con, serial_balance_report(con))
     assert invariants["reported_counts_equal_state"] is True
+
+
+def test_a_deleted_cmo_keeps_the_row_of_a_product_whose_serial_was_decommissioned() -> None:
+    con = seed(products=[DEMO], cmos={"C2": [DEMO]}, pool={DEMO: 4})
+    _assign(con, "C2", DEMO, 3)
+    set_status(con, "serial = 'S00002'", decommissioned=True)
+    _delete_cmo(con, "C2")
+    # its assigned-not-exported serials went back to the pool, the decommissioned one did not
+    assert _counts(_balance(con)[("C2", DEMO)]) == (3, 1, 0, 0, 0, 0, 0, 1)
+    assert serial_invariants(con, serial_balance_report(con))["reported_counts_equal_state"]
 
 
 def test_the_counts_follow_the_definitions_of_section_5() -> None:
@@ -116,11 +127,14 @@ def test_the_counts_follow_the_definitions_of_section_5() -> None:
     apply_partner_requests(con, valid_rows(PartnerRequestsFile, req), CTX)
     set_status(con, "serial IN ('S00001', 'S00006')", commissioned=True)
     set_status(con, "serial = 'S00004'", commissioned=True, shipped=True)
+    set_status(con, "serial IN ('S00002', 'S00007')", decommissioned=True)
     balance = _balance(con)
-    # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped
-    assert _counts(balance[("C1", DEMO)]) == (7, 8, 4, 3, 2, 3, 1)
-    assert _counts(balance[("C2", DEMO)]) == (7, 3, 3, 0, 0, 0, 0)
-    assert _counts(balance[("C2", PROD_A)]) == (4, 0, 0, 0, 0, 0, 0)
+    # available, assigned, assigned_not_exported, exported, requested, commissioned, shipped,
+    # decommissioned
+    assert _counts(balance[("C1", DEMO)]) == (7, 8, 3, 3, 2, 3, 1, 2)
+    assert _counts(balance[("C2", DEMO)]) == (7, 3, 3, 0, 0, 0, 0, 0)
+    assert _counts(balance[("C2", PROD_A)]) == (4, 0, 0, 0, 0, 0, 0, 0)
+    assert serial_invariants(con, serial_balance_report(con))["reported_counts_equal_state"]
 
 
 def test_a_re_export_counts_a_serial_as_exported_once() -> None:

@@ -7,6 +7,7 @@ import inspect
 import re
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -27,7 +28,8 @@ from helpers_serials import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.store import memory_connection
+from connectors.ddl import SERIAL_DDL
+from connectors.store import memory_connection, open_store
 from schemas.serials import (
     AssignmentsFile,
     ExportsFile,
@@ -46,6 +48,7 @@ from transforms.serials import (
     apply_serial_pool,
     apply_serial_returns,
     export_file_name,
+    load_runs,
     outbox_contents,
     pool_serials,
     random_serials,
@@ -128,7 +131,7 @@ def _counts(con: duckdb.DuckDBPyConnection, cmo_id: str, product: str = DEMO) ->
         """SELECT count(*) FILTER (WHERE cmo_id IS NULL),
                   count(*) FILTER (WHERE cmo_id = ? AND request_id IS NULL),
                   count(*) FILTER (WHERE cmo_id = ? AND request_id IS NULL AND export_count = 0
-                                   AND NOT commissioned AND NOT shipped),
+                                   AND NOT commissioned AND NOT shipped AND NOT decommissioned),
                   count(*) FILTER (WHERE cmo_id = ? AND request_id IS NOT NULL)
            FROM serials WHERE product_code = ?""",
         [cmo_id, cmo_id, cmo_id, product],
@@ -469,8 +472,8 @@ def test_with_allow_already_exported_the_limit_is_assigned() -> None:
     assert "at most 3" in result.rejects.get_column("message")[0]
 
 
-@pytest.mark.parametrize("flag", ["commissioned", "shipped"])
-def test_commissioned_or_shipped_serials_are_never_exported_again(flag: str) -> None:
+@pytest.mark.parametrize("flag", ["commissioned", "shipped", "decommissioned"])
+def test_commissioned_shipped_or_decommissioned_serials_are_never_exported_again(flag: str) -> None:
     con = _assigned(3)
     export(con, cmo_id="C1", product_code=DEMO, quantity="3")
     set_status(con, "serial IN ('S00001', 'S00003')", **{flag: True})
@@ -481,7 +484,7 @@ def test_commissioned_or_shipped_serials_are_never_exported_again(flag: str) -> 
     assert _items(con, _files(con)[-1]["file_id"]) == ["S00002"]
 
 
-@pytest.mark.parametrize("flag", ["commissioned", "shipped"])
+@pytest.mark.parametrize("flag", ["commissioned", "shipped", "decommissioned"])
 def test_a_used_serial_that_was_never_exported_is_not_exported(flag: str) -> None:
     con = _assigned(3)
     set_status(con, "serial = 'S00001'", **{flag: True})
@@ -614,6 +617,15 @@ def test_a_partner_request_is_served_oldest_first_from_assigned_not_exported() -
     assert _items(con, answer["file_id"]) == ["S00002", "S00003"]
 
 
+def test_a_decommissioned_serial_is_never_served_to_a_partner() -> None:
+    con = _partner(3)
+    set_status(con, "serial = 'S00001'", decommissioned=True)
+    refused = request(con, request_id="R1", cmo_id="C1", product_code=DEMO, quantity="3")
+    assert _rules(refused) == [(2, "not_enough_assigned")]
+    request(con, request_id="R2", cmo_id="C1", product_code=DEMO, quantity="2")
+    assert _items(con, _files(con, "partner")[-1]["file_id"]) == ["S00002", "S00003"]
+
+
 def test_served_serials_leave_assigned_and_count_as_requested() -> None:
     con = _partner(5)
     request(con, request_id="R1", cmo_id="C1", product_code=DEMO, quantity="2")
@@ -727,10 +739,11 @@ def test_only_assigned_not_exported_serials_return() -> None:
     request(con, request_id="R1", cmo_id="C1", product_code=DEMO, quantity="1")  # S2
     set_status(con, "serial = 'S00003'", commissioned=True)
     set_status(con, "serial = 'S00004'", shipped=True)
+    set_status(con, "serial = 'S00005'", decommissioned=True)
     result = give_back(con, cmo_id="C1", product_code=DEMO, quantity="ALL")
     assert result.rows_applied == 1
-    assert _available(con) == ["S00005", "S00006"]
-    assert _held(con, "C1", "sid") == ["S00001", "S00002", "S00003", "S00004"]
+    assert _available(con) == ["S00006"]
+    assert _held(con, "C1", "sid") == ["S00001", "S00002", "S00003", "S00004", "S00005"]
 
 
 def test_returning_more_than_the_cmo_holds_is_rejected() -> None:
@@ -917,6 +930,7 @@ class _Reference:
         self.count = dict.fromkeys(self.pool, 0)
         self.last = dict.fromkeys(self.pool, 0)
         self.request: dict[str, str] = {}
+        self.used: set[str] = set()  # reported decommissioned by the CMO
         self.next_seq = self.next_file = 0
 
     def _held(self) -> list[str]:
@@ -924,6 +938,18 @@ class _Reference:
             (s for s in self.pool if self.holder[s] and s not in self.request),
             key=lambda s: self.seq[s],
         )
+
+    def _unused(self) -> list[str]:
+        return [s for s in self._held() if s not in self.used]
+
+    def decommission(self, q: int) -> str | None:
+        """The CMO reports its q-th held serial (in assignment order) decommissioned."""
+        held = self._held()
+        if not held:
+            return None
+        serial = held[(q - 1) % len(held)]
+        self.used.add(serial)
+        return serial
 
     def assign(self, q: int) -> list[str] | None:
         free = [s for s in self.pool if self.holder[s] is None]
@@ -935,7 +961,7 @@ class _Reference:
         return free[:q]
 
     def export(self, q: int, allow: bool) -> list[str] | None:
-        held = self._held()
+        held = self._unused()
         fresh = [s for s in held if self.count[s] == 0]
         if q > (len(held) if allow else len(fresh)):
             return None
@@ -950,7 +976,7 @@ class _Reference:
         return taken
 
     def serve(self, q: int, request_id: str) -> list[str] | None:
-        fresh = [s for s in self._held() if self.count[s] == 0]
+        fresh = [s for s in self._unused() if self.count[s] == 0]
         if q > len(fresh):
             return None
         for s in fresh[:q]:
@@ -958,7 +984,7 @@ class _Reference:
         return fresh[:q]
 
     def give_back(self, q: int | None) -> list[str] | None:
-        fresh = [s for s in self._held() if self.count[s] == 0][::-1]  # newest first
+        fresh = [s for s in self._unused() if self.count[s] == 0][::-1]  # newest first
         if q is not None and q > len(fresh):
             return None
         for s in fresh[: len(fresh) if q is None else q]:
@@ -969,7 +995,9 @@ class _Reference:
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["assign", "export", "export_allow", "request", "return", "return_all"]),
+        st.sampled_from(
+            ["assign", "export", "export_allow", "request", "return", "return_all", "decommission"]
+        ),
         st.integers(1, 6),
     ),
     min_size=1,
@@ -980,8 +1008,9 @@ _ops = st.lists(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_ops)
 def test_every_serial_rule_equals_a_serial_by_serial_reference(ops: list[tuple[str, int]]) -> None:
-    """Assignments, exports, partner requests and returns in any order: the same files
-    and the same pool order as §5 applied serial by serial."""
+    """Assignments, exports, partner requests, returns and serials the CMO reports
+    decommissioned, in any order: the same files and the same pool order as §5 applied
+    serial by serial."""
     con = seed(products=[DEMO], cmos={"C1": [DEMO]}, partners=["C1"], pool={DEMO: 15})
     ref = _Reference(15)
     for i, (op, q) in enumerate(ops):
@@ -997,6 +1026,11 @@ def test_every_serial_rule_equals_a_serial_by_serial_reference(ops: list[tuple[s
             result = export(
                 con, quantity=str(q), allow_already_exported="Y" if allow else "N", **key
             )
+        elif op == "decommission":
+            serial = ref.decommission(q)
+            if serial is not None:
+                set_status(con, f"serial = '{serial}'", decommissioned=True)
+            continue
         elif op == "request":
             expected = ref.serve(q, f"R{i}")
             result = request(con, request_id=f"R{i}", quantity=str(q), **key)
@@ -1076,3 +1110,34 @@ def test_serials_stored_out_of_arrival_order_are_still_read_in_arrival_order() -
         schema={"pid": pl.Int32, "lo": pl.Int64, "hi": pl.Int64},
     )
     assert pool_serials(con, ranges).to_list() == ["S2", "S3", "S0", "S1", "S2"]
+
+
+def test_a_store_written_before_decommissioned_existed_gets_the_column_when_opened(
+    tmp_path: Path,
+) -> None:
+    """Its serials are not decommissioned, keep their status, and the rules run on it."""
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    for ddl in SERIAL_DDL:
+        old.execute(ddl)
+    old.execute("DROP VIEW serials")  # the store as an earlier cmi wrote it
+    old.execute("ALTER TABLE serial_runs DROP COLUMN decommissioned")
+    assert "decommissioned" not in [r[0] for r in old.execute("DESCRIBE serial_runs").fetchall()]
+    old.execute("INSERT INTO serial_products VALUES (?, 1, 2)", [DEMO])
+    old.execute("INSERT INTO pool VALUES (1, 0, 'A1'), (1, 1, 'A2')")
+    old.execute("INSERT INTO pool_loads VALUES (1, 0, 2, 'pool', 'r0', 'p.csv')")
+    old.execute(
+        "INSERT INTO serial_runs VALUES (1, 0, 2, NULL, NULL, 0, NULL, NULL, FALSE, TRUE, 'L', NULL)"
+    )
+    old.close()
+    store = open_store(path)
+    try:
+        con = store.con
+        runs = load_runs(con, [1])
+        assert runs.select("decommissioned", "shipped", "lot").rows() == [(False, True, "L")]
+        set_status(con, "serial = 'A1'", decommissioned=True)
+        assert con.execute(
+            "SELECT serial, decommissioned, shipped FROM serials ORDER BY serial"
+        ).fetchall() == [("A1", True, True), ("A2", False, True)]
+    finally:
+        store.close()

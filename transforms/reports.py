@@ -16,7 +16,7 @@ CMOS_COLUMNS = [
 ]  # fmt: skip
 SERIAL_BALANCE_COLUMNS = [
     "cmo_id", "cmo_name", "product_code", "product_name", "available", "assigned",
-    "assigned_not_exported", "exported", "requested", "commissioned", "shipped",
+    "assigned_not_exported", "exported", "requested", "commissioned", "shipped", "decommissioned",
 ]  # fmt: skip
 EXPORTED_FILES_COLUMNS = [
     "cmo_id",
@@ -44,7 +44,9 @@ def cmos_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 # a serial that left the pool for good (§4.2): exported, requested, commissioned, shipped
 # (or decommissioned); a deleted CMO keeps its balance rows of the products it holds such of
-LEFT_POOL = "(export_count > 0 OR request_id IS NOT NULL OR commissioned OR shipped)"
+LEFT_POOL = (
+    "(export_count > 0 OR request_id IS NOT NULL OR commissioned OR shipped OR decommissioned)"
+)
 
 
 def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -60,11 +62,13 @@ def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                SELECT cmo_id, product_code,
                       sum(n) FILTER (WHERE request_id IS NULL) AS assigned,
                       sum(n) FILTER (WHERE request_id IS NULL AND export_count = 0
-                                     AND NOT commissioned AND NOT shipped) AS assigned_not_exported,
+                                     AND NOT commissioned AND NOT shipped
+                                     AND NOT decommissioned) AS assigned_not_exported,
                       sum(n) FILTER (WHERE request_id IS NULL AND export_count > 0) AS exported,
                       sum(n) FILTER (WHERE request_id IS NOT NULL) AS requested,
                       sum(n) FILTER (WHERE commissioned) AS commissioned,
                       sum(n) FILTER (WHERE shipped) AS shipped,
+                      sum(n) FILTER (WHERE decommissioned) AS decommissioned,
                       sum(n) FILTER (WHERE {LEFT_POOL}) AS left_pool
                FROM runs WHERE cmo_id IS NOT NULL GROUP BY cmo_id, product_code),
            avail AS (
@@ -80,7 +84,8 @@ def serial_balance_report(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
                   coalesce(h.exported, 0)::BIGINT AS exported,
                   coalesce(h.requested, 0)::BIGINT AS requested,
                   coalesce(h.commissioned, 0)::BIGINT AS commissioned,
-                  coalesce(h.shipped, 0)::BIGINT AS shipped
+                  coalesce(h.shipped, 0)::BIGINT AS shipped,
+                  coalesce(h.decommissioned, 0)::BIGINT AS decommissioned
            FROM pairs p JOIN cmos c ON c.cmo_id = p.cmo_id
            LEFT JOIN products pr ON pr.product_code = p.product_code
            LEFT JOIN held h ON h.cmo_id = p.cmo_id AND h.product_code = p.product_code
@@ -174,7 +179,8 @@ def serial_invariants(
                GROUP BY ALL HAVING NOT any_value(c.deleted) OR bool_or({LEFT_POOL}))
            SELECT coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL), 0),
                   coalesce(sum(s.hi - s.lo) FILTER (WHERE s.request_id IS NULL AND s.export_count = 0
-                                   AND NOT s.commissioned AND NOT s.shipped), 0)
+                                   AND NOT s.commissioned AND NOT s.shipped
+                                   AND NOT s.decommissioned), 0)
            FROM serial_runs s SEMI JOIN kept k ON k.cmo_id = s.cmo_id AND k.pid = s.pid"""
     ).fetchone()
     reported_assigned = int(balance.get_column("assigned").sum()) if balance.height else 0

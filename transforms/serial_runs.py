@@ -42,6 +42,7 @@ RUN_SCHEMA: dict[str, pl.DataType] = {
     "shipped": pl.Boolean(),
     "lot": pl.String(),
     "expiry": pl.Date(),
+    "decommissioned": pl.Boolean(),
 }
 # status columns that must be equal for two neighbouring runs to merge
 STATUS = [
@@ -53,6 +54,7 @@ STATUS = [
     "shipped",
     "lot",
     "expiry",
+    "decommissioned",
 ]
 COLUMNS = list(RUN_SCHEMA)
 LENGTH = pl.col("hi") - pl.col("lo")
@@ -77,6 +79,7 @@ def available_runs(pid: pl.Expr | int, lo: pl.Expr | int, hi: pl.Expr | int) -> 
         pl.lit(False).alias("shipped"),
         pl.lit(None, pl.String).alias("lot"),
         pl.lit(None, pl.Date).alias("expiry"),
+        pl.lit(False).alias("decommissioned"),
     ]
 
 

@@ -11,8 +11,11 @@ of a request file (hundreds), never over serials.
 The counts of §5, as predicates over runs:
 - available: `cmo_id IS NULL`
 - assigned: `cmo_id = c AND request_id IS NULL`
-- assigned not exported: assigned, `export_count = 0`, not commissioned or shipped
+- assigned not exported: assigned, `export_count = 0`, not reported commissioned,
+  shipped or decommissioned (`USED`)
 - requested: `cmo_id = c AND request_id IS NOT NULL`
+
+A serial the CMO reported used (§6) is never exported, served or returned again.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ DUPLICATE_SUFFIX = "_CanContainDuplicateSerials"
 MAX_GENERATE_PER_ROW = 10_000_000  # one row's serials are drawn in memory
 
 ASSIGNED = pl.col("cmo_id").is_not_null() & pl.col("request_id").is_null()
-USED = pl.col("commissioned") | pl.col("shipped")
+USED = pl.col("commissioned") | pl.col("shipped") | pl.col("decommissioned")
 ASSIGNED_NOT_EXPORTED = ASSIGNED & (pl.col("export_count") == 0) & ~USED
 
 
@@ -364,7 +367,7 @@ def available_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 class HolderCounts:
     assigned: int = 0
     assigned_not_exported: int = 0
-    used: int = 0  # assigned and reported commissioned or shipped
+    used: int = 0  # assigned and reported commissioned, shipped or decommissioned
 
 
 def holder_counts(
@@ -376,8 +379,10 @@ def holder_counts(
     rows = con.execute(
         """SELECT r.cmo_id, sp.product_code, sum(r.hi - r.lo),
                   coalesce(sum(r.hi - r.lo) FILTER (
-                      WHERE r.export_count = 0 AND NOT r.commissioned AND NOT r.shipped), 0),
-                  coalesce(sum(r.hi - r.lo) FILTER (WHERE r.commissioned OR r.shipped), 0)
+                      WHERE r.export_count = 0 AND NOT (r.commissioned OR r.shipped
+                                                        OR r.decommissioned)), 0),
+                  coalesce(sum(r.hi - r.lo) FILTER (
+                      WHERE r.commissioned OR r.shipped OR r.decommissioned), 0)
            FROM serial_runs r JOIN serial_products sp ON sp.pid = r.pid
            WHERE r.request_id IS NULL AND r.cmo_id IN (SELECT unnest(?::VARCHAR[]))
            GROUP BY ALL""",
@@ -896,7 +901,8 @@ def apply_exports(
                 msg = (
                     f"cannot export {qty} serials of product {row['product_code']} to CMO "
                     f"'{row['cmo_id']}': it holds {c.assigned} assigned serials, {c.used} of them "
-                    f"already reported commissioned or shipped, so at most {limit} can be exported"
+                    "already reported commissioned, shipped or decommissioned, so at most "
+                    f"{limit} can be exported"
                 )
             else:
                 msg = (
