@@ -255,7 +255,7 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
         if result.exceptions.height:
             run.shipping_exceptions.append(result.exceptions)
         rec = result.reconciliation
-        read = _count(rec, "commissioned") + _count(rec, "shipped")
+        read = _count(rec, "commissioned") + _count(rec, "shipped") + _count(rec, "decommissioned")
         run.files.append(
             FileRecord(
                 f.name,

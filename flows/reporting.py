@@ -14,6 +14,7 @@ from connectors import outbox as outbox_io
 from flows.outputs import await_outputs
 from flows.run_state import Run, timed
 from schemas import contracts as contract_schemas
+from schemas import shipping as shipping_schemas
 from transforms import contract_reports, reports, shipping
 from transforms.rejects import REJECT_SCHEMA
 
@@ -31,12 +32,8 @@ def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str,
             folder, name, frame, columns, free_text=("description", "detail", "event")
         )
     invariants.update(contract_reports.contract_invariants(con))
-    rec_cols = [
-        "file", "sender_cmo_id", "events_read", "events_skipped", "commissioned", "shipped", "ok",
-        "unknown_serial", "already_shipped", "not_produceable", "not_assigned", "other_cmo",
-        "unknown_container", "malformed_epc",
-    ]  # fmt: skip
-    exc_cols = ["file", "event_index", "event_kind", "product_code", "serial", "epc", "outcome"]
+    rec_cols = shipping_schemas.SHIPPING_RECONCILIATION_COLUMNS
+    exc_cols = shipping_schemas.SHIPPING_EXCEPTIONS_COLUMNS
     rec = pl.DataFrame(
         run.shipping_rows,
         schema={c: (pl.String if c in ("file", "sender_cmo_id") else pl.Int64) for c in rec_cols},
@@ -51,8 +48,9 @@ def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str,
     outbox_io.write_report(folder, "shipping_reconciliation.csv", rec, rec_cols)
     outbox_io.write_report(folder, "shipping_exceptions.csv", exc, exc_cols)
     lots = shipping.lot_reconciliation(con)
-    outbox_io.write_report(folder, "lot_reconciliation.csv", lots,
-                           ["cmo_id", "product_code", "lot", "expiry", "commissioned", "shipped", "exceptions"])  # fmt: skip
+    outbox_io.write_report(
+        folder, "lot_reconciliation.csv", lots, shipping_schemas.LOT_RECONCILIATION_COLUMNS
+    )
 
 
 def write_reports(run: Run) -> Run:

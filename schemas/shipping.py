@@ -26,8 +26,8 @@ OUTCOMES = [
 ]
 """SGTIN outcomes in order of precedence (§6); `OK` last in effect, first here for reading."""
 
-OCCURRENCE_OUTCOMES = ["UNKNOWN_CONTAINER", "MALFORMED_EPC"]
-EVENT_KINDS = ["commissioning", "aggregation", "shipping"]
+OCCURRENCE_OUTCOMES = ["UNKNOWN_CONTAINER", "MALFORMED_EPC", "MALFORMED_EXPIRY"]
+EVENT_KINDS = ["commissioning", "aggregation", "shipping", "decommissioning"]
 
 
 class ShippingReconciliationReport(pa.DataFrameModel):
@@ -39,6 +39,7 @@ class ShippingReconciliationReport(pa.DataFrameModel):
     events_skipped: pl.Int64 = pa.Field(ge=0)
     commissioned: pl.Int64 = pa.Field(ge=0)
     shipped: pl.Int64 = pa.Field(ge=0)
+    decommissioned: pl.Int64 = pa.Field(ge=0)
     ok: pl.Int64 = pa.Field(ge=0)
     unknown_serial: pl.Int64 = pa.Field(ge=0)
     already_shipped: pl.Int64 = pa.Field(ge=0)
@@ -52,7 +53,9 @@ class ShippingReconciliationReport(pa.DataFrameModel):
         strict = True
         ordered = True
 
-    @pa.dataframe_check(error="the six SGTIN outcomes must add up to commissioned + shipped")
+    @pa.dataframe_check(
+        error="the six SGTIN outcomes must add up to commissioned + shipped + decommissioned"
+    )
     def _outcomes_add_up(cls, data):  # type: ignore[no-untyped-def]
         total = (
             pl.col("ok")
@@ -62,7 +65,8 @@ class ShippingReconciliationReport(pa.DataFrameModel):
             + pl.col("not_assigned")
             + pl.col("other_cmo")
         )
-        return data.lazyframe.select(total == pl.col("commissioned") + pl.col("shipped"))
+        reported = pl.col("commissioned") + pl.col("shipped") + pl.col("decommissioned")
+        return data.lazyframe.select(total == reported)
 
 
 class ShippingExceptionsReport(pa.DataFrameModel):
@@ -82,7 +86,7 @@ class ShippingExceptionsReport(pa.DataFrameModel):
 
 
 class LotReconciliationReport(pa.DataFrameModel):
-    """`lot_reconciliation.csv` (state report): per lot of the commissioning ILMD."""
+    """`lot_reconciliation.csv` (state report): per lot of commissioning."""
 
     cmo_id: str = pa.Field(nullable=True)
     product_code: str
@@ -90,6 +94,7 @@ class LotReconciliationReport(pa.DataFrameModel):
     expiry: pl.Date = pa.Field(nullable=True)
     commissioned: pl.Int64 = pa.Field(ge=0)
     shipped: pl.Int64 = pa.Field(ge=0)
+    decommissioned: pl.Int64 = pa.Field(ge=0)
     exceptions: pl.Int64 = pa.Field(ge=0)
 
     class Config:
@@ -98,6 +103,8 @@ class LotReconciliationReport(pa.DataFrameModel):
 
 
 SHIPPING_RECONCILIATION_COLUMNS = list(ShippingReconciliationReport.to_schema().columns)
+SHIPPING_EXCEPTIONS_COLUMNS = list(ShippingExceptionsReport.to_schema().columns)
+LOT_RECONCILIATION_COLUMNS = list(LotReconciliationReport.to_schema().columns)
 SHIPPING_EXCEPTIONS_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),
     "event_index": pl.Int64(),
@@ -156,9 +163,10 @@ class DocumentInfo:
     order: what the sender rule (`transforms.shipping.sender_candidates`) looks at."""
 
     file: str
-    namespace: str
+    namespace: str  # the XML namespace of the EPCISDocument ("" for JSON-LD)
     schema_version: str | None
-    sbdh_sender: str | None = None
+    syntax: str = "xml"  # xml | jsonld
+    sbdh_sender: str | None = None  # the SBDH sender, or a JSON-LD document's `sender`
     sbdh_sender_authority: str | None = None
     events_read: int = 0
     events_skipped: int = 0
@@ -169,4 +177,6 @@ class DocumentInfo:
 
     @property
     def epcis_version(self) -> str:
+        if self.syntax == "jsonld":
+            return "2.0"
         return "2.0" if self.namespace.endswith(":2") else "1.2"

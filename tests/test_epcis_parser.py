@@ -135,18 +135,23 @@ def test_sender_candidates_keep_the_order_of_section_6() -> None:
     name = "openepcis_openepcis-test-resources/1.2-xml/GS1_US_Pharma_Example_2_2_1_1.xml"
     _expected()
     _, doc = _stage(FIXTURES / name)
-    assert sender_candidates(doc) == [
+    assert [c.text for c in sender_candidates(doc)] == [
         "urn:epc:id:sgln:030001.111111.0",  # shipping source owning_party
         "urn:epc:id:sgln:030001.111121.0",  # shipping source location (also bizLocation later)
-    ]
+    ]  # (the SBDH sender, Authority="GS1", is the first again)
     assert doc.sbdh_sender_authority == "GS1"
 
 
-def test_a_gln_sbdh_sender_is_no_sgln_candidate() -> None:
+def test_tracelinks_sbdh_gln_is_a_candidate_when_its_check_digit_is_right() -> None:
+    """`<Identifier Authority="GLN">`: 0358716000006 is a GLN; 7777778888342 (check digit 2,
+    not 7) is not, so only the events' locations remain."""
     _expected()
+    _, doc = _stage(FIXTURES / "rmagee_quartet_tracelink/tracelink-epcis.xml")
+    assert (doc.sbdh_sender, doc.sbdh_sender_authority) == ("0358716000006", "GLN")
+    assert sender_candidates(doc)[0] == ("0358716000006", True)
     _, doc = _stage(FIXTURES / "rmagee_quartet_tracelink/tracelink-epcis-no-bs.xml")
     assert doc.sbdh_sender == "7777778888342"
-    assert sender_candidates(doc) == ["urn:epc:id:sgln:0085412.00305.0"]
+    assert sender_candidates(doc) == [("urn:epc:id:sgln:0085412.00305.0", False)]
 
 
 EPCIS2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -193,7 +198,7 @@ def test_epcis_2_0_namespace_bare_cbv_words_and_direct_lists(tmp_path: Path) -> 
     assert doc.sources == [
         SourceParty("ObjectEvent", "shipping", "owning_party", "urn:epc:id:sgln:0614141.00002.0")
     ]
-    assert sender_candidates(doc)[0] == "urn:epc:id:sgln:0614141.00002.0"
+    assert sender_candidates(doc)[0].text == "urn:epc:id:sgln:0614141.00002.0"
 
 
 def test_event_rows_are_staged_with_their_kind_expiry_date_and_parsed_parent(

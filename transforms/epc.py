@@ -121,6 +121,17 @@ def sgln_key(value: str | None) -> str | None:
     return epc.sgln if epc.scheme == "sgln" else None
 
 
+def valid_gln(value: str | None) -> bool:
+    """A GLN-13: 13 digits whose last is the GS1 check digit of the first 12."""
+    text = (value or "").strip()
+    return (
+        len(text) == 13
+        and text.isdigit()
+        and text.isascii()
+        and gs1_check_digit(text[:12]) == text[12]
+    )
+
+
 # ---------------------------------------------------------------- vectorised (DuckDB SQL)
 
 

@@ -7,16 +7,20 @@ state tables (`pool`, `serial_runs`, `cmos`, `cmo_products`, `shipping_aggregati
 document whose sender is known.  The caller wraps `reconcile_document` in one
 transaction per file and writes the reports.
 
-Event kinds: *commissioning* = ObjectEvent, action ADD, bizStep commissioning;
-*shipping* = ObjectEvent with bizStep shipping; *aggregation* = AggregationEvent
-(ADD and OBSERVE record that the children are in the parent, DELETE takes the
-listed children out, or all of them when none is listed).  Other ObjectEvents
-are read (counted) without effect.
+Event kinds: *commissioning* = ObjectEvent, action ADD, bizStep commissioning, or
+TransformationEvent with bizStep commissioning (its output EPCs); *shipping* =
+ObjectEvent with bizStep shipping; *decommissioning* = ObjectEvent with bizStep
+decommissioning or destroying; *aggregation* = AggregationEvent (ADD and OBSERVE
+record that the children are in the parent, DELETE takes the listed children out,
+or all of them when none is listed).  Other ObjectEvents are read (counted) without
+effect.  Shipping and decommissioning events are expanded alike through the
+packaging hierarchy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import duckdb
 import polars as pl
@@ -30,10 +34,11 @@ from schemas.shipping import (
     DocumentInfo,
 )
 from transforms.context import RunContext
-from transforms.epc import parse_epcs_sql, sgln_key
+from transforms.epc import parse_epcs_sql, sgln_key, valid_gln
 from transforms.serial_runs import overlay, ranges_of
 from transforms.serials import load_runs, save_runs
 
+_EXPANDED_KINDS = "('shipping', 'decommissioning')"  # events whose EPCs are expanded
 _SGTIN_OUTCOMES = {
     "OK": "ok",
     "UNKNOWN_SERIAL": "unknown_serial",
@@ -80,23 +85,47 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None =
     con.execute(sql, params or []).fetchall()
 
 
-def sender_candidates(doc: DocumentInfo) -> list[str]:
-    """The sender candidates of §6, in order, each once (raw text as written): the
-    sources of type owning party or location of the shipping ObjectEvents; then the
-    SBDH sender when it is an SGLN; then each event's bizLocation, then readPoint."""
+class SenderCandidate(NamedTuple):
+    """A sender candidate as written; `gln`: a GLN-13 (the SBDH's `Authority="GLN"`, or a
+    JSON-LD document's 13-digit `sender`), otherwise an SGLN (URN or bare)."""
+
+    text: str
+    gln: bool = False
+
+
+def _document_sender(doc: DocumentInfo) -> SenderCandidate | None:
+    """The SBDH sender (or the JSON-LD document's `sender`) when it is an SGLN, or a GLN
+    with a valid check digit (§6 *Sender*)."""
+    sender = (doc.sbdh_sender or "").strip()
+    if not sender:
+        return None
+    if sgln_key(sender) is not None:
+        return SenderCandidate(sender)
+    authority = (doc.sbdh_sender_authority or "").strip().upper()
+    if (authority == "GLN" or doc.syntax == "jsonld") and valid_gln(sender):
+        return SenderCandidate(sender, gln=True)
+    return None
+
+
+def sender_candidates(doc: DocumentInfo) -> list[SenderCandidate]:
+    """The sender candidates of §6, in order, each once (as written): the sources of type
+    owning party or location of the shipping ObjectEvents; then the document's sender (the
+    SBDH's, or the JSON-LD `sender`) when it is an SGLN or a GLN; then, event by event,
+    each read event's bizLocation, then readPoint."""
     shipping_sources = [
-        s.id
+        SenderCandidate(s.id)
         for s in doc.sources
         if s.event_type == "ObjectEvent"
         and s.biz_step == "shipping"
         and s.type in ("owning_party", "location")
     ]
-    sender = (doc.sbdh_sender or "").strip()
-    is_sgln = sender.startswith("urn:epc:id:sgln:") or (
-        (doc.sbdh_sender_authority or "").strip().upper() == "SGLN" and sender != ""
-    )
-    sbdh = [doc.sbdh_sender] if doc.sbdh_sender and is_sgln else []
-    return list(dict.fromkeys([*shipping_sources, *sbdh, *doc.location_candidates]))
+    sender = _document_sender(doc)
+    header = [sender] if sender else []
+    locations = [SenderCandidate(t) for t in doc.location_candidates]
+    return list(dict.fromkeys([*shipping_sources, *header, *locations]))
+
+
+_SHOWN = 10  # candidates listed in a quarantine reason
 
 
 def identify_sender(
@@ -104,46 +133,67 @@ def identify_sender(
 ) -> tuple[str | None, str | None]:
     """The sender CMO of a document and, when there is none, the quarantine reason (§6 *Sender*).
 
-    The first candidate (in `sender_candidates` order) that is the
-    `sgln` of a CMO that is not deleted; candidates and `cmos.sgln` are compared in
-    the `prefix.location.extension` form.  Two CMOs with one SGLN: the smaller id.
+    The first candidate (in `sender_candidates` order) that is the `sgln` of a CMO that
+    is not deleted: an SGLN compared in the `prefix.location.extension` form; a GLN
+    matches a CMO whose sgln has the extension `0` and whose company prefix and
+    location reference are the GLN's first 12 digits.  Two CMOs with one SGLN: the
+    smaller id.  The reason lists the candidates found.
     """
     cmos: dict[str, str] = {}
+    by_gln: dict[str, str] = {}
     for cmo_id, sgln in con.sql(
         "SELECT cmo_id, sgln FROM cmos WHERE NOT deleted AND sgln IS NOT NULL ORDER BY cmo_id"
     ).fetchall():
         key = sgln_key(sgln)
-        if key is not None and key not in cmos:
-            cmos[key] = cmo_id
+        if key is None:
+            continue
+        cmos.setdefault(key, cmo_id)
+        prefix, location, extension = key.split(".", 2)
+        if extension == "0":
+            by_gln.setdefault(prefix + location, cmo_id)
     candidates = sender_candidates(doc)
     for candidate in candidates:
-        key = sgln_key(candidate)
-        if key is not None and key in cmos:
-            return cmos[key], None
-    if not candidates and doc.events_read == 0:
-        return None, (
-            "the document holds no ObjectEvent or AggregationEvent: nothing to reconcile; "
-            "ask the CMO for the document with its events"
+        if candidate.gln:
+            found = by_gln.get(candidate.text.strip()[:12])
+        else:
+            key = sgln_key(candidate.text)
+            found = cmos.get(key) if key is not None else None
+        if found is not None:
+            return found, None
+    unusable = ""
+    if doc.sbdh_sender and _document_sender(doc) is None:
+        unusable = (
+            f" (the document's sender '{doc.sbdh_sender.strip()}' is neither an SGLN nor a GLN "
+            "with a valid check digit)"
         )
     if not candidates:
         return None, (
-            "sender unknown: the document names no SGLN (no shipping source, no SGLN in the SBDH "
-            "sender, no bizLocation or readPoint)"
+            "sender unknown: the document names no sender — no source on a shipping event, no "
+            f"SGLN or GLN as its sender, no bizLocation or readPoint on a read event{unusable}; "
+            "ask the CMO to name its SGLN, then send the file again"
         )
-    shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+    names = [f"GLN {c.text}" if c.gln else c.text for c in candidates]
+    shown = ", ".join(names[:_SHOWN])
+    if len(names) > _SHOWN:
+        shown += f" and {len(names) - _SHOWN} more"
     return None, (
-        f"sender matches no CMO: none of {shown} is the SGLN of a CMO that is not deleted "
-        "(add the CMO's sgln to its master data, then send the file again)"
+        f"sender matches no CMO: none of the candidates {shown} is the SGLN of a CMO that is "
+        f"not deleted{unusable} (add the CMO's sgln to its master data, then send the file again)"
     )
 
 
 def event_kind_sql(event_type: str, action: str, biz_step: str) -> str:
     """SQL for an event's kind (module docstring) from its type, action and bare bizStep:
-    `commissioning`, `shipping`, `aggregation` or NULL (read without effect)."""
+    `commissioning`, `shipping`, `decommissioning`, `aggregation` or NULL (read without
+    effect)."""
     return f"""CASE
         WHEN {event_type} = 'ObjectEvent' AND {action} = 'ADD' AND {biz_step} = 'commissioning'
             THEN 'commissioning'
+        WHEN {event_type} = 'TransformationEvent' AND {biz_step} = 'commissioning'
+            THEN 'commissioning'
         WHEN {event_type} = 'ObjectEvent' AND {biz_step} = 'shipping' THEN 'shipping'
+        WHEN {event_type} = 'ObjectEvent' AND {biz_step} IN ('decommissioning', 'destroying')
+            THEN 'decommissioning'
         WHEN {event_type} = 'AggregationEvent' AND {action} IN ('ADD', 'OBSERVE', 'DELETE')
             THEN 'aggregation'
     END"""
@@ -304,7 +354,7 @@ def _reach_stored(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         AS SELECT child, child_key, parent_key FROM shipping_aggregation WHERE false""",
     )
     ((needed,),) = con.execute(
-        """SELECT EXISTS (SELECT 1 FROM _ship_listed WHERE kind = 'shipping')
+        f"""SELECT EXISTS (SELECT 1 FROM _ship_listed WHERE kind IN {_EXPANDED_KINDS})
             AND EXISTS (SELECT 1 FROM shipping_aggregation WHERE cmo_id = ?)""",
         [sender],
     ).fetchall()
@@ -312,9 +362,9 @@ def _reach_stored(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         return
     _run(
         con,
-        """INSERT INTO _ship_reach SELECT DISTINCT key, 0 FROM (
+        f"""INSERT INTO _ship_reach SELECT DISTINCT key, 0 FROM (
             SELECT epc_key AS key FROM _ship_listed
-            WHERE kind = 'shipping' AND epc_scheme <> 'malformed'
+            WHERE kind IN {_EXPANDED_KINDS} AND epc_scheme <> 'malformed'
             UNION ALL
             SELECT child FROM _ship_link_rows)""",
     )
@@ -339,19 +389,19 @@ def _reach_stored(con: duckdb.DuckDBPyConnection, sender: str) -> None:
             break
 
 
-# the EPCs listed by shipping events: the expansion's first level
-_SHIPPED = """SELECT *, 0 AS depth, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS is_parent
+# the EPCs listed by shipping and decommissioning events: the expansion's first level
+_SHIPPED = f"""SELECT *, 0 AS depth, epc IN (SELECT DISTINCT parent FROM _ship_intervals) AS is_parent
     FROM (
-        SELECT event_index, epc_key AS epc, NULL::UHUGEINT AS parent,
+        SELECT event_index, any_value(kind) AS kind, epc_key AS epc, NULL::UHUGEINT AS parent,
             any_value(epc_scheme) AS epc_scheme, min(row_id) AS row_id,
             NULL::VARCHAR AS child_text
         FROM _ship_listed
-        WHERE kind = 'shipping' AND epc_scheme <> 'malformed'
+        WHERE kind IN {_EXPANDED_KINDS} AND epc_scheme <> 'malformed'
         GROUP BY event_index, epc_key)"""
 # what expanded units hold as of their shipping event (`{which}`: which units, which
 # of their children)
 _INSIDE = """INSERT INTO _ship_expanded
-        SELECT x.event_index, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
+        SELECT x.event_index, x.kind, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
             i.row_id, i.child_text, x.depth + 1, i.child_is_parent AS is_parent
         FROM _ship_expanded x JOIN _ship_intervals i
           ON i.parent = x.epc AND i.from_idx < x.event_index
@@ -360,7 +410,7 @@ _INSIDE = """INSERT INTO _ship_expanded
 
 
 def _expand_shipments(con: duckdb.DuckDBPyConnection, simple: bool) -> bool:
-    """Every EPC shipped, directly or inside a shipped unit, as of its shipping event.
+    """Every EPC shipped or decommissioned, directly or inside a unit, as of its event.
 
     The shipped EPCs, then level by level (`depth`) the units inside them that are a
     parent themselves (cases, inner packs: a few), each level joined from the one
@@ -479,7 +529,7 @@ _FEW_RUNS = 10_000
 # and the lot and expiry the state knows for it.  `_ship_serials` keeps them only for
 # the serials with an exception (a million OK serials need none of these strings).
 _DETAILS = ("product_code", "serial", "lot", "expiry")
-_EXCEPTION = "(c_outcome <> 'OK' OR s_outcome <> 'OK')"
+_EXCEPTION = "(c_outcome <> 'OK' OR s_outcome <> 'OK' OR d_outcome <> 'OK')"
 # the text, product code and serial of an expanded EPC: its staged row, or its stored text
 _EXPANDED_TEXT = f"""(SELECT x.*, coalesce(c.epc, s.epc) AS text,
         coalesce(c.product_code, s.product_code) AS product_code,
@@ -492,6 +542,9 @@ _EXPANDED_TEXT = f"""(SELECT x.*, coalesce(c.epc, s.epc) AS text,
 def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) -> None:
     """One outcome per SGTIN and event kind, the first that applies (§6 *Reconciliation*).
 
+    `ALREADY_SHIPPED` (shipping and decommissioning): the serial was shipped before the
+    document, or — for a decommissioning — by an earlier shipping event of the document
+    with the outcome `OK` (events apply in document order).
     `once`: every EPC is in `_ship_expanded` once (`_expand_shipments`), so the shipped
     serials are not grouped."""
     ((runs,),) = con.sql("SELECT count(*) FROM serial_runs").fetchall()
@@ -503,18 +556,22 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
         if runs <= _FEW_RUNS
         else "ASOF LEFT JOIN serial_runs u ON u.pid = k.pid AND k.pseq >= u.lo"
     )
-    # One row per SGTIN reported (by key: its GTIN and serial): its first commissioning
-    # event and its first shipping event (directly or inside a shipped unit), its place
-    # in the pool and status, and one outcome per event kind.  Commissioned and shipped
+    # One row per SGTIN reported (by key: its GTIN and serial): its first commissioning,
+    # shipping and decommissioning event (directly or inside an expanded unit), its place
+    # in the pool and status, and one outcome per event kind.  Commissioned and expanded
     # keys are grouped apart and joined (one aggregate of both was the slowest step).
     # A key's GTIN and serial come from its commissioning rows (staged with them), else
     # from its staged row or stored text (a serial shipped but not commissioned here).
     shipped = (
-        """SELECT epc AS key, event_index AS s_event, row_id, child_text
+        """SELECT epc AS key,
+            CASE WHEN kind = 'shipping' THEN event_index END AS s_event,
+            CASE WHEN kind = 'decommissioning' THEN event_index END AS d_event,
+            row_id, child_text
         FROM _ship_expanded WHERE epc_scheme = 'sgtin'"""
         if once
-        else """SELECT epc AS key, min(event_index) AS s_event, min(row_id) AS row_id,
-            any_value(child_text) AS child_text
+        else """SELECT epc AS key, min(event_index) FILTER (kind = 'shipping') AS s_event,
+            min(event_index) FILTER (kind = 'decommissioning') AS d_event,
+            min(row_id) AS row_id, any_value(child_text) AS child_text
         FROM _ship_expanded WHERE epc_scheme = 'sgtin'
         GROUP BY epc"""
     )
@@ -532,8 +589,8 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
             any_value(product_code) AS c_product_code, any_value(serial) AS c_serial
         {listing} GROUP BY epc_key"""
     )
-    per_key = f"""SELECT key, c_event, s_event, row_id, child_text, c_product_code, c_serial
-        FROM ({commissioned}) FULL JOIN ({shipped}) USING (key)"""
+    per_key = f"""SELECT key, c_event, s_event, d_event, row_id, child_text, c_product_code,
+            c_serial FROM ({commissioned}) FULL JOIN ({shipped}) USING (key)"""
     named = f"""SELECT * EXCLUDE (c_product_code, c_serial) REPLACE (
                 coalesce(c_product_code, product_code) AS product_code,
                 coalesce(c_serial, serial) AS serial)
@@ -562,7 +619,11 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
                 CASE WHEN c_event IS NOT NULL THEN held END AS c_outcome,
                 CASE WHEN s_event IS NULL THEN NULL
                      WHEN pseq IS NOT NULL AND shipped THEN 'ALREADY_SHIPPED'
-                     ELSE held END AS s_outcome
+                     ELSE held END AS s_outcome,
+                CASE WHEN d_event IS NULL THEN NULL
+                     WHEN pseq IS NOT NULL
+                      AND (shipped OR (s_event < d_event AND held = 'OK')) THEN 'ALREADY_SHIPPED'
+                     ELSE held END AS d_outcome
             FROM (
                 SELECT f.*,
                     CASE WHEN f.pseq IS NULL THEN 'UNKNOWN_SERIAL'
@@ -576,7 +637,7 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
                   ON cp.product_code = f.product_code
             ) f
         )
-        SELECT key, c_event, s_event, pid, pseq, c_outcome, s_outcome,
+        SELECT key, c_event, s_event, d_event, pid, pseq, c_outcome, s_outcome, d_outcome,
             {", ".join(f"CASE WHEN {_EXCEPTION} THEN {c} END AS {c}" for c in _DETAILS)}
         FROM judged""",
         [sender, sender],
@@ -585,16 +646,26 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
     _run(
         con,
         f"""CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
-        SELECT 'commissioning' AS kind, key, c_event AS event_index, pid, pseq,
+        SELECT 'commissioning' AS kind, key, c_event AS event_index, c_event, pid, pseq,
             c_outcome AS outcome, {", ".join(_DETAILS)}
         FROM _ship_serials WHERE c_event IS NOT NULL
         UNION ALL
-        SELECT 'shipping', key, s_event, pid, pseq, s_outcome, {", ".join(_DETAILS)}
-        FROM _ship_serials WHERE s_event IS NOT NULL""",
+        SELECT 'shipping', key, s_event, c_event, pid, pseq, s_outcome, {", ".join(_DETAILS)}
+        FROM _ship_serials WHERE s_event IS NOT NULL
+        UNION ALL
+        SELECT 'decommissioning', key, d_event, c_event, pid, pseq, d_outcome,
+            {", ".join(_DETAILS)}
+        FROM _ship_serials WHERE d_event IS NOT NULL""",
     )
 
 
 def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
+    """`_ship_exceptions`: every non-`OK` outcome with the EPC as written in the event that
+    counted, each `UNKNOWN_CONTAINER`, `MALFORMED_EPC` and `MALFORMED_EXPIRY` occurrence.
+
+    An outcome's lot (for `lot_reconciliation.csv`) is the lot of the serial's
+    commissioning: its commissioning event in this document (whatever that event's
+    outcome), else the lot the state keeps (§6 *Reconciliation*)."""
     sscc = "(SELECT * FROM _ship_expanded WHERE epc_scheme = 'sscc')"
     _run(
         con,
@@ -608,38 +679,45 @@ def _collect_exceptions(con: duckdb.DuckDBPyConnection, file: str) -> None:
                  AND o.key = l.epc_key
                 WHERE l.kind = 'commissioning' AND l.epc_scheme = 'sgtin'
                 UNION ALL
-                SELECT 'shipping', event_index, epc, text
-                FROM {_EXPANDED_TEXT.format(rows="(SELECT x.* FROM _ship_expanded x SEMI JOIN o ON o.kind = 'shipping' AND o.event_index = x.event_index AND o.key = x.epc WHERE x.epc_scheme = 'sgtin')")}
+                SELECT kind, event_index, epc, text
+                FROM {_EXPANDED_TEXT.format(rows="(SELECT x.* FROM _ship_expanded x SEMI JOIN o ON o.kind = x.kind AND o.event_index = x.event_index AND o.key = x.epc WHERE x.epc_scheme = 'sgtin')")}
             ) GROUP BY ALL
         )
         SELECT ?::VARCHAR AS file, o.event_index::BIGINT AS event_index, o.kind AS event_kind,
             o.product_code, o.serial, w.epc, o.outcome,
-            -- the lot of a commissioning exception: its event's, else the state's
             coalesce(e.lot, o.lot) AS lot, coalesce(e.expiry, o.expiry) AS expiry
         FROM o JOIN written w USING (kind, event_index, key)
-        LEFT JOIN _ship_events e ON o.kind = 'commissioning' AND e.event_index = o.event_index
+        LEFT JOIN _ship_events e ON e.event_index = o.c_event
         UNION ALL
-        SELECT ?, event_index, 'shipping', NULL, NULL, text, 'UNKNOWN_CONTAINER', NULL, NULL
-        FROM (SELECT DISTINCT event_index, text FROM {_EXPANDED_TEXT.format(rows=f"(SELECT * FROM {sscc} x WHERE NOT EXISTS (SELECT 1 FROM _ship_expanded c WHERE c.event_index = x.event_index AND c.parent = x.epc))")})
+        SELECT ?, event_index, kind, NULL, NULL, text, 'UNKNOWN_CONTAINER', NULL, NULL
+        FROM (SELECT DISTINCT event_index, kind, text FROM {_EXPANDED_TEXT.format(rows=f"(SELECT * FROM {sscc} x WHERE NOT EXISTS (SELECT 1 FROM _ship_expanded c WHERE c.event_index = x.event_index AND c.parent = x.epc))")})
         UNION ALL
         SELECT ?, event_index, kind, NULL, NULL, coalesce(epc, ''), 'MALFORMED_EPC', NULL, NULL
-        FROM _ship_malformed""",
-        [file, file, file],
+        FROM _ship_malformed
+        UNION ALL
+        SELECT ?, event_index, kind, NULL, NULL, expiry_text, 'MALFORMED_EXPIRY', NULL, NULL
+        FROM _ship_events
+        WHERE kind = 'commissioning' AND expiry IS NULL AND expiry_text IS NOT NULL""",
+        [file, file, file, file],
     )
 
 
 def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: str) -> None:
-    """Persist: OK serials become commissioned (with lot/expiry) or shipped; exception log."""
+    """Persist: OK serials become commissioned (with lot/expiry), shipped or
+    decommissioned; exception log."""
     # consecutive serials with the same change form one patch (`overlay` cuts the runs):
     # commissioned, with the lot and expiry of their commissioning event (where it
-    # names them), and/or shipped; a NULL in a patch leaves the serial's value as it is
+    # names them), and/or shipped, decommissioned; a NULL in a patch leaves the serial's
+    # value as it is
     patches = ranges_of(
         con.sql(
             """SELECT pid, pseq, CASE WHEN c_outcome = 'OK' THEN c_event END AS c_event,
-                CASE WHEN s_outcome = 'OK' THEN TRUE END AS shipped
-            FROM _ship_serials WHERE c_outcome = 'OK' OR s_outcome = 'OK'"""
+                CASE WHEN s_outcome = 'OK' THEN TRUE END AS shipped,
+                CASE WHEN d_outcome = 'OK' THEN TRUE END AS decommissioned
+            FROM _ship_serials
+            WHERE c_outcome = 'OK' OR s_outcome = 'OK' OR d_outcome = 'OK'"""
         ).pl(),
-        ["c_event", "shipped"],
+        ["c_event", "shipped", "decommissioned"],
     )
     if patches.height:
         ilmd = con.sql(
@@ -650,7 +728,7 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
             ilmd.cast({"c_event": patches.schema["c_event"]}), on="c_event", how="left"
         )
         pids = patches.get_column("pid").unique().to_list()
-        changed = ["commissioned", "shipped", "lot", "expiry"]
+        changed = ["commissioned", "shipped", "decommissioned", "lot", "expiry"]
         save_runs(con, pids, overlay(load_runs(con, pids), patches, changed, unless_null=changed))
     _run(
         con,
@@ -665,16 +743,6 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
 def _warnings(con: duckdb.DuckDBPyConnection) -> list[str]:
     """What the document says that cannot be used, though the rest of it can."""
     out = []
-    for n, first, example in con.sql(
-        """SELECT count(*), min(event_index), min(expiry_text) FROM _ship_events
-        WHERE kind = 'commissioning' AND expiry IS NULL AND expiry_text IS NOT NULL"""
-    ).fetchall():
-        if n:
-            out.append(
-                f"{n} commissioning event(s) (first: event {first}) have an expiry date that is "
-                f"not YYYY-MM-DD ('{example}'): their serials are commissioned without expiry; "
-                "ask the CMO to correct itemExpirationDate"
-            )
     for n, first in con.sql(
         """SELECT count(*), min(event_index) FROM _ship_events
         WHERE kind = 'aggregation' AND (parent_id IS NULL OR trim(parent_id) = '')"""
@@ -708,11 +776,11 @@ def reconcile_document(
     """Apply one staged EPCIS document (SPEC §6) and describe it (§10).
 
     No sender → `quarantine_reason` set and nothing changed.  Otherwise every
-    SGTIN commissioned and every SGTIN shipped (directly or inside a shipped unit,
-    as of the shipping event) gets one outcome per event kind; `OK` serials become
-    commissioned (with the ILMD lot and expiry) or shipped; the document's
-    aggregations are stored; every non-`OK` outcome, `UNKNOWN_CONTAINER` and
-    `MALFORMED_EPC` occurrence is an exception row.
+    SGTIN commissioned, shipped or decommissioned (directly or inside a unit, as of
+    its event) gets one outcome per event kind; `OK` serials become commissioned
+    (with their lot and expiry), shipped or decommissioned; the document's
+    aggregations are stored; every non-`OK` outcome, `UNKNOWN_CONTAINER`,
+    `MALFORMED_EPC` and `MALFORMED_EXPIRY` occurrence is an exception row.
     """
     file = ctx.source_file or doc.file
     sender, reason = identify_sender(con, doc)
@@ -732,17 +800,19 @@ def reconcile_document(
         warnings = _warnings(con)
         # the totals and OK from the serials; every other outcome is one exception row
         # (the report's schema checks that the outcomes add up to the totals)
-        ((commissioned, shipped, ok),) = con.sql(
-            """SELECT count(c_event), count(s_event),
+        ((commissioned, shipped, decommissioned, ok),) = con.sql(
+            """SELECT count(c_event), count(s_event), count(d_event),
                 count(*) FILTER (c_outcome = 'OK') + count(*) FILTER (s_outcome = 'OK')
+                + count(*) FILTER (d_outcome = 'OK')
             FROM _ship_serials"""
         ).fetchall()
-        row.update(commissioned=commissioned, shipped=shipped, ok=ok)
+        row.update(commissioned=commissioned, shipped=shipped, decommissioned=decommissioned, ok=ok)
         for outcome, n in con.sql(
             "SELECT outcome, count(*) FROM _ship_exceptions GROUP BY ALL"
         ).fetchall():
             key = _SGTIN_OUTCOMES.get(outcome, outcome.lower())  # or UNKNOWN_CONTAINER, ...
-            row[key] = n
+            if key in row:  # MALFORMED_EXPIRY has exception rows, no column (§10)
+                row[key] = n
         exceptions = (
             con.sql(
                 """SELECT file, event_index, event_kind, product_code, serial, epc, outcome
@@ -769,24 +839,27 @@ def reconcile_document(
 
 
 def lot_reconciliation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """`lot_reconciliation.csv` (§10, state): per CMO, product, lot and expiry of the commissioning ILMD.
+    """`lot_reconciliation.csv` (§10, state): per CMO, product, lot and expiry of commissioning.
 
-    `commissioned` / `shipped`: serials of that lot with an `OK` outcome;
-    `exceptions`: non-`OK` serial outcomes ever reported for serials of that lot.
+    `commissioned` / `shipped` / `decommissioned`: serials of that lot with an `OK`
+    outcome; `exceptions`: every non-`OK` serial outcome ever reported for a serial of
+    that lot, whichever event kind (the lot of its commissioning, `_collect_exceptions`).
     Sorted by cmo_id, product_code, lot, expiry.
     """
     return (
         con.sql(
             """SELECT cmo_id, product_code, lot, expiry,
-                sum(c)::BIGINT AS commissioned, sum(s)::BIGINT AS shipped, sum(x)::BIGINT AS exceptions
+                sum(c)::BIGINT AS commissioned, sum(s)::BIGINT AS shipped,
+                sum(d)::BIGINT AS decommissioned, sum(x)::BIGINT AS exceptions
             FROM (
                 SELECT r.cmo_id, sp.product_code, r.lot, r.expiry,
                     CASE WHEN r.commissioned THEN r.hi - r.lo ELSE 0 END AS c,
-                    CASE WHEN r.shipped THEN r.hi - r.lo ELSE 0 END AS s, 0 AS x
+                    CASE WHEN r.shipped THEN r.hi - r.lo ELSE 0 END AS s,
+                    CASE WHEN r.decommissioned THEN r.hi - r.lo ELSE 0 END AS d, 0 AS x
                 FROM serial_runs r JOIN serial_products sp ON sp.pid = r.pid
-                WHERE r.lot IS NOT NULL AND (r.commissioned OR r.shipped)
+                WHERE r.lot IS NOT NULL AND (r.commissioned OR r.shipped OR r.decommissioned)
                 UNION ALL
-                SELECT cmo_id, product_code, lot, expiry, 0, 0, 1
+                SELECT cmo_id, product_code, lot, expiry, 0, 0, 0, 1
                 FROM shipping_exception_log
                 WHERE lot IS NOT NULL AND outcome IN
                     ('UNKNOWN_SERIAL', 'ALREADY_SHIPPED', 'NOT_PRODUCEABLE', 'NOT_ASSIGNED', 'OTHER_CMO')
@@ -795,5 +868,12 @@ def lot_reconciliation(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             ORDER BY cmo_id NULLS FIRST, product_code, lot, expiry NULLS FIRST"""
         )
         .pl()
-        .cast({"commissioned": pl.Int64, "shipped": pl.Int64, "exceptions": pl.Int64})
+        .cast(
+            {
+                "commissioned": pl.Int64,
+                "shipped": pl.Int64,
+                "decommissioned": pl.Int64,
+                "exceptions": pl.Int64,
+            }
+        )
     )
