@@ -14,8 +14,8 @@ import importlib.abc
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -75,6 +75,7 @@ class Store:
     path: Path
     con: duckdb.DuckDBPyConnection
     _lock: IO[str]
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -84,9 +85,37 @@ class Store:
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
         self._lock.close()
+        for cleanup in self.cleanups:
+            cleanup()
+
+    def note_holder(self, text: str) -> None:
+        """Leave a note in the lock file for whoever finds the store locked meanwhile
+        (what holds it; where the latest completed run's reports are)."""
+        with contextlib.suppress(OSError):
+            self._lock.seek(0)
+            self._lock.truncate()
+            self._lock.write(text)
+            self._lock.flush()
 
 
-def _configure(con: duckdb.DuckDBPyConnection, temp_dir: Path | None) -> None:
+def lock_path(path: Path) -> Path:
+    """The lock file of the state store at `path`: beside its resolved path (§8), so that
+    a symlink or another spelling of the path is the same store and the same lock."""
+    real = path.resolve()
+    return real.parent / (real.name + ".lock")
+
+
+def holder_note(path: Path) -> str:
+    """What the run holding the store's lock left in the lock file, or a pointer to
+    LATEST when it left nothing."""
+    with contextlib.suppress(OSError):
+        text = lock_path(path).read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    return "its reports and the latest completed run's are under the outbox's reports/ (see reports/LATEST)"
+
+
+def configure(con: duckdb.DuckDBPyConnection, temp_dir: Path | None) -> None:
     memory = os.environ.get("CMI_DUCKDB_MEMORY", "512MB")
     con.execute(f"SET memory_limit = '{memory}'")
     con.execute("SET preserve_insertion_order = true")
@@ -114,8 +143,9 @@ def _check_format(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _locked(path: Path) -> StateLocked:
     return StateLocked(
-        f"another run holds the lock of the state store {path}; wait for it to finish "
-        "(only one run at a time may use a state store)"
+        f"another run holds the lock of the state store {path} (or cmi validate or cmi "
+        "status is reading it); wait for it to finish (only one run at a time may use a "
+        "state store)"
     )
 
 
@@ -127,12 +157,13 @@ def open_store(path: Path, *, read_only: bool = False) -> Store:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     real = path.resolve()
-    lock = (real.parent / (real.name + ".lock")).open("a+")
+    lock = lock_path(path).open("a+")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as err:
         lock.close()
         raise _locked(path) from err
+    lock.truncate(0)  # a note left by an earlier holder is not about this one
     con: duckdb.DuckDBPyConnection | None = None
     try:
         try:
@@ -143,7 +174,7 @@ def open_store(path: Path, *, read_only: bool = False) -> Store:
             if "conflicting lock" in str(err).lower():
                 raise _locked(path) from err
             raise
-        _configure(con, path.parent / (path.name + ".tmp"))
+        configure(con, path.parent / (path.name + ".tmp"))
         _check_format(con, path)
         if not read_only:
             create_schema(con)

@@ -41,7 +41,7 @@ def _duplicate_of(run: Run, kind: str, sha: str) -> str | None:
 
 def _duplicate(run: Run, f: inbox_io.InboxFile, sha: str, same_as: str) -> None:
     """A file whose content was applied before (§8): archived, not applied, warned of."""
-    inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
+    run.archive(f.path)
     reason = f"{same_as}: not applied again"
     run.warnings.append(f"{f.name}: {reason}")
     run.files.append(FileRecord(f.name, f.kind, sha, "duplicate", reason=reason))
@@ -56,7 +56,7 @@ def _mark_processed(run: Run, kind: str, sha: str, name: str) -> None:
 def _quarantine(
     run: Run, f: inbox_io.InboxFile, sha: str | None, reason: str, rows: int = 0
 ) -> None:
-    inbox_io.quarantine_file(f.path, run.paths.inbox, run.run_id, reason)
+    run.quarantine(f.path, reason)
     run.files.append(
         FileRecord(
             f.name, f.kind, sha, "quarantined", rows_read=rows, rows_rejected=rows, reason=reason
@@ -128,7 +128,7 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
 
 
 def _finish_file(run: Run, p: _Prepared, result: FileResult) -> None:
-    inbox_io.archive_file(p.file.path, run.paths.inbox, run.run_id)
+    run.archive(p.file.path)
     rejects = pl.concat([p.rejects, result.rejects.select(list(REJECT_SCHEMA))]).sort(
         "line", maintain_order=True
     )
@@ -249,7 +249,7 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
         except epcis.EpcisRejected as err:
             _quarantine(run, f, sha, str(getattr(err, "reason", None) or err))
             return
-        inbox_io.archive_file(f.path, run.paths.inbox, run.run_id)
+        run.archive(f.path)
         run.warnings.extend(f"{f.name}: {w}" for w in result.warnings)
         run.shipping_rows.append(result.reconciliation)
         if result.exceptions.height:

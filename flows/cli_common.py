@@ -95,15 +95,17 @@ class _LogFile(logging.FileHandler):
         pass
 
 
-def setup_log(state: Path) -> tuple[Path, OSError | None]:
-    """Open `cmi.log` beside the state store; return its path and why it could not be
-    opened (a read-only or full state folder), or None."""
-    log_path = state.parent / "cmi.log"
+def setup_log(state: Path, log_dir: Path | None = None) -> tuple[Path, OSError | None]:
+    """Open `cmi.log` beside the state store (or in `log_dir`, made only when something is
+    logged: `cmi validate` leaves nothing but its report); return its path and why it
+    could not be opened (a read-only or full state folder), or None."""
+    folder = state.parent if log_dir is None else log_dir
+    log_path = folder / "cmi.log"
     logger = logging.getLogger("cmi")
     if not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         try:
-            state.parent.mkdir(parents=True, exist_ok=True)
-            handler = _LogFile(log_path, encoding="utf-8")
+            folder.mkdir(parents=True, exist_ok=True)
+            handler = _LogFile(log_path, encoding="utf-8", delay=log_dir is not None)
         except OSError as err:
             # nowhere to write the log: never onto the console (logging's last resort)
             logger.addHandler(logging.NullHandler())
@@ -122,13 +124,13 @@ def use_prefect(choice: bool | None) -> bool:
     return bool(os.environ.get("PREFECT_API_URL"))
 
 
-def guarded(state: Path, action: Any) -> int:
+def guarded(state: Path, action: Any, log_dir: Path | None = None) -> int:
     """Run `action`; turn what it raises into one line on the console and an exit code.
 
     A failure of the surroundings (full disk, read-only folder, I/O error: §8 stop,
     don't cascade) is exit 1 with the line that says what to fix; the traceback goes
-    to the log when the log can be written."""
-    log_path, log_failure = setup_log(state)
+    to the log (beside the state store, or in `log_dir`) when the log can be written."""
+    log_path, log_failure = setup_log(state, log_dir)
     places = [("the state store's folder", state.parent)]
     try:
         action()

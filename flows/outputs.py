@@ -44,6 +44,8 @@ def write_outputs_after_commit(run: Run, f: inbox_io.InboxFile) -> None:
     """Start writing the export files and answers the file recorded; the run goes on
     meanwhile (`await_outputs` waits for them).  The file is applied whatever happens to
     them: what cannot be written stays recorded and the next run writes it (§8)."""
+    if run.dry_run:  # cmi validate writes nothing but its report
+        return
     con = run.store.con
     ids = [
         int(r[0])

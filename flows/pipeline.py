@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import encodings.utf_8_sig  # noqa: F401 - see below
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,12 +65,29 @@ def _free_run_id(store: Store, paths: RunPaths, as_of: dt.datetime) -> str:
     return candidate
 
 
+def _holder_note(paths: RunPaths, run_id: str) -> str:
+    """For whoever finds the store locked by this run (§1: `status`, `validate` and
+    `redeliver` name the latest completed run's report folder)."""
+    reports_dir = paths.outbox / "reports"
+    try:
+        latest = (reports_dir / "LATEST").read_text(encoding="utf-8").strip()
+    except OSError:
+        latest = ""
+    where = (
+        f"the latest completed run's reports are in {(reports_dir / latest).resolve()}"
+        if latest
+        else "no run has completed yet"
+    )
+    return f"run {run_id} (process {os.getpid()}) holds it; {where}"
+
+
 def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
     """Lock and open the state, choose the run id, write any recorded output that is missing."""
     started = time.perf_counter()
     store = open_store(paths.state)
     try:
         run_id = _free_run_id(store, paths, as_of)
+        store.note_holder(_holder_note(paths, run_id))
         store.con.execute(
             "INSERT INTO runs VALUES (?, ?, ?, NULL)", [run_id, as_of, dt.datetime.now()]
         )
@@ -112,7 +130,7 @@ def scan(run: Run) -> Run:
             "cmos_, serial_pool_, assignments_, exports_ … (see SPEC §3) and end in .csv or .xml"
         )
         sha = _sha256_or_none(f.path)  # taken before the move: what was quarantined (§10)
-        inbox_io.quarantine_file(f.path, run.paths.inbox, run.run_id, reason)
+        run.quarantine(f.path, reason)
         run.files.append(FileRecord(f.name, None, sha, "quarantined", reason=reason))
     for path in found.waiting:
         if path.name.startswith("."):

@@ -77,6 +77,19 @@ class Run:
     outputs: list[tuple[str, Future[list[str]]]] = field(default_factory=list)
     output_ids: set[int] = field(default_factory=set)  # recorded files handed to a job
     _writer: ThreadPoolExecutor | None = None
+    # `cmi validate` (§1): the same stages over a read-only view of the state; no inbox
+    # file is moved and no export or answer is written
+    dry_run: bool = False
+
+    def archive(self, path: Path) -> None:
+        """Move a processed file to the inbox's archive (§9); not in a dry run."""
+        if not self.dry_run:
+            inbox_io.archive_file(path, self.paths.inbox, self.run_id)
+
+    def quarantine(self, path: Path, reason: str) -> None:
+        """Move a file rejected whole to the quarantine with its reason (§9); not in a dry run."""
+        if not self.dry_run:
+            inbox_io.quarantine_file(path, self.paths.inbox, self.run_id, reason)
 
     def output_writer(self) -> ThreadPoolExecutor:
         """The thread that writes export files and answers while the run goes on."""

@@ -157,7 +157,7 @@ def test_a_state_store_of_an_earlier_format_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_status_prints_the_serial_balance(tmp_path: Path) -> None:
-    """Into a pipe or a file: each balance as CSV under a `# title` line, nothing cut."""
+    """Into a pipe or a file: each balance as CSV under a `# <report name>` line, nothing cut."""
     code = "11223344556675"
     drop(
         tmp_path / "in",
@@ -176,9 +176,9 @@ def test_status_prints_the_serial_balance(tmp_path: Path) -> None:
     assert ran.exit_code == 0, ran.output
     result = runner.invoke(app, ["status", "--state", str(tmp_path / "st" / "cmi.duckdb")])
     assert result.exit_code == 0
-    serial, contract = result.output.split("\n\n# Contract balance\n")
+    serial, contract = result.output.split("# contract_balance\n")
     title, header, *rows = serial.splitlines()
-    assert title == "# Serial balance"
+    assert title == "# serial_balance"
     assert header.split(",") == SERIAL_BALANCE_COLUMNS
     assert rows and all(len(r.split(",")) >= len(SERIAL_BALANCE_COLUMNS) for r in rows)
     assert "…" not in result.output

@@ -1,0 +1,213 @@
+"""A read-only view of the state store, with a scratch overlay for `cmi validate` and
+`cmi status` (SPEC §1).
+
+The store's file is never opened for writing and never copied.  An in-memory DuckDB
+database holds the product's schema; the store is ATTACHed `READ_ONLY` beside it and
+each of its tables is shown in the in-memory database as a view of the store's table
+of that name, so the rules read the current state through the very names they use in
+a run.  A rule cannot write into a view: before a file is judged, `materialise` turns
+the tables its kind writes into in-memory tables holding a copy of the store's rows
+(only those tables: the serial pool, the biggest, only for a pool or generation
+file).  The effects of each file stay in memory, where the next file sees them, and
+vanish when the view is closed: the store's bytes (its WAL too) never change.
+
+Readers share the store's lock (`flock` shared): a run cannot start while a view is
+open (DuckDB would refuse it the file anyway) and says so; a view cannot open while
+a run holds the lock, and says where the latest completed run's reports are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import duckdb
+
+from connectors.config import ConfigError
+from connectors.store import (
+    StateLocked,
+    Store,
+    configure,
+    create_schema,
+    holder_note,
+    lock_path,
+)
+
+STATE = "state"  # the catalog name of the attached store
+
+
+def _lock_shared(path: Path) -> IO[str]:
+    if not path.exists():  # no store yet: nothing to share (and no lock file made)
+        return open(os.devnull, "a+")  # noqa: SIM115 - closed by Store.close
+    handle = lock_path(path).open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        handle.close()
+        raise StateLocked(
+            f"a run is using the state store {path}; "
+            + holder_note(path)
+            + "; try again when the run has finished"
+        ) from err
+    return handle
+
+
+def _columns(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[str]]:
+    rows = con.execute(
+        """SELECT table_name, column_name FROM duckdb_columns()
+           WHERE database_name = ? AND schema_name = 'main'
+             AND table_name IN (SELECT table_name FROM duckdb_tables()
+                                WHERE database_name = ? AND schema_name = 'main')
+           ORDER BY table_name, column_index""",
+        [catalog, catalog],
+    ).fetchall()
+    out: dict[str, list[str]] = {}
+    for table, column in rows:
+        out.setdefault(str(table), []).append(str(column))
+    return out
+
+
+class StateView:
+    """The in-memory database over the attached store; see the module docstring."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, attached: bool) -> None:
+        self.con = con
+        self.attached = attached
+        memory = con.execute("SELECT current_database()").fetchone()
+        self._memory = str(memory[0]) if memory else "memory"
+        # the schema's CREATE TABLE of every table (constraints included), to materialise
+        self._ddl = {
+            str(t): str(sql)
+            for t, sql in con.execute(
+                "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = ?",
+                [self._memory],
+            ).fetchall()
+        }
+        self._columns = _columns(con, self._memory)
+        self.viewed: set[str] = set()  # tables shown as views of the store's
+        self.materialised: list[str] = []  # in the order they were copied
+
+    def show_store(self) -> None:
+        """Replace each empty in-memory table by a view of the store's table of that name
+        (a table the store lacks stays empty).  A store written by an earlier cmi (a table
+        without a column of this version) is copied whole instead, then brought up to date
+        by the schema's own statements, as a run would (a one-off, after an upgrade)."""
+        stored = _columns(self.con, STATE)
+        shared = [t for t in self._columns if t in stored]
+        if any(not set(self._columns[t]) <= set(stored[t]) for t in shared):
+            types = dict(
+                ((str(t), str(c)), str(ty))
+                for t, c, ty in self.con.execute(
+                    "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                    "WHERE database_name = ? AND schema_name = 'main'",
+                    [STATE],
+                ).fetchall()
+            )
+            for table in shared:
+                for column in stored[table]:
+                    if column not in self._columns[table]:  # dropped by a later migration
+                        self.con.execute(
+                            f"ALTER TABLE main.{table} ADD COLUMN {column} {types[(table, column)]}"
+                        )
+                self._copy(table, stored[table])
+                self.materialised.append(table)
+            create_schema(self.con)
+        else:
+            for table in shared:
+                self.con.execute(f"DROP TABLE main.{table}")
+                self.con.execute(
+                    f"CREATE VIEW main.{table} AS "
+                    f"SELECT {', '.join(self._columns[table])} FROM {STATE}.main.{table}"
+                )
+                self.viewed.add(table)
+        self._continue_sequences()
+
+    def _copy(self, table: str, columns: list[str]) -> None:
+        cols = ", ".join(columns)
+        self.con.execute(
+            f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM {STATE}.main.{table}"
+        )
+
+    def _continue_sequences(self) -> None:
+        """Each sequence goes on after the store's last value (a number handed out in the
+        store is never handed out again in the overlay; gaps do not matter)."""
+        rows = self.con.execute(
+            "SELECT sequence_name, start_value, last_value FROM duckdb_sequences() "
+            "WHERE database_name = ?",
+            [STATE],
+        ).fetchall()
+        for name, start, last in rows:
+            following = max(int(start), int(last) + 1 if last is not None else int(start))
+            self.con.execute(f"CREATE OR REPLACE SEQUENCE main.{name} START {following}")
+
+    def materialise(self, tables: list[str] | tuple[str, ...]) -> None:
+        """Turn these views into in-memory tables holding the store's rows, so that a rule
+        may write them (a table already materialised, or not in the store, is left)."""
+        for table in tables:
+            if table not in self.viewed:
+                continue
+            self.con.execute(f"DROP VIEW main.{table}")
+            self.con.execute(self._ddl[table])
+            self._copy(table, self._columns[table])
+            self.viewed.discard(table)
+            self.materialised.append(table)
+
+    def materialise_all(self) -> None:
+        self.materialise(sorted(self.viewed))
+
+
+def open_state_view(path: Path, *, temp_dir: Path | None = None) -> tuple[Store, StateView]:
+    """Open the store at `path` read-only behind an in-memory overlay (shared lock).
+
+    A store that does not exist yet is an empty state.  `temp_dir`: where DuckDB may
+    spill the overlay when it outgrows memory (default: a new folder under the system's
+    temporary folder, never beside the store)."""
+    handle = _lock_shared(path)
+    con: duckdb.DuckDBPyConnection | None = None
+    spill = None
+    try:
+        con = duckdb.connect(":memory:")
+        if temp_dir is None:
+            spill = tempfile.TemporaryDirectory(prefix="cmi-view-")
+            temp_dir = Path(spill.name)
+        configure(con, temp_dir)
+        create_schema(con)
+        view = StateView(con, attached=path.exists())
+        if path.exists():
+            con.execute(f"ATTACH '{_sql_text(str(path))}' AS {STATE} (READ_ONLY)")
+            _check_format(con, path)
+            view.show_store()
+    except BaseException:
+        if con is not None:
+            con.close()
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+        if spill is not None:
+            spill.cleanup()
+        raise
+    store = Store(path, con, handle)
+    if spill is not None:
+        store.cleanups.append(spill.cleanup)
+    return store, view
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _check_format(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    row = con.execute(
+        """SELECT count(*) FROM duckdb_tables()
+           WHERE database_name = ? AND table_name = 'serials'""",
+        [STATE],
+    ).fetchone()
+    if row and row[0]:
+        raise ConfigError(
+            f"the state store {path} was written by an earlier version of cmi (a 'serials' "
+            "table) that this version cannot read: start a new state store with --state"
+        )
