@@ -119,7 +119,10 @@ def serial_table(frame: pl.DataFrame) -> list[str]:
     lines = _aligned(rows, right)
     for index, text in reversed(groups):
         lines.insert(index, text)
-    legend = ", ".join(f"{label} = {c.replace('_', ' ')}" for c, label in counts if label != c)
+    legend = (
+        "avail = available in the pool, unexp = assigned not exported, "
+        "comm/ship/decomm = commissioned/shipped/decommissioned"
+    )
     return ["Serial balance", *lines, *textwrap.wrap(f"({legend})", 80)]
 
 
