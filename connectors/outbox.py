@@ -10,6 +10,7 @@ disk (at the start of every run, and after each file's commit).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
 import os
@@ -200,11 +201,16 @@ _SERIALS_PER_BATCH = 4_000_000  # serials fetched and written at a time: bounds 
 
 
 def materialize_missing(
-    con: duckdb.DuckDBPyConnection, outbox: Path, file_ids: Iterable[int] | None = None
+    con: duckdb.DuckDBPyConnection,
+    outbox: Path,
+    file_ids: Iterable[int] | None = None,
+    twins: dt.datetime | None = None,
 ) -> list[str]:
     """Write every recorded export file / partner answer that is missing from the outbox.
 
     Returns the relative paths written.  `file_ids` limits the check to those files.
+    `twins`: also write each one's `.xlsx` twin beside it (§5.4, `[reports]
+    partner_xlsx`), dated by this clock.
     """
     if file_ids is None:
         recorded = con.execute(
@@ -236,15 +242,35 @@ def materialize_missing(
         size += item[2]
 
     def write(batch: list[tuple[int, str, int]]) -> None:
-        contents = serial_csv_files(outbox_rows(con.cursor(), [fid for fid, _, _ in batch]))
-        write_many_atomic(
-            [(_inside(outbox, rel), partial(_content_of, contents, fid)) for fid, rel, _ in batch],
-            workers=2,
-        )
+        rows = outbox_rows(con.cursor(), [fid for fid, _, _ in batch])
+        contents = serial_csv_files(rows)
+        files: list[tuple[Path, Callable[[], bytes]]] = [
+            (_inside(outbox, rel), partial(_content_of, contents, fid)) for fid, rel, _ in batch
+        ]
+        if twins is not None:
+            files.extend(_twins(rows, batch, outbox, twins))
+        write_many_atomic(files, workers=2)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(write, batches))
     return [rel for _, rel, _ in missing]
+
+
+def _twins(
+    rows: pl.DataFrame, batch: list[tuple[int, str, int]], outbox: Path, clock: dt.datetime
+) -> list[tuple[Path, Callable[[], bytes]]]:
+    """The `.xlsx` twin (same name, `.xlsx`) of each file of the batch, made from its rows."""
+    from connectors.report_xlsx import serial_twin
+
+    parts = {int(key[0]): part for key, part in rows.partition_by("file_id", as_dict=True).items()}  # type: ignore[call-overload]
+    empty = rows.clear()
+    return [
+        (
+            _inside(outbox, rel).with_suffix(".xlsx"),
+            partial(serial_twin, parts.get(fid, empty), clock),
+        )
+        for fid, rel, _ in batch
+    ]
 
 
 def formula_safe(frame: pl.DataFrame, free_text: Iterable[str]) -> pl.DataFrame:

@@ -100,6 +100,9 @@ def _print_outline(outline: dict[str, Any]) -> None:
                 f"  {f['name']}: {f['outcome']}" + (f" — {f['reason']}" if f.get("reason") else "")
             )
     typer.echo(f"reports: {outline['report_dir']}")
+    page = Path(outline["report_dir"] or ".") / "report.html"
+    if outline["report_dir"] and page.exists():
+        typer.echo(f"open in a browser: {page}")
     warnings = outline.get("warnings") or []
     if warnings:
         typer.echo(f"{len(warnings)} warning(s):")

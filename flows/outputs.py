@@ -3,6 +3,7 @@ start of a run when a recorded one is missing (SPEC §8)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from connectors import inbox as inbox_io
@@ -13,6 +14,11 @@ from flows.run_state import Run
 log = logging.getLogger("cmi")
 
 
+def _twin_clock(run: Run) -> dt.datetime | None:
+    """The run's clock when export files and answers get an `.xlsx` twin (§5.4), else None."""
+    return run.as_of if run.config.reports.partner_xlsx else None
+
+
 def write_missing_outputs(run: Run) -> None:
     """Before anything else: clear what a killed run left half-written, then write every
     recorded export file and answer that is missing (§8).  An outbox that cannot be
@@ -21,7 +27,7 @@ def write_missing_outputs(run: Run) -> None:
     outbox = run.paths.outbox
     outbox_io.remove_stale_temp_files(outbox)
     try:
-        written = outbox_io.materialize_missing(run.store.con, outbox)
+        written = outbox_io.materialize_missing(run.store.con, outbox, twins=_twin_clock(run))
     except Exception as err:  # noqa: BLE001 - reported; the files stay recorded
         if is_environmental(err):
             raise
@@ -59,7 +65,7 @@ def write_outputs_after_commit(run: Run, f: inbox_io.InboxFile) -> None:
     run.output_ids.update(ids)
     # a cursor of its own: the run's connection stays with the run's thread
     job = run.output_writer().submit(
-        outbox_io.materialize_missing, con.cursor(), run.paths.outbox, ids
+        outbox_io.materialize_missing, con.cursor(), run.paths.outbox, ids, _twin_clock(run)
     )
     run.outputs.append((f.name, job))
 

@@ -21,6 +21,7 @@ import numpy.ma  # noqa: F401 - see below
 import pandera.backends.register_checks  # noqa: F401 - see below
 
 from connectors import inbox as inbox_io
+from connectors import report_html
 from connectors.faults import is_environmental, stopped
 from connectors.store import Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
@@ -100,6 +101,8 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
                 "it is in the inbox"
             )
         run.pool_sizes = reports.pool_sizes(store.con)
+        if config.reports.html:  # the chart renderer starts while the night goes on
+            report_html.warm_up()
         write_missing_outputs(run)
     except BaseException:
         store.close()

@@ -12,6 +12,7 @@ import polars as pl
 
 from connectors import outbox as outbox_io
 from flows.outputs import await_outputs
+from flows.people_reports import write_people_reports
 from flows.run_state import Run, timed
 from schemas import contracts as contract_schemas
 from schemas import shipping as shipping_schemas
@@ -88,6 +89,7 @@ def write_reports(run: Run) -> Run:
     timed(run, "outputs", waiting)  # the part of their writing the run waited for
     finished = dt.datetime.now()
     con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished, run.run_id])
+    write_people_reports(run, folder, summary(run, invariants, finished))  # report.html, .xlsx
     outbox_io.write_json(folder / "run_summary.json", summary(run, invariants, finished))
     outbox_io.write_latest(run.paths.outbox, run.run_id)
     return run

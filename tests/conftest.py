@@ -18,6 +18,9 @@ setup_logging()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
+# one module per real server the tests start (session-scoped fixtures)
+pytest_plugins = ["tests.servers.chromium"]
+
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
