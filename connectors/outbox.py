@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -103,14 +104,45 @@ def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: in
 
 def remove_stale_temp_files(outbox: Path) -> int:
     """Remove the temporary files a killed run left in the outbox (`.<name>.<pid>.tmp`, never
-    renamed into place); one run at a time holds the state, so none is in use."""
+    renamed into place) and its unfinished report folder (`reports/.<run_id>.part`); one
+    run at a time holds the state, so none is in use."""
     removed = 0
     for pattern in ("serials/*/.*.tmp", "partners/*/.*.tmp", "reports/.*.tmp", "reports/*/.*.tmp"):
         for tmp in outbox.glob(pattern):
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed += 1
+    for part in outbox.glob(f"reports/.*{_PART}"):
+        shutil.rmtree(part, ignore_errors=True)
+        removed += 1
     return removed
+
+
+_PART = ".part"
+
+
+def report_staging(outbox: Path, run_id: str) -> Path:
+    """An empty folder in which the run's report folder is written before it is put in
+    place whole (`publish_report_folder`): a report folder is there with all its files or
+    not at all (§8 no report row lost)."""
+    staging = outbox / "reports" / f".{run_id}{_PART}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_report_folder(staging: Path, folder: Path) -> Path:
+    """Rename the written `staging` folder to `folder` (which must not exist) and sync it."""
+    fsync_dir(staging)
+    os.rename(staging, folder)
+    fsync_dir(folder.parent)
+    return folder
+
+
+def report_folders_written(outbox: Path, run_ids: Iterable[str]) -> list[str]:
+    """Those of `run_ids` whose report folder is in the outbox."""
+    return [r for r in run_ids if (outbox / "reports" / r).is_dir()]
 
 
 SERIAL_CSV_HEADER = b"product_code,serial\n"

@@ -25,6 +25,7 @@ import pyarrow.dataset  # noqa: F401 - DuckDB imports it on the first frame it s
 from connectors.config import ConfigError
 from connectors.ddl import SERIAL_DDL
 from connectors.ddl_contracts import CONTRACT_DDL
+from connectors.ddl_reports import REPORT_DDL, migrate_reports
 from connectors.ddl_shipping import SHIPPING_DDL, migrate_shipping
 
 
@@ -54,13 +55,14 @@ class StateLocked(Exception):
 
 def all_ddl() -> list[str]:
     """The DDL of every side of the product (serials, contracts, shipping)."""
-    return [*SERIAL_DDL, *CONTRACT_DDL, *SHIPPING_DDL]
+    return [*SERIAL_DDL, *CONTRACT_DDL, *SHIPPING_DDL, *REPORT_DDL]
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     for statement in all_ddl():
         con.execute(statement)
     migrate_shipping(con)
+    migrate_reports(con)
 
 
 def memory_connection() -> duckdb.DuckDBPyConnection:

@@ -20,7 +20,7 @@ from flows.outputs import write_outputs_after_commit
 from flows.registry import csv_kinds
 from flows.run_state import FileRecord, Run
 from schemas.base import header_problems, validate_rows
-from transforms import shipping
+from transforms import run_rows, shipping
 from transforms.context import FileResult
 from transforms.rejects import REJECT_SCHEMA
 
@@ -127,11 +127,21 @@ def _read_and_validate(run: Run, f: inbox_io.InboxFile, model: Any) -> _Prepared
     return _Prepared(f, sha, parsed.rows.height + parsed.rejects.height, valid, rejects)
 
 
-def _finish_file(run: Run, p: _Prepared, result: FileResult) -> None:
-    run.archive(p.file.path)
-    rejects = pl.concat([p.rejects, result.rejects.select(list(REJECT_SCHEMA))]).sort(
+def _file_rejects(p: _Prepared, rules: pl.DataFrame) -> pl.DataFrame:
+    """The file's rejected rows: the reader's and the contract's, then the rules', by line."""
+    return pl.concat([p.rejects, rules.select(list(REJECT_SCHEMA))]).sort(
         "line", maintain_order=True
     )
+
+
+def _record_rejects(run: Run, name: str, rejects: pl.DataFrame) -> None:
+    """In the file's transaction: its rows of `rejects.csv` (§8 no report row lost)."""
+    rows = rejects.select(pl.lit(name).alias("file"), *REJECT_SCHEMA.keys())
+    run_rows.record_rows(run.store.con, run.run_id, "rejects.csv", rows)
+
+
+def _finish_file(run: Run, p: _Prepared, result: FileResult, rejects: pl.DataFrame) -> None:
+    run.archive(p.file.path)
     _add_rejects(run, p.file.name, rejects)
     run.warnings.extend(f"{p.file.name}: {w}" for w in result.warnings)
     rejected_rows = rejects.get_column("line").n_unique() if rejects.height else 0
@@ -160,9 +170,11 @@ def apply_csv_file(run: Run, f: inbox_io.InboxFile) -> None:
         ctx = run.ctx.for_file(f.name)
         with transaction(run.store.con) as con:
             result = kind.apply(con, p.valid, ctx)
+            rejects = _file_rejects(p, result.rejects)
+            _record_rejects(run, f.name, rejects)
             _mark_processed(run, f.kind or "", p.sha, f.name)
         write_outputs_after_commit(run, f)
-        _finish_file(run, p, result)
+        _finish_file(run, p, result, rejects)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the night
         _unexpected(run, f, sha, err)
 
@@ -194,10 +206,21 @@ def apply_order_files(run: Run, files: list[inbox_io.InboxFile]) -> None:
         [p.valid.with_columns(pl.lit(p.file.name).alias("_file")) for p in prepared],
         how="diagonal_relaxed",
     )
+    per_file: dict[str, pl.DataFrame] = {}  # each file's rejects of the rules
+    combined: dict[str, pl.DataFrame] = {}  # and with the reader's and the contract's
     try:
         with transaction(run.store.con) as con:
             result = kind.apply(con, pooled, run.ctx.for_file(prepared[0].file.name))
+            rej = result.rejects
             for p in prepared:
+                mine = (
+                    rej.filter(pl.col("file") == p.file.name)
+                    if "file" in rej.columns
+                    else (rej if p is prepared[0] else rej.clear())
+                )
+                per_file[p.file.name] = mine.select(list(REJECT_SCHEMA))
+                combined[p.file.name] = _file_rejects(p, per_file[p.file.name])
+                _record_rejects(run, p.file.name, combined[p.file.name])
                 _mark_processed(run, "orders", p.sha, p.file.name)
     except Exception as err:  # noqa: BLE001
         for p in [*prepared, *(r for r, _ in repeats)]:
@@ -205,21 +228,12 @@ def apply_order_files(run: Run, files: list[inbox_io.InboxFile]) -> None:
         return
     for p, first in repeats:
         _duplicate(run, p.file, p.sha, f"same content as {first}, applied in this run")
-    per_file: dict[str, pl.DataFrame] = {}
-    rej = result.rejects
-    if "file" in rej.columns:
-        for p in prepared:
-            per_file[p.file.name] = rej.filter(pl.col("file") == p.file.name).select(
-                list(REJECT_SCHEMA)
-            )
-    else:
-        per_file[prepared[0].file.name] = rej.select(list(REJECT_SCHEMA))
     applied_by_file: dict[str, int] = getattr(result, "rows_applied_by_file", {}) or {}
     for p in prepared:
-        rejects = per_file.get(p.file.name, pl.DataFrame(schema=REJECT_SCHEMA))
+        rejects = per_file[p.file.name]
         rows_rejected_here = rejects.get_column("line").n_unique() if rejects.height else 0
         applied = applied_by_file.get(p.file.name, p.valid.height - rows_rejected_here)
-        _finish_file(run, p, FileResult(rejects, applied, []))
+        _finish_file(run, p, FileResult(rejects, applied, []), combined[p.file.name])
     run.warnings.extend(result.warnings)
 
 
@@ -246,6 +260,10 @@ def apply_shipping_file(run: Run, f: inbox_io.InboxFile) -> None:
                 if result.quarantine_reason:
                     raise epcis.EpcisRejected(result.quarantine_reason)
                 _mark_processed(run, "shipping", sha, f.name)
+                # its rows of the run reports, with its commit (§8 no report row lost)
+                run_rows.record_rows(con, run.run_id, "shipping_reconciliation.csv",
+                                     pl.DataFrame([result.reconciliation]))  # fmt: skip
+                run_rows.record_rows(con, run.run_id, "shipping_exceptions.csv", result.exceptions)
         except epcis.EpcisRejected as err:
             _quarantine(run, f, sha, str(getattr(err, "reason", None) or err))
             return

@@ -26,7 +26,7 @@ from connectors.faults import is_environmental, stopped
 from connectors.store import Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
 from flows.outputs import await_outputs, raise_failed_outputs, write_missing_outputs
-from flows.reporting import summary, write_reports
+from flows.reporting import settle_earlier_reports, summary, write_reports
 from flows.run_state import FileRecord, Run, RunPaths, timed
 from transforms import reports
 from transforms.context import Config, RunContext
@@ -104,6 +104,7 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
         if config.reports.html:  # the chart renderer starts while the night goes on
             report_html.warm_up()
         write_missing_outputs(run)
+        settle_earlier_reports(run)
     except BaseException:
         store.close()
         raise

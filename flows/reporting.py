@@ -11,22 +11,25 @@ from typing import Any
 import polars as pl
 
 from connectors import outbox as outbox_io
+from connectors.store import transaction
 from flows.outputs import await_outputs
 from flows.people_reports import write_people_reports
 from flows.run_state import Run, timed
 from schemas import contracts as contract_schemas
 from schemas import shipping as shipping_schemas
-from transforms import contract_reports, reports, shipping
+from transforms import contract_reports, reports, run_rows, shipping
 from transforms.rejects import REJECT_SCHEMA
 
 
-def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str, bool]) -> None:
+def _contract_and_shipping_reports(
+    run: Run, folder: Path, invariants: dict[str, bool], reported: list[str]
+) -> None:
     con = run.store.con
     for name, frame in (
         ("contracts.csv", contract_reports.contracts_report(con)),
         ("contract_balance.csv", contract_reports.contract_balance_report(con, run.as_of.date())),
-        ("contract_log.csv", contract_reports.contract_log_report(con, run.run_id)),
-        ("allocations.csv", contract_reports.allocations_report(con, run.run_id)),
+        ("contract_log.csv", contract_reports.contract_log_report(con, reported)),
+        ("allocations.csv", contract_reports.allocations_report(con, reported)),
     ):
         columns = contract_schemas.REPORT_COLUMNS.get(name, frame.columns)
         outbox_io.write_report(
@@ -35,16 +38,18 @@ def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str,
     invariants.update(contract_reports.contract_invariants(con))
     rec_cols = shipping_schemas.SHIPPING_RECONCILIATION_COLUMNS
     exc_cols = shipping_schemas.SHIPPING_EXCEPTIONS_COLUMNS
-    rec = pl.DataFrame(
-        run.shipping_rows,
-        schema={c: (pl.String if c in ("file", "sender_cmo_id") else pl.Int64) for c in rec_cols},
+    # the rows of the files applied by this run and by the runs it reports (§8)
+    rec = run_rows.recorded_rows(
+        con,
+        reported,
+        "shipping_reconciliation.csv",
+        {c: (pl.String() if c in ("file", "sender_cmo_id") else pl.Int64()) for c in rec_cols},
     )
-    exc = (
-        pl.concat(run.shipping_exceptions, how="diagonal_relaxed")
-        if run.shipping_exceptions
-        else pl.DataFrame(
-            schema={c: (pl.Int64 if c == "event_index" else pl.String) for c in exc_cols}
-        )
+    exc = run_rows.recorded_rows(
+        con,
+        reported,
+        "shipping_exceptions.csv",
+        {c: (pl.Int64() if c == "event_index" else pl.String()) for c in exc_cols},
     )
     outbox_io.write_report(folder, "shipping_reconciliation.csv", rec, rec_cols)
     outbox_io.write_report(folder, "shipping_exceptions.csv", exc, exc_cols)
@@ -54,17 +59,39 @@ def _contract_and_shipping_reports(run: Run, folder: Path, invariants: dict[str,
     )
 
 
+def settle_earlier_reports(run: Run) -> None:
+    """At the start of a run: a run stopped after claiming rows for its report folder
+    keeps them when its folder is in place, and gives them up otherwise (§8)."""
+    con = run.store.con
+    pending = run_rows.pending_claims(con)
+    if pending:
+        written = outbox_io.report_folders_written(run.paths.outbox, pending)
+        with transaction(con):
+            run_rows.settle_claims(con, written)
+
+
 def write_reports(run: Run) -> Run:
-    """Write the run's reports into `outbox/reports/<run_id>/` and point LATEST at them."""
+    """Write the run's reports into `outbox/reports/<run_id>/` and point LATEST at them.
+
+    The folder is written under a temporary name and put in place whole.  Its run
+    reports hold the rows of this run's files and of every earlier run whose rows no
+    report folder holds yet (killed, or stopped before its reports): each row of
+    every applied file is in exactly one report folder (§8 no report row lost)."""
     started = time.perf_counter()
     con = run.store.con
-    folder = run.paths.outbox / "reports" / run.run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    run.report_dir = folder
-    rejects = (
-        pl.concat(run.rejects)
-        if run.rejects
-        else pl.DataFrame(schema={"file": pl.String, **REJECT_SCHEMA})
+    with transaction(con):
+        reported = run_rows.claim_unreported(con, run.run_id)
+    earlier = [r for r in reported if r != run.run_id]
+    if earlier:
+        run.warnings.append(
+            f"the rows of the files applied by run(s) {', '.join(earlier)}, which stopped "
+            "before writing their reports, are in this run's reports (the file column names "
+            "the file they came from)"
+        )
+    final = run.paths.outbox / "reports" / run.run_id
+    folder = outbox_io.report_staging(run.paths.outbox, run.run_id)
+    rejects = run_rows.recorded_rows(
+        con, reported, "rejects.csv", {"file": pl.String(), **REJECT_SCHEMA}
     )
     outbox_io.write_report(
         folder, "rejects.csv", rejects, reports.REJECTS_COLUMNS, free_text=("value", "message")
@@ -82,7 +109,7 @@ def write_reports(run: Run) -> Run:
         reports.EXPORTED_FILES_COLUMNS,
     )
     invariants = reports.serial_invariants(con, balance, run.pool_sizes)
-    _contract_and_shipping_reports(run, folder, invariants)
+    _contract_and_shipping_reports(run, folder, invariants, reported)
     timed(run, "reports", started)
     waiting = time.perf_counter()
     await_outputs(run)  # the summary tells whether they were written
@@ -91,6 +118,9 @@ def write_reports(run: Run) -> Run:
     con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished, run.run_id])
     write_people_reports(run, folder, summary(run, invariants, finished))  # report.html, .xlsx
     outbox_io.write_json(folder / "run_summary.json", summary(run, invariants, finished))
+    run.report_dir = outbox_io.publish_report_folder(folder, final)
+    with transaction(con):
+        run_rows.confirm_reported(con, run.run_id)
     outbox_io.write_latest(run.paths.outbox, run.run_id)
     return run
 

@@ -35,7 +35,7 @@ from transforms.context import Config, RunContext
 from transforms.rejects import REJECT_SCHEMA
 
 # the state tables the rules of each file kind write (see the module docstring)
-EVERY_FILE = ("processed_files", "meta")
+EVERY_FILE = ("processed_files", "meta", "report_rows")
 _SERIAL_LOAD = ("pool", "pool_loads", "serial_products", "serial_runs")
 _CONTRACT = ("contracts", "contract_lines", "contract_log")
 _OUTBOX = ("serial_runs", "outbox_files", "outbox_ranges")

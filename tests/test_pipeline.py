@@ -217,6 +217,9 @@ def test_an_export_that_cannot_be_written_stops_the_run_and_is_written_later(
     s = summary(tmp_path, later["run_id"])
     assert [f["outcome"] for f in s["files"] if f["name"] == "products_b.csv"] == ["applied"]
     assert any("written again" in w for w in s["warnings"])
+    # the stopped run wrote no reports: its rows are in this run's (§8 no report row lost)
+    rejects = rows_of(report(tmp_path, later["run_id"], "rejects.csv"))
+    assert [(r["file"], r["line"]) for r in rejects] == [("exports_a.csv", "3")]
     balance = rows_of(report(tmp_path, later["run_id"], "serial_balance.csv"))
     assert (
         next(r for r in balance if r["cmo_id"] == "ACME" and r["product_code"] == P1)["exported"]

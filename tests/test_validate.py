@@ -256,7 +256,7 @@ def test_only_the_tables_a_kind_writes_are_copied_and_the_others_stay_views(
     run_local(paths, SETTLED, DAY)
     drop(paths.inbox, {"products_b.csv": csv("product_code,product_name", f"{P1},Renamed")})
     found = validate_inbox(paths.inbox, paths.state, SETTLED, DAY, tmp_path / "v")
-    assert sorted(found.materialised) == ["meta", "processed_files", "products"]
+    assert sorted(found.materialised) == ["meta", "processed_files", "products", "report_rows"]
 
 
 def test_a_kind_writing_a_table_it_did_not_declare_fails_loudly(

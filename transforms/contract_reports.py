@@ -9,6 +9,7 @@ cells null.  `contracts.csv` and `contract_balance.csv` are state snapshots;
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import duckdb
 import polars as pl
@@ -73,24 +74,36 @@ def contract_balance_report(con: duckdb.DuckDBPyConnection, business_date: dt.da
     return frame.select(REPORT_COLUMNS["contract_balance.csv"])
 
 
-def contract_log_report(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    """`contract_log.csv`: the log events of the run, in the order they happened."""
+def _runs(run_ids: str | Sequence[str]) -> list[str]:
+    return [run_ids] if isinstance(run_ids, str) else list(run_ids)
+
+
+def contract_log_report(
+    con: duckdb.DuckDBPyConnection, run_ids: str | Sequence[str]
+) -> pl.DataFrame:
+    """`contract_log.csv`: the log events of the run (or of the runs, in that order), in the
+    order they happened."""
     frame = con.sql(
         """SELECT strftime(logged_at, '%Y-%m-%dT%H:%M:%S') AS logged_at, contract_id, line_no,
                   event, order_type, order_no, quantity, source_file
-           FROM contract_log WHERE run_id = ? ORDER BY seq""",
-        params=[run_id],
+           FROM contract_log WHERE list_contains(?::VARCHAR[], run_id)
+           ORDER BY list_position(?::VARCHAR[], run_id), seq""",
+        params=[_runs(run_ids), _runs(run_ids)],
     ).pl()
     return frame.select(REPORT_COLUMNS["contract_log.csv"])
 
 
-def allocations_report(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    """`allocations.csv`: the run's order lines in processing order (`reason` blank when linked)."""
+def allocations_report(
+    con: duckdb.DuckDBPyConnection, run_ids: str | Sequence[str]
+) -> pl.DataFrame:
+    """`allocations.csv`: the run's order lines (or the runs', in that order) in processing
+    order (`reason` blank when linked)."""
     frame = con.sql(
         f"""SELECT order_no, order_line, {_day("order_date")} AS order_date, customer, item,
                    quantity, contract_id, line_no, reason, detail
-            FROM contract_allocations WHERE run_id = ? ORDER BY seq""",
-        params=[run_id],
+            FROM contract_allocations WHERE list_contains(?::VARCHAR[], run_id)
+            ORDER BY list_position(?::VARCHAR[], run_id), seq""",
+        params=[_runs(run_ids), _runs(run_ids)],
     ).pl()
     return frame.select(REPORT_COLUMNS["allocations.csv"])
 
