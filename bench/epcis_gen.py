@@ -1,4 +1,6 @@
-"""Generator of realistic TraceLink-style EPCIS 1.2 documents for the benchmark (SPEC §6).
+"""Generator of realistic TraceLink-style EPCIS documents for the benchmark (SPEC §6):
+EPCIS 1.2 XML (`write_document`) and the same events as EPCIS 2.0 JSON-LD
+(`write_document_jsonld`).
 
 Shape (what a CMO sends after a production run): for every case, one
 commissioning ObjectEvent for its units and the case (ILMD lot and expiry), then
@@ -187,13 +189,119 @@ def write_document(path: Path, shape: Shape, sender: str = SENDER_SGLN) -> Path:
     return path
 
 
+_JSON_HEAD = """{{
+  "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+               {{"cbvmda": "urn:epcglobal:cbv:mda#", "tl": "http://epcis.tracelink.com/ns"}}],
+  "type": "EPCISDocument",
+  "schemaVersion": "2.0",
+  "creationDate": "2024-05-01T08:00:00Z",
+  "sender": "urn:epc:id:sgln:{sender}",
+  "receiver": "urn:epc:id:sgln:{receiver}",
+  "instanceIdentifier": "bench-1",
+  "epcisBody": {{
+    "eventList": [
+"""
+_JSON_EVENT = """      {{
+        "type": "{kind}",
+        "eventTime": "2024-05-01T07:00:00.000Z",
+        "eventTimeZoneOffset": "+02:00",
+{body}        "readPoint": {{"id": "urn:epc:id:sgln:{sender}"}},
+        "bizLocation": {{"id": "urn:epc:id:sgln:{sender}"}}{tail}
+      }}"""
+_JSON_ILMD = (
+    ',\n        "ilmd": {{"cbvmda:lotNumber": "{lot}", "cbvmda:itemExpirationDate": "{expiry}"}},'
+    '\n        "tl:packagingLevel": "EA"'
+)
+_JSON_SHIP = """,
+        "bizTransactionList": [{{"type": "po", "bizTransaction": "urn:epcglobal:cbv:bt:0012345111112:PO-1"}}],
+        "sourceList": [
+          {{"type": "owning_party", "source": "urn:epc:id:sgln:{sender}"}},
+          {{"type": "location", "source": "urn:epc:id:sgln:{sender}"}}
+        ],
+        "destinationList": [
+          {{"type": "owning_party", "destination": "urn:epc:id:sgln:{receiver}"}},
+          {{"type": "location", "destination": "urn:epc:id:sgln:{receiver}"}}
+        ]"""
+
+
+def _json_list(key: str, uris: list[str]) -> str:
+    items = ",\n".join(f'          "{u}"' for u in uris)
+    return f'        "{key}": [\n{items}\n        ],\n'
+
+
+def _json_body(lists: str, action: str, biz_step: str, disposition: str) -> str:
+    return (
+        f'{lists}        "action": "{action}",\n        "bizStep": "{biz_step}",\n'
+        f'        "disposition": "{disposition}",\n'
+    )
+
+
+def write_document_jsonld(path: Path, shape: Shape, sender: str = SENDER_SGLN) -> Path:
+    """The events of `write_document` as one EPCIS 2.0 JSON-LD document (bare CBV words,
+    the ILMD's keys prefixed, a document-level `sender`), written as it is generated."""
+    ilmd = _JSON_ILMD.format(lot=LOT, expiry=EXPIRY)
+    upc = shape.units_per_case
+
+    def sgtin(ref: str, serial: str) -> str:
+        return f"urn:epc:id:sgtin:{COMPANY_PREFIX}.{ref}.{serial}"
+
+    def event(kind: str, body: str, tail: str = "") -> str:
+        return _JSON_EVENT.format(kind=kind, body=body, sender=sender, tail=tail)
+
+    with path.open("w", encoding="utf-8", buffering=1 << 20) as out:
+        out.write(_JSON_HEAD.format(sender=sender, receiver=RECEIVER_SGLN))
+        first = True
+        for c in range(shape.cases):
+            units = [sgtin(UNIT_ITEM_REF, _serial(c * upc + u)) for u in range(upc)]
+            case = sgtin(CASE_ITEM_REF, _serial(shape.units + c))
+            commission = _json_body(
+                _json_list("epcList", [*units, case]), "ADD", "commissioning", "active"
+            )
+            pack = _json_body(
+                f'        "parentID": "{case}",\n' + _json_list("childEPCs", units),
+                "ADD",
+                "packing",
+                "in_progress",
+            )
+            out.write(("" if first else ",\n") + event("ObjectEvent", commission, ilmd))
+            out.write(",\n" + event("AggregationEvent", pack))
+            first = False
+        for p in range(shape.pallets):
+            lo = p * shape.cases_per_pallet
+            cases = [
+                sgtin(CASE_ITEM_REF, _serial(shape.units + c))
+                for c in range(lo, min(lo + shape.cases_per_pallet, shape.cases))
+            ]
+            commission = _json_body(
+                _json_list("epcList", [_sscc(p)]), "ADD", "commissioning", "active"
+            )
+            pack = _json_body(
+                f'        "parentID": "{_sscc(p)}",\n' + _json_list("childEPCs", cases),
+                "ADD",
+                "packing",
+                "in_progress",
+            )
+            out.write(",\n" + event("ObjectEvent", commission))
+            out.write(",\n" + event("AggregationEvent", pack))
+        ship = _json_body(
+            _json_list("epcList", [_sscc(p) for p in range(shape.pallets)]),
+            "OBSERVE",
+            "shipping",
+            "in_transit",
+        )
+        tail = _JSON_SHIP.format(sender=sender, receiver=RECEIVER_SGLN)
+        out.write(",\n" + event("ObjectEvent", ship, tail) + "\n    ]\n  }\n}\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--sgtins", type=int, default=1_000_000)
+    parser.add_argument("--jsonld", action="store_true", help="EPCIS 2.0 JSON-LD instead of XML")
     args = parser.parse_args()
     shape = Shape(args.sgtins)
-    write_document(args.out, shape)
+    (write_document_jsonld if args.jsonld else write_document)(args.out, shape)
     size = args.out.stat().st_size
     print(f"{args.out}: {shape.total_sgtins} SGTINs, {shape.pallets} pallets, {size / 1e6:.1f} MB")
 

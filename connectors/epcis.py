@@ -1,100 +1,94 @@
-"""Streaming, hardened reader of EPCIS XML documents (SPEC §6): TraceLink shipping files.
+"""Streaming, hardened reader of EPCIS documents (SPEC §6): TraceLink shipping files.
 
-`stage_document(con, path)` reads one document as a stream and stages what the
-shipping rules need into temporary DuckDB tables of `con`
-(`schemas.shipping.STAGE_*`): one row per ObjectEvent/AggregationEvent, one row
-per `<epc>` (with its event's index), one row per source/destination.  It returns
-a `DocumentInfo` (counts, SBDH sender, sender candidates).
+`stage_document(con, path)` reads one document as a stream into the staging tables
+of `con` (`connectors.epcis_stage`: one format whatever the syntax) and returns a
+`DocumentInfo` (counts, document sender, sender candidates).  `shipping_*.json` and
+`shipping_*.jsonld` are EPCIS 2.0 JSON-LD (`connectors.epcis_jsonld`); every other
+name is XML, read here:
 
-- EPCIS 1.2 (`urn:epcglobal:epcis:xsd:1`, schemaVersion 1.1 or 1.2, with or
+- EPCIS 1.2 (`urn:epcglobal:epcis:xsd:1`, schemaVersion 1.0 to 1.2, with or
   without the SBDH envelope) and EPCIS 2.0 (`urn:epcglobal:epcis:xsd:2`) XML.
   Event fields are read by local name in no namespace or an EPCIS namespace
   (1.2 keeps sourceList/destinationList/ilmd inside `<extension>`, 2.0 does
-  not); ILMD `lotNumber` / `itemExpirationDate` and the SBDH `Identifier` by
-  local name in any namespace.
-- Other event types (QuantityEvent, TransactionEvent, TransformationEvent —
-  also inside a 1.2 `<extension>` wrapper — AssociationEvent) are counted and
-  skipped; unknown extension elements are ignored.
-- Hardening: no DTD loading, no entity resolution, no network.  A DOCTYPE
-  rejects the whole document before its body is parsed (`EpcisRejected`), as do
-  XML that is not well-formed and a root that is not an EPCISDocument.
-  `huge_tree` stays off, so libxml2 keeps its depth and text-size limits.
+  not); the SBDH `Identifier` and the lot sources by local name in any namespace.
+- Events read: ObjectEvents, AggregationEvents and TransformationEvents whose
+  bizStep is commissioning (their outputEPCList; an inputEPCList is never staged).
+  Other events (other TransformationEvents, QuantityEvent, TransactionEvent,
+  AssociationEvent, also inside a 1.2 `<extension>` wrapper, and any other element
+  of such a wrapper) are counted and skipped; unknown extension elements of an
+  event are ignored.
+- Lot and expiry of a commissioning: the ILMD's `lotNumber` / `itemExpirationDate`;
+  else such an element anywhere else in the event; else SAP's
+  `SAPExtension/ObjAttributes` `LOTNO` / `DATEX`; else Optel's `extension`
+  elements named `BATCH` / `EXPIRY` — each of the two its own first source.
+- Hardening: no DTD loading, no entity resolution, no network, no XInclude (an
+  include element is an unknown element like any other).  A DOCTYPE rejects the
+  whole document before its body is parsed (`EpcisRejected`), as do XML that is
+  not well-formed, a root that is not an EPCISDocument, an undefined entity.
+- Bounded input (§8): a NUL byte (not text in its encoding), more than 1 MiB
+  without markup (a text node, comment or attribute value over the limit,
+  `ByteGuard`), nesting deeper than 64 levels (checked on the open elements at
+  the end of every chunk and on the last chunk whole; libxml2 refuses 256) — each
+  with the line and the limit in the reason.
 - Speed and flat memory: lxml's incremental parser (`XMLPullParser`, what
-  `iterparse` is built on, fed 1 MB at a time) hands Python only the finished
+  `iterparse` is built on, fed 1 MiB at a time) hands Python only the finished
   EPC lists and events (a tag filter in C); the texts of an EPC list are taken
   with one `map` (no per-EPC Python code); each finished event is read into a
-  row; after each chunk everything before the last event read is deleted from
-  the tree, and an EPC list still being parsed is harvested and emptied, so one
-  event with millions of EPCs never sits whole in the tree.  Texts and rows go
-  to a writer thread every `batch_size` EPCs or events, which parses the EPC URIs
-  and the parentIDs in Polars (`transforms.epc.parse_epcs_frame`), gives each its
-  identity key (`transforms.epc.epc_key_sql`) and each event its kind and expiry
-  date while the next part is read; an EPC row knows its event by index only (the
-  rules join the event for its kind and parent).  Meanwhile the cyclic garbage
-  collector is paused and DuckDB runs on one thread (the parser has the other
-  core); both settings are restored afterwards.
+  row; after each chunk the complete EPC texts of a list still open are taken and
+  everything finished is deleted from the tree (`_prune`), so neither one event
+  with millions of EPCs nor a large header ever sits whole in the tree.  Texts and
+  rows go to the writer thread of `connectors.epcis_stage` in batches.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import itertools
-import queue
 import re
-import threading
-from collections.abc import Iterator
 from operator import attrgetter
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import polars as pl
-import pyarrow as pa
 from lxml import etree
 
-from schemas.shipping import (
-    STAGE_EPCS,
-    STAGE_EVENTS,
-    STAGE_PARTIES,
-    STAGING_DDL,
-    DocumentInfo,
-    SourceParty,
+from connectors.epcis_stage import (
+    ACTION,
+    BIZ_LOCATION,
+    BIZ_STEP,
+    EXPIRY,
+    LOT,
+    MAX_DEPTH,
+    PARENT,
+    READ_POINT,
+    ByteGuard,
+    EpcisRejected,
+    Party,
+    Stager,
+    cbv_word,
+    depth_rejected,
+    first_source,
+    staging,
 )
-from transforms.epc import epc_key_sql, parse_epcs_frame
-from transforms.shipping import event_kind_sql
-from transforms.state import one_thread
+from schemas.shipping import DocumentInfo
+
+__all__ = ["EpcisRejected", "cbv_word", "check_prolog", "stage_document"]
 
 EPCIS_NAMESPACES = ("urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2")
-READ_EVENTS = ("ObjectEvent", "AggregationEvent")
-SKIPPED_EVENTS = ("QuantityEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent")
-_CHUNK = 1 << 20  # bytes fed to the parser at a time
-_HARVEST_AT = 2048  # an open EPC list longer than this is harvested between chunks
+# TransformationEvent is read only when its bizStep is commissioning
+READ_EVENTS = ("ObjectEvent", "AggregationEvent", "TransformationEvent")
+SKIPPED_EVENTS = ("QuantityEvent", "TransactionEvent", "AssociationEvent")
+EVENT_TYPES = frozenset(READ_EVENTS + SKIPPED_EVENTS)
+JSONLD_SUFFIXES = (".json", ".jsonld")
+_CHUNK = 1 << 20  # bytes fed to the parser at a time (at most ByteGuard's limit)
 _PROLOG_CHUNK = 1 << 16
+_PROLOG_LIMIT = 16 << 20  # the root element must start within this many bytes
 _PROLOG_NOISE = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.S)
-# Parents whose <epc> children are read: ObjectEvent epcList, AggregationEvent childEPCs,
-# and the EPC lists of the skipped event types (read, then ignored with their event).
-_EPC_LISTS = frozenset({"epcList", "childEPCs", "inputEPCList", "outputEPCList"})
+# EPC lists whose <epc> texts are staged (with their event, read or not) and the one
+# that is read but never staged (the inputs of a transformation are not commissioned)
+_EPC_LISTS = frozenset({"epcList", "childEPCs", "outputEPCList"})
+_DROPPED_LISTS = frozenset({"inputEPCList"})
 
 # Codes of the tags that reach Python.
-_LIST, _READ, _SKIP, _IDENTIFIER = range(4)
-
-_CBV_PREFIX = re.compile(r"^(urn:epcglobal:cbv:[A-Za-z]+:|https?://ref\.gs1\.org/cbv/[A-Za-z]+-)")
-
-
-class EpcisRejected(Exception):
-    """The whole document is rejected (quarantined); `reason` says why in one sentence."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def cbv_word(value: str | None) -> str | None:
-    """The bare CBV word of a bizStep / disposition / source type (URN, GS1 URL or bare)."""
-    if value is None:
-        return None
-    return _CBV_PREFIX.sub("", value.strip())
+_LIST, _DROP, _READ, _SKIP, _ROOT, _IDENTIFIER = range(6)
 
 
 def _names(local: str) -> list[str]:
@@ -106,11 +100,14 @@ def _tag_codes() -> dict[str, int]:
     codes: dict[str, int] = {}
     for local, code in (
         *((t, _LIST) for t in sorted(_EPC_LISTS)),
+        *((t, _DROP) for t in sorted(_DROPPED_LISTS)),
         *((t, _READ) for t in READ_EVENTS),
         *((t, _SKIP) for t in SKIPPED_EVENTS),
     ):
         for name in _names(local):
             codes[name.removeprefix("{}")] = code
+    for ns in EPCIS_NAMESPACES:
+        codes["{%s}EPCISDocument" % ns] = _ROOT  # noqa: UP031
     return codes
 
 
@@ -141,7 +138,26 @@ def _text(el: etree._Element | None) -> str | None:
     return el.text.strip() or None
 
 
-_Party = tuple[str, str | None, str | None]
+# Children of an event: what each is to `_read_event` (0: nothing to read in it; None,
+# the default: unknown, searched for lot sources in a commissioning).
+_IGNORED_CHILDREN = (
+    "eventTime",
+    "recordTime",
+    "eventTimeZoneOffset",
+    "eventID",
+    "errorDeclaration",
+    "certificationInfo",
+    "disposition",
+    "persistentDisposition",
+    "bizTransactionList",
+    "quantityList",
+    "childQuantityList",
+    "inputQuantityList",
+    "outputQuantityList",
+    "transformationID",
+    "sensorElementList",
+    *sorted(_EPC_LISTS | _DROPPED_LISTS),
+)
 
 
 def _child_codes() -> dict[str, int]:
@@ -156,6 +172,7 @@ def _child_codes() -> dict[str, int]:
         ("destinationList", 7),
         ("ilmd", 8),
         ("extension", 9),
+        *((name, 0) for name in _IGNORED_CHILDREN),
     ):
         for name in _names(local):
             codes[name.removeprefix("{}")] = code
@@ -176,10 +193,6 @@ def _cbv(value: str | None) -> str | None:
     return word
 
 
-# Field positions in the row of one read event (`_read_event`).
-_ACTION, _BIZ_STEP, _PARENT, _READ_POINT, _BIZ_LOCATION, _LOT, _EXPIRY = range(7)
-
-
 def _first_id(node: etree._Element) -> str | None:
     for child in node:
         if child.tag in _ID_TAGS:
@@ -187,22 +200,29 @@ def _first_id(node: etree._Element) -> str | None:
     return None
 
 
-def _read_event(node: etree._Element, row: list[str | None], parties: list[_Party]) -> None:
-    """Read the fields of one finished ObjectEvent / AggregationEvent into `row` and `parties`."""
+def _read_event(
+    node: etree._Element,
+    row: list[str | None],
+    parties: list[Party],
+    others: list[etree._Element],
+) -> None:
+    """Read the fields of one finished event into `row` and `parties`; its unknown
+    children go to `others` (where a commissioning's other lot sources may be)."""
     child_codes = _CHILD
     for child in node:
         code = child_codes.get(child.tag)  # type: ignore[call-overload]
         if code is None:
+            if isinstance(child.tag, str):
+                others.append(child)
+        elif code == 0:
             continue
-        if code == 1 or code == 3:
+        elif code == 1 or code == 3:
             text = child.text
-            row[_ACTION if code == 1 else _PARENT] = (
-                None if text is None else (text.strip() or None)
-            )
+            row[ACTION if code == 1 else PARENT] = None if text is None else (text.strip() or None)
         elif code == 2:
-            row[_BIZ_STEP] = _cbv(child.text)
+            row[BIZ_STEP] = _cbv(child.text)
         elif code == 4 or code == 5:
-            row[_READ_POINT if code == 4 else _BIZ_LOCATION] = _first_id(child)
+            row[READ_POINT if code == 4 else BIZ_LOCATION] = _first_id(child)
         elif code == 6 or code == 7:
             role = "source" if code == 6 else "destination"
             for item in child:
@@ -212,12 +232,89 @@ def _read_event(node: etree._Element, row: list[str | None], parties: list[_Part
             for item in child.iter():
                 name = _local(item.tag)
                 if name == "lotNumber":
-                    if row[_LOT] is None:
-                        row[_LOT] = _text(item)
-                elif name == "itemExpirationDate" and row[_EXPIRY] is None:
-                    row[_EXPIRY] = _text(item)
+                    if row[LOT] is None:
+                        row[LOT] = _text(item)
+                elif name == "itemExpirationDate" and row[EXPIRY] is None:
+                    row[EXPIRY] = _text(item)
+        elif child.get("name") is not None:  # an Optel <extension name="BATCH">
+            others.append(child)
         else:  # EPCIS 1.2 keeps sourceList, destinationList, ilmd in <extension>
-            _read_event(child, row, parties)
+            _read_event(child, row, parties, others)
+
+
+def _is_commissioning(event_type: str, row: list[str | None]) -> bool:
+    if row[BIZ_STEP] != "commissioning":
+        return False
+    return event_type == "TransformationEvent" or (
+        event_type == "ObjectEvent" and row[ACTION] == "ADD"
+    )
+
+
+def _other_lot_sources(others: list[etree._Element], row: list[str | None]) -> None:
+    """Complete a commissioning's lot and expiry from the sources after the ILMD (§6):
+    `lotNumber` / `itemExpirationDate` anywhere else in the event, SAP's
+    `SAPExtension/ObjAttributes` `LOTNO` / `DATEX`, Optel's `extension` elements
+    named `BATCH` / `EXPIRY` (names of SAP and Optel in either case)."""
+    lots: list[str | None] = [row[LOT], None, None, None]
+    expiries: list[str | None] = [row[EXPIRY], None, None, None]
+    for top in others:
+        for item in top.iter():
+            name = _local(item.tag)
+            if name == "lotNumber":
+                lots[1] = lots[1] or _text(item)
+            elif name == "itemExpirationDate":
+                expiries[1] = expiries[1] or _text(item)
+            elif name.lower() == "extension":
+                kind = (item.get("name") or "").strip().upper()
+                if kind == "BATCH":
+                    lots[3] = lots[3] or _text(item)
+                elif kind == "EXPIRY":
+                    expiries[3] = expiries[3] or _text(item)
+            elif (upper := name.upper()) in ("LOTNO", "DATEX"):
+                holder = item.getparent()
+                outer = holder.getparent() if holder is not None else None
+                if (
+                    holder is not None
+                    and outer is not None
+                    and _local(holder.tag).lower() == "objattributes"
+                    and _local(outer.tag).lower() == "sapextension"
+                ):
+                    if upper == "LOTNO":
+                        lots[2] = lots[2] or _text(item)
+                    else:
+                        expiries[2] = expiries[2] or _text(item)
+    row[LOT] = first_source(lots)
+    row[EXPIRY] = first_source(expiries)
+
+
+def _syntax_reason(err: etree.XMLSyntaxError) -> str:
+    """What is wrong, where, and what to do, from libxml2's first error (lxml's own
+    message is sometimes the last and least helpful one: "no element found")."""
+    log: list[etree._LogEntry] = list(err.error_log)  # type: ignore[call-overload]
+    entries = [e for e in log if e.level >= etree.ErrorLevels.ERROR]
+    first = entries[0] if entries else None
+    message = (first.message if first is not None else str(err)).strip()
+    line = first.line if first is not None and first.line > 0 else err.lineno
+    at = f" at line {line}" if line and line > 0 else ""
+    entity = re.search(r"Entity '([^']*)' not defined", message)
+    if entity:
+        return (
+            f"the document uses the entity &{entity[1]};{at}, which it does not define "
+            "(entities are refused); ask the sender to write the character itself"
+        )
+    if "Excessive depth" in message:
+        return depth_rejected(line).reason
+    if "too long" in message or "huge" in message.lower():
+        return (
+            f"a text{at} is longer than the limit of 1 MiB; no EPCIS value is that long: ask "
+            "the sender to correct the document"
+        )
+    if "encoding" in message or "not proper UTF-8" in message or "Char 0x" in message:
+        return (
+            f"the file is not text in its declared encoding{at} ({message}); ask the sender "
+            "for the document in the encoding it declares (UTF-8 by default)"
+        )
+    return f"not well-formed XML{at}: {message}; ask the sender to correct the document"
 
 
 def check_prolog(path: Path) -> tuple[str, str | None]:
@@ -227,10 +324,13 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
     start tag are parsed (no DTD, no entities, no network): nothing the document
     refers to is ever read.
     """
+    guard = ByteGuard(path, b"<", "a text, comment or attribute value")
+    etree.clear_error_log()  # the errors of earlier documents are in the thread's log too
     with path.open("rb") as fh:
         first = fh.read(_PROLOG_CHUNK)
         if not first.strip():
             raise EpcisRejected("the file is empty: no XML element")
+        guard.check(first)
         # a quick look before any parsing; comments and processing instructions may
         # mention a DOCTYPE without being one (the parser's check below is the full one)
         if b"<!DOCTYPE" in _PROLOG_NOISE.sub(b"", first):
@@ -244,6 +344,11 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
                 if not chunk:
                     parser.close()
                     raise EpcisRejected("the file holds no XML element")
+                if guard.offset > _PROLOG_LIMIT:
+                    raise EpcisRejected(
+                        f"no root element starts in the first {_PROLOG_LIMIT >> 20} MiB of the "
+                        "file; ask the sender to correct the document"
+                    )
                 parser.feed(chunk)
                 for _, root in parser.read_events():
                     if not isinstance(root, etree._Element):
@@ -262,189 +367,10 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
                         )
                     return ns, root.get("schemaVersion")
                 chunk = fh.read(_PROLOG_CHUNK)
+                if chunk:
+                    guard.check(chunk)
         except etree.XMLSyntaxError as err:
-            raise EpcisRejected(f"not well-formed XML: {err}") from err
-
-
-_EVENT_COLUMNS = (
-    "event_index",
-    "event_type",
-    "action",
-    "biz_step",
-    "parent_id",
-    "read_point",
-    "biz_location",
-    "lot",
-    "expiry",
-)
-_PARTY_COLUMNS = ("event_index", "role", "type", "id")
-
-
-class _Stager:
-    """Row buffers of the parsing thread, handed to the writer as whole batches."""
-
-    def __init__(self, writer: _Writer) -> None:
-        self.writer = writer
-        self.epc_text: list[str | None] = []
-        self.epc_ends: list[int] = []  # len(epc_text) at the end of each event of this batch
-        self.base = 0  # events ended before this batch
-        self.staged = 0
-        self.events: list[tuple[object, ...]] = []  # rows in _EVENT_COLUMNS order
-        self.parties: list[tuple[object, ...]] = []  # rows in _PARTY_COLUMNS order
-
-    def flush_epcs(self, events_ended: int) -> None:
-        if self.epc_text:
-            self.staged += len(self.epc_text)
-            self.writer.put(_EpcBatch(self.epc_text, self.epc_ends, self.base))
-            self.epc_text = []
-            self.epc_ends = []
-        else:
-            self.epc_ends.clear()
-        self.base = events_ended
-
-    def flush_events(self) -> None:
-        if self.events:
-            self.writer.put(_EventBatch(self.events))
-            self.events = []
-        if self.parties:
-            self.writer.put(_RowBatch(STAGE_PARTIES, _PARTY_COLUMNS, self.parties))
-            self.parties = []
-
-
-class _EpcBatch:
-    """EPC texts in document order; `ends[i]` = texts up to the end of event `base + i + 1`
-    (texts after the last end belong to the event still open, whose EPC list was
-    harvested while parsed)."""
-
-    def __init__(self, texts: list[str | None], ends: list[int], base: int) -> None:
-        self.texts, self.ends, self.base = texts, ends, base
-
-    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
-        n = len(self.texts)
-        # the event of each text: events ended before it, + 1
-        index = np.searchsorted(
-            np.asarray(self.ends, dtype=np.int64), np.arange(n, dtype=np.int64), side="right"
-        )
-        texts = pl.DataFrame(
-            [
-                pl.Series("event_index", index.astype(np.int32) + np.int32(self.base + 1)),
-                # a pretty-printed <epc> holds line breaks and tabs around the URI
-                pl.Series("epc", self.texts, dtype=pl.String).str.strip_chars(),
-            ]
-        )
-        batch = parse_epcs_frame(texts).to_arrow(compat_level=pl.CompatLevel.newest())
-        _run(con, _EPC_INSERT, batch)
-
-
-class _RowBatch:
-    """Rows of the event or party staging table; every column but event_index is text."""
-
-    def __init__(self, table: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]):
-        self.table, self.columns, self.rows = table, columns, rows
-
-    def frame(self) -> pl.DataFrame:
-        values = zip(*self.rows, strict=True)
-        # Polars turns Python strings into a column several times faster than pyarrow
-        # (the conversion holds the GIL that the parsing thread needs)
-        return pl.DataFrame(
-            [
-                pl.Series(name, col, dtype=pl.Int32 if name == "event_index" else pl.String)
-                for name, col in zip(self.columns, values, strict=True)
-            ]
-        )
-
-    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
-        batch = self.frame().to_arrow(compat_level=pl.CompatLevel.newest())
-        _run(con, _PLAIN_INSERT.format(table=self.table), batch)
-
-
-class _EventBatch(_RowBatch):
-    """Event rows, staged with what the rules derive from each (`_EVENT_INSERT`): the
-    parentID is parsed here like the EPCs, while the next part is read."""
-
-    def __init__(self, rows: list[tuple[object, ...]]):
-        super().__init__(STAGE_EVENTS, _EVENT_COLUMNS, rows)
-
-    def insert(self, con: duckdb.DuckDBPyConnection) -> None:
-        batch = parse_epcs_frame(self.frame(), column="parent_id")
-        _run(con, _EVENT_INSERT, batch.to_arrow(compat_level=pl.CompatLevel.newest()))
-
-
-def _run(con: duckdb.DuckDBPyConnection, sql: str, batch: pa.Table) -> None:
-    con.register("_epcis_batch", batch)
-    try:
-        con.execute(sql)
-    finally:
-        con.unregister("_epcis_batch")
-
-
-class _Writer:
-    """Inserts batches into the staging tables from one background thread.
-
-    Polars and DuckDB release the GIL while they work, so the EPC texts of one batch
-    are parsed (`transforms.epc.parse_epcs_frame`) and stored while Python reads the
-    next part of the document.  The connection is only used by this thread
-    until `close()`; an insert error is raised again by `close()`.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-        self.jobs: queue.Queue[_EpcBatch | _RowBatch | None] = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, name="epcis-stager", daemon=True)
-        self.thread.start()
-
-    def put(self, batch: _EpcBatch | _RowBatch) -> None:
-        if self.error is not None:
-            raise self.error
-        self.jobs.put(batch)
-
-    def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            if self.error is not None:
-                continue  # drain after a failure
-            try:
-                job.insert(self.con)
-            except BaseException as err:  # noqa: BLE001 - handed to the parsing thread
-                self.error = err
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-_PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
-_PARENT_KEY = epc_key_sql(epc="parent_id")
-_EVENT_INSERT = f"""INSERT INTO {STAGE_EVENTS} BY NAME
-    SELECT {", ".join(_EVENT_COLUMNS)}, TRY_CAST(expiry AS DATE) AS expiry_date,
-        {event_kind_sql("event_type", "action", "biz_step")} AS kind,
-        CASE WHEN parent_id IS NOT NULL THEN epc_scheme END AS parent_scheme,
-        CASE WHEN parent_id IS NOT NULL THEN {_PARENT_KEY} END AS parent_key
-    FROM _epcis_batch"""
-_EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
-    SELECT event_index, epc, epc_scheme, product_code, serial, {epc_key_sql()} AS epc_key
-    FROM _epcis_batch"""
-
-
-def _close_quietly(writer: _Writer) -> None:
-    """Stop the writer after a failure of the parsing thread (that failure wins)."""
-    with contextlib.suppress(BaseException):
-        writer.close()
-
-
-def _drop_before(node: etree._Element) -> None:
-    """Delete what precedes `node` in the tree: its preceding siblings and those of its ancestors.
-
-    All of it is finished and was read (`node` is the last event read), and the
-    element being parsed is not in it: it is after `node` in document order.
-    """
-    while (parent := node.getparent()) is not None:
-        position = parent.index(node)
-        if position:
-            del parent[:position]
-        node = parent
+            raise EpcisRejected(_syntax_reason(err)) from err
 
 
 def stage_document(
@@ -452,49 +378,91 @@ def stage_document(
 ) -> DocumentInfo:
     """Parse `path` into the staging tables of `con` (replaced) and describe it (SPEC §6).
 
-    Raises `EpcisRejected` for a DOCTYPE, XML that is not well-formed or a root
-    that is not an EPCIS document; the staged rows are then incomplete and must
-    not be used.
+    Raises `EpcisRejected` when the document must be quarantined (the reason says
+    why); the staged rows are then incomplete and must not be used.
     """
+    if path.suffix.lower() in JSONLD_SUFFIXES:
+        from connectors.epcis_jsonld import stage_jsonld
+
+        return stage_jsonld(con, path, batch_size)
     namespace, schema_version = check_prolog(path)
-    for ddl in STAGING_DDL:
-        con.execute(ddl)
     info = DocumentInfo(file=path.name, namespace=namespace, schema_version=schema_version)
-    with one_thread(con), _no_cyclic_gc():
+    with staging(con):
         return _stage(con, path, info, batch_size)
 
 
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector inside the block (restored afterwards).
+_DEEP = etree.XPath("/*" + "/*" * MAX_DEPTH)
 
-    Reading a document makes millions of short-lived element proxies and row tuples,
-    none of them in a reference cycle; each collection pass would walk the rows
-    still buffered (3% of the parse).  Reference counting frees them as usual.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+
+def _check_depth(root: etree._Element, whole: bool) -> None:
+    """Nesting over the limit: the open elements (the last child at every level), or,
+    `whole`, every element still in the tree (the last chunk; a small document whole)."""
+    if whole:
+        found = _DEEP(root)
+        if isinstance(found, list) and found:
+            raise depth_rejected(getattr(found[0], "sourceline", None))
+        return
+    el, depth = root, 1
+    while len(el):
+        el = el[-1]
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise depth_rejected(el.sourceline if isinstance(el.sourceline, int) else None)
+
+
+def _unknown_in(elements: list[etree._Element], in_wrapper: bool) -> int:
+    """Elements of an EventList's `extension` wrapper (at any depth of wrappers) that are
+    no event type: skipped events (§6)."""
+    n = 0
+    for el in elements:
+        local = _local(el.tag)
+        if local == "extension":
+            n += _unknown_in(list(el), True)
+        elif in_wrapper and local and local not in EVENT_TYPES:
+            n += 1
+    return n
+
+
+_EVENT_LISTS = _names("EventList")
+
+
+def _prune(root: etree._Element, final: bool) -> int:
+    """Delete what is finished and read from the tree: at every level of the open
+    elements down to an event, every child but the last (which may still be parsing);
+    `final`: all.  An event still open keeps its children (they are read at its end;
+    its EPC list is harvested apart).  Returns the unknown elements of extension
+    wrappers among those deleted (skipped events)."""
+    if final:  # the document is read: count what is left, the tree goes with the parser
+        return sum(_unknown_in(list(events), False) for events in root.iter(*_EVENT_LISTS))
+    skipped, el, in_list = 0, root, False
+    while True:
+        local = _local(el.tag)
+        if local in EVENT_TYPES:
+            return skipped
+        wrapper = in_list and local == "extension"
+        in_list = local == "EventList" or wrapper
+        n = len(el) - 1
+        if n > 0:
+            if in_list:
+                skipped += _unknown_in(list(itertools.islice(el, n)), wrapper)
+            del el[:n]
+        if not len(el):
+            return skipped
+        el = el[-1]
 
 
 def _stage(
     con: duckdb.DuckDBPyConnection, path: Path, info: DocumentInfo, batch_size: int
 ) -> DocumentInfo:
-    writer = _Writer(con)
-    stager = _Stager(writer)
+    stager = Stager(con)
+    guard = ByteGuard(path, b"<", "a text, comment or attribute value")
+    etree.clear_error_log()
     codes = _CODES
     locals_ = _EVENT_LOCAL
     text_of = _TEXT_OF
-    events_ended = 0
-    by_type: dict[str, int] = {}
-    sources: dict[SourceParty, None] = {}  # each distinct source once, first occurrence
-    locations: dict[str, None] = {}
+    root: etree._Element | None = None
     open_list: etree._Element | None = None  # the EPC list being parsed, if any
-    last_event: etree._Element | None = None  # the last event read in this chunk
+    open_dropped = False  # it is an inputEPCList
 
     parser = etree.XMLPullParser(
         events=("start", "end"),
@@ -514,24 +482,26 @@ def _stage(
             while True:
                 chunk = fh.read(_CHUNK)
                 if chunk:
+                    guard.check(chunk)
                     parser.feed(chunk)
                 else:
                     parser.close()
                 epc_text = stager.epc_text
-                epc_ends = stager.epc_ends
-                event_rows = stager.events
-                party_rows = stager.parties
                 el: etree._Element
                 for action, el in parser.read_events():  # type: ignore[assignment]
                     code = codes.get(el.tag, _IDENTIFIER)  # type: ignore[call-overload]
                     if action == "start":
-                        if code == _LIST:
-                            open_list = el
+                        if code in (_LIST, _DROP):
+                            open_list, open_dropped = el, code == _DROP
+                        elif code == _ROOT:
+                            root = el
                         continue
                     if code == _LIST:
                         open_list = None
                         # the <epc> children not yet harvested, all complete now
                         epc_text.extend(map(text_of, el))
+                    elif code == _DROP:
+                        open_list = None
                     elif code == _IDENTIFIER:
                         holder = el.getparent()
                         if (
@@ -541,69 +511,43 @@ def _stage(
                         ):
                             info.sbdh_sender = _text(el)
                             info.sbdh_sender_authority = el.get("Authority")
-                    else:
-                        last_event = el
+                    elif code != _ROOT:
                         local = locals_[el.tag]  # type: ignore[index]
-                        by_type[local] = by_type.get(local, 0) + 1
-                        events_ended += 1
-                        epc_ends.append(len(epc_text))
-                        if code == _READ:
-                            row: list[str | None] = [None] * 7
-                            parties: list[_Party] = []
-                            _read_event(el, row, parties)
-                            event_rows.append((events_ended, local, *row))
-                            if parties:
-                                _stage_parties(
-                                    party_rows, events_ended, local, row, parties, sources
-                                )
-                            for where in (row[_BIZ_LOCATION], row[_READ_POINT]):
-                                if where:
-                                    locations[where] = None
-                        else:
-                            info.events_skipped += 1
-                if last_event is not None:
-                    _drop_before(last_event)
+                        index = stager.end_event(local)
+                        if code == _SKIP:
+                            stager.skip()
+                            continue
+                        row: list[str | None] = [None] * 7
+                        parties: list[Party] = []
+                        others: list[etree._Element] = []
+                        _read_event(el, row, parties, others)
+                        if local == "TransformationEvent" and row[BIZ_STEP] != "commissioning":
+                            stager.skip()
+                            continue
+                        if (
+                            others
+                            and (row[LOT] is None or row[EXPIRY] is None)
+                            and _is_commissioning(local, row)
+                        ):
+                            _other_lot_sources(others, row)
+                        stager.read(index, local, row, parties)
+                if open_list is not None and len(open_list) > 1:
+                    # an EPC list still open: take its complete children (all but the
+                    # last, which may still be parsing) so the tree never holds it whole
+                    done = len(open_list) - 1
+                    if not open_dropped:
+                        epc_text.extend(map(text_of, itertools.islice(open_list, done)))
+                    del open_list[:done]
+                if root is not None:
+                    _check_depth(root, whole=not chunk)
+                    stager.unknown += _prune(root, final=not chunk)
                 if not chunk:
                     break
-                # A very long EPC list: harvest its complete children now (all but the
-                # last, which may still be parsing) so the tree never holds it whole.
-                if open_list is not None and len(open_list) > _HARVEST_AT:
-                    done = len(open_list) - 1
-                    epc_text.extend(map(text_of, itertools.islice(open_list, done)))
-                    del open_list[:done]
-                # events go with the EPC batches, so that few are left for the end
-                if len(epc_text) >= batch_size or len(event_rows) >= batch_size:
-                    stager.flush_epcs(events_ended)
-                    stager.flush_events()
-        stager.flush_epcs(events_ended)
-        stager.flush_events()
+                stager.flush_if_full(batch_size)
     except etree.XMLSyntaxError as err:
-        _close_quietly(writer)
-        raise EpcisRejected(f"not well-formed XML: {err}") from err
+        stager.abandon()
+        raise EpcisRejected(_syntax_reason(err)) from err
     except BaseException:
-        _close_quietly(writer)
+        stager.abandon()
         raise
-    writer.close()
-    info.events_read = events_ended - info.events_skipped
-    info.events_by_type = dict(sorted(by_type.items()))
-    info.epcs_staged = stager.staged
-    info.sources = list(sources)
-    info.location_candidates = list(locations)
-    return info
-
-
-def _stage_parties(
-    party_rows: list[tuple[object, ...]],
-    index: int,
-    event_type: str,
-    row: list[str | None],
-    parties: list[_Party],
-    sources: dict[SourceParty, None],
-) -> None:
-    """Append the sources/destinations of one read event; keep its sources for the sender
-    rule (`transforms.shipping.sender_candidates`), each distinct one once (a source
-    repeated on every event does not grow with the document)."""
-    for role, kind, ident in parties:
-        party_rows.append((index, role, kind, ident))
-        if ident and role == "source":
-            sources[SourceParty(event_type, row[_BIZ_STEP], kind, ident)] = None
+    return stager.finish(info)

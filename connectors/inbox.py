@@ -14,23 +14,23 @@ from pathlib import Path
 
 from connectors.outbox import fsync_dir
 
-# (kind, prefix, extension) in processing order (SPEC §3 table).
-KINDS: list[tuple[str, str, str]] = [
-    ("products", "products_", "csv"),
-    ("cmos", "cmos_", "csv"),
-    ("partnerships", "partnerships_", "csv"),
-    ("serial_pool", "serial_pool_", "csv"),
-    ("serial_generate", "serial_generate_", "csv"),
-    ("assignments", "assignments_", "csv"),
-    ("serial_returns", "serial_returns_", "csv"),
-    ("contract_keys", "contract_keys_", "csv"),
-    ("contracts", "contracts_", "csv"),
-    ("contract_lines", "contract_lines_", "csv"),
-    ("receipts", "receipts_", "csv"),
-    ("orders", "orders_", "csv"),
-    ("partner_requests", "partner_requests_", "csv"),
-    ("shipping", "shipping_", "xml"),
-    ("exports", "exports_", "csv"),
+# (kind, prefix, extensions) in processing order (SPEC §3 table).
+KINDS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("products", "products_", ("csv",)),
+    ("cmos", "cmos_", ("csv",)),
+    ("partnerships", "partnerships_", ("csv",)),
+    ("serial_pool", "serial_pool_", ("csv",)),
+    ("serial_generate", "serial_generate_", ("csv",)),
+    ("assignments", "assignments_", ("csv",)),
+    ("serial_returns", "serial_returns_", ("csv",)),
+    ("contract_keys", "contract_keys_", ("csv",)),
+    ("contracts", "contracts_", ("csv",)),
+    ("contract_lines", "contract_lines_", ("csv",)),
+    ("receipts", "receipts_", ("csv",)),
+    ("orders", "orders_", ("csv",)),
+    ("partner_requests", "partner_requests_", ("csv",)),
+    ("shipping", "shipping_", ("xml", "json", "jsonld")),  # EPCIS XML or JSON-LD (§6)
+    ("exports", "exports_", ("csv",)),
 ]
 KIND_ORDER = {kind: i for i, (kind, _, _) in enumerate(KINDS)}
 
@@ -58,8 +58,12 @@ class InboxScan:
 def kind_of(name: str) -> str | None:
     """The file kind of a file name (case-insensitive prefix and extension), or None."""
     low = name.lower()
-    for kind, prefix, ext in KINDS:
-        if low.startswith(prefix) and low.endswith("." + ext) and len(low) > len(prefix):
+    for kind, prefix, extensions in KINDS:
+        if (
+            low.startswith(prefix)
+            and low.rpartition(".")[2] in extensions
+            and len(low) > len(prefix)
+        ):
             return kind
     return None
 

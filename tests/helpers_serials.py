@@ -158,3 +158,19 @@ def register_outbox_items(con: duckdb.DuckDBPyConnection) -> None:
         )
     )
     con.register("outbox_items", items)
+
+
+def add_sgtins(con: duckdb.DuckDBPyConnection, uris: list[str], holder: str | None = "A") -> None:
+    """Put the serials of these SGTIN URIs in the pool, assigned to `holder` (None:
+    available) — the state a shipping test starts from."""
+    from transforms.epc import parse_epc
+
+    epcs = [parse_epc(uri) for uri in uris]
+    frame = pl.DataFrame(
+        {"product_code": [e.product_code for e in epcs], "serial": [e.serial for e in epcs]},
+        schema={"product_code": pl.String, "serial": pl.String},
+    )
+    insert_serials(con, frame, "pool", RunContext(RUN_ID, AS_OF))
+    if holder is not None:
+        keys = ", ".join(f"('{e.product_code}', '{e.serial}')" for e in epcs)
+        set_status(con, f"(product_code, serial) IN ({keys})", cmo_id=holder, assign_seq=1)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms.codes import gs1_check_digit
-from transforms.epc import parse_epc, parse_epcs_frame, parse_epcs_sql, sgln_key
+from transforms.epc import epc_key_sql, parse_epc, parse_epcs_frame, parse_epcs_sql, sgln_key
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "epcis"
 EXPECTED = FIXTURES / "EXPECTED.json"
@@ -130,9 +130,95 @@ def test_malformed_identifiers_are_reported_never_raised(uri: str, why: str) -> 
 
 
 def test_other_identifiers_are_neither_serials_nor_errors() -> None:
-    for uri in ("urn:epc:id:grai:4012345.00022.334455", "https://id.gs1.org/01/09780345418913"):
-        assert parse_epc(uri).scheme == "other"
-        assert _sql_parse([uri])[uri]["epc_scheme"] == "other"
+    """Other keys, and class-level identifiers (lgtin, idpat, a Digital Link without /21/)."""
+    for uri in (
+        "urn:epc:id:grai:4012345.00022.334455",
+        "urn:epc:class:lgtin:4012345.012345.Lot987",
+        "urn:epc:idpat:sgtin:4012345.098765.*",
+        "https://id.gs1.org/01/09780345418913",
+        "https://id.gs1.org/01/09780345418913/10/LOT1",
+        "https://example.com/gtin/09780345418913/21/765tz?abc=211121",
+    ):
+        assert parse_epc(uri).scheme == "other", uri
+        assert _sql_parse([uri])[uri]["epc_scheme"] == "other", uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "gtin", "serial"),
+    [
+        ("https://id.gs1.org/01/10614141073464/21/2017", "10614141073464", "2017"),
+        ("http://example.com/01/10614141073464/21/2017", "10614141073464", "2017"),
+        ("HTTPS://brand.example:8443/01/10614141073464/21/2017", "10614141073464", "2017"),
+        ("https://id.gs1.org/01/10614141073464/21/20%2F17", "10614141073464", "20/17"),
+        ("https://id.gs1.org/01/10614141073464/21/2017/ignored/segments?q=1#f",
+         "10614141073464", "2017"),
+        ("https://id.gs1.org/01/10614141073464/10/LOT1/21/2017", "10614141073464", "2017"),
+        ("https://id.gs1.org/01/10614141073464/22/2A/10/LOT1/21/2017", "10614141073464", "2017"),
+    ],
+)  # fmt: skip
+def test_a_digital_link_is_the_sgtin_of_its_gtin_and_serial(
+    uri: str, gtin: str, serial: str
+) -> None:
+    """Any host; key qualifiers before /21/, further segments and the query ignored; the
+    serial percent-decoded: the same object as the URN (same GTIN-14, same serial)."""
+    epc = parse_epc(uri)
+    assert (epc.scheme, epc.product_code, epc.serial) == ("sgtin", gtin, serial)
+    row = _sql_parse([uri])[uri]
+    assert (row["epc_scheme"], row["product_code"], row["serial"]) == ("sgtin", gtin, serial)
+
+
+def test_a_digital_link_sscc_is_the_sscc() -> None:
+    urn = "urn:epc:id:sscc:0614141.1234567890"
+    for uri in (
+        "https://id.gs1.org/00/106141412345678908",
+        "http://x.example/00/106141412345678908?s=1",
+    ):
+        assert parse_epc(uri).sscc == parse_epc(urn).sscc == "106141412345678908"
+        assert _sql_parse([uri])[uri]["sscc"] == "106141412345678908"
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("https://id.gs1.org/01/10614141073465/21/2017", "wrong GTIN check digit"),
+        ("https://id.gs1.org/01/1061414107346/21/2017", "13-digit GTIN"),
+        ("https://id.gs1.org/01/10614141073464/21/", "empty serial"),
+        ("https://id.gs1.org/01/10614141073464/21/123456789012345678901", "21 characters"),
+        ("https://id.gs1.org/01/10614141073464/21/a%FF", "escape outside ASCII"),
+        ("https://id.gs1.org/00/106141412345678907", "wrong SSCC check digit"),
+        ("https://id.gs1.org/00/10614141234567890", "17-digit SSCC"),
+    ],
+)
+def test_a_digital_link_that_breaks_the_rules_is_malformed(uri: str, why: str) -> None:
+    epc = parse_epc(uri)
+    assert epc.malformed and epc.reason, why
+    assert _sql_parse([uri])[uri]["epc_scheme"] == "malformed", why
+
+
+_DL_SERIAL_CHARS = "!\"%&'()*+,-.0123456789:;<=>ABCZ_abcz/?"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prefix_len=st.integers(6, 12),
+    digits=st.text("0123456789", min_size=13, max_size=13),
+    serial=st.text(_DL_SERIAL_CHARS, min_size=1, max_size=20),
+)
+def test_a_digital_link_and_its_urn_are_one_object(
+    prefix_len: int, digits: str, serial: str
+) -> None:
+    """Same GTIN-14, same serial, same identity key, in every parser."""
+    cp, rest = digits[1 : prefix_len + 1], digits[0] + digits[prefix_len + 1 :]
+    urn = f"urn:epc:id:sgtin:{cp}.{rest}." + "".join(_ESCAPE.get(c, c) for c in serial)
+    gtin = parse_epc(urn).product_code or ""
+    dl = f"https://id.gs1.org/01/{gtin}/21/" + "".join(_ESCAPE.get(c, c) for c in serial)
+    one = parse_epc(dl)
+    assert (one.scheme, one.product_code, one.serial) == ("sgtin", gtin, serial)
+    con = duckdb.connect()
+    con.register("u", pl.DataFrame({"epc": [urn, dl]}))
+    keys = con.sql(f"SELECT {epc_key_sql()} AS k FROM ({parse_epcs_sql('u')})").fetchall()
+    assert keys[0] == keys[1]
+    _sql_parse([urn, dl])
 
 
 def test_sgln_key_accepts_uri_or_bare_form_and_refuses_a_gln13() -> None:
@@ -169,7 +255,8 @@ def test_sql_and_python_agree_and_round_trip(prefix_len: int, digits: str, seria
 _PIECES = st.sampled_from(
     ["urn:epc:id:sgtin:", "urn:epc:id:sscc:", "urn:epc:id:sgln:", "urn:x:", "0614141", "1",
      "12345", "012345", "0", ".", "..", "%2F", "%22", "%", "%zz", "A", "b", "+", "/", " ", "é",
-     "\n", "http://x", ":", "-"]
+     "\n", "http://x", ":", "-", "https://h", "/01/", "/00/", "/21/", "/10/", "?",
+     "10614141073464", "106141412345678908", "1061414107346", "#"]
 )  # fmt: skip
 
 

@@ -39,11 +39,13 @@ def _tree(folder: Path) -> list[str]:
 def test_the_kinds_are_the_spec_table_in_its_order() -> None:
     assert [k for k, _, _ in KINDS] == SPEC_ORDER
     assert all(prefix == kind + "_" for kind, prefix, _ in KINDS)
-    assert {ext for kind, _, ext in KINDS if kind != "shipping"} == {"csv"}
-    assert dict((k, e) for k, _, e in KINDS)["shipping"] == "xml"
+    assert {ext for kind, _, ext in KINDS if kind != "shipping"} == {("csv",)}
+    assert dict((k, e) for k, _, e in KINDS)["shipping"] == ("xml", "json", "jsonld")
 
 
-@pytest.mark.parametrize(("kind", "prefix", "ext"), KINDS)
+@pytest.mark.parametrize(
+    ("kind", "prefix", "ext"), [(k, p, e) for k, p, extensions in KINDS for e in extensions]
+)
 def test_every_kind_is_recognised_case_insensitively(kind: str, prefix: str, ext: str) -> None:
     assert kind_of(f"{prefix}2024-05-17.{ext}") == kind
     assert kind_of(f"{prefix.upper()}Day1.{ext.upper()}") == kind
@@ -57,6 +59,8 @@ def test_every_kind_is_recognised_case_insensitively(kind: str, prefix: str, ext
         "products_x.txt",
         "products_x.xml",
         "shipping_x.csv",
+        "shipping_x.jsonl",
+        "shipping_x.json.bak",
         "my_products_x.csv",
         "serial_x.csv",
         "contract_x.csv",

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from helpers_serials import set_status
+from helpers_serials import add_sgtins, set_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +25,6 @@ from schemas.shipping import (
 from transforms import shipping
 from transforms.context import RunContext
 from transforms.epc import parse_epc
-from transforms.serials import insert_serials
 from transforms.shipping import ShippingResult, lot_reconciliation, reconcile_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "epcis"
@@ -136,17 +135,7 @@ def store() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def add_serials(con: duckdb.DuckDBPyConnection, uris: list[str], holder: str | None = "A") -> None:
-    """Put these SGTINs in the pool, assigned to `holder` (None: available)."""
-    epcs = [parse_epc(uri) for uri in uris]
-    frame = pl.DataFrame(
-        {"product_code": [e.product_code for e in epcs], "serial": [e.serial for e in epcs]},
-        schema={"product_code": pl.String, "serial": pl.String},
-    )
-    insert_serials(con, frame, "pool", CTX)
-    if holder is not None:
-        keys = ", ".join(f"('{e.product_code}', '{e.serial}')" for e in epcs)
-        set_status(con, f"(product_code, serial) IN ({keys})", cmo_id=holder, assign_seq=1)
+add_serials = add_sgtins
 
 
 def run(

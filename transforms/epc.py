@@ -13,9 +13,18 @@ Rules (GS1 EPC Tag Data Standard, pure-identity URIs):
   plus an extension; it is written `prefix.location.extension` (the form of
   `cmos.sgln`), GLN-13 = the 12 digits + check digit.
 
-Anything else that is a URI (`urn:epc:id:grai:…`, Digital Link URLs) is an
+GS1 Digital Link URIs name the same objects (one object however written):
+
+- `http(s)://<any host>/01/<GTIN-14>/21/<serial>` is that SGTIN (the key qualifiers
+  `/22/<cpv>` and `/10/<lot>` may stand before `/21/`; further path segments, the
+  query and a fragment are ignored).  The GTIN's check digit must be right; the
+  serial is percent-decoded and must then be 1–20 characters of set 82.
+- `http(s)://<any host>/00/<SSCC-18>` is that SSCC (check digit right).
+
+Anything else that is a URI (`urn:epc:id:grai:…`, class-level identifiers such as
+`urn:epc:class:lgtin:…`, `urn:epc:idpat:…` or a Digital Link without `/21/`) is an
 *other* identifier: not an error, not a serial.  Text that is not a URI at all,
-or an SGTIN/SSCC/SGLN URI that breaks the rules, is *malformed*.
+or an SGTIN/SSCC/SGLN URI or a Digital Link that breaks the rules, is *malformed*.
 
 Three implementations of the same rules, held together by property tests:
 `parse_epcs_frame` (vectorised Polars, used on the EPC lists of whole documents
@@ -31,7 +40,7 @@ from urllib.parse import unquote
 
 import polars as pl
 
-from transforms.codes import gs1_check_digit
+from transforms.codes import gs1_check_digit, gs1_check_digit_expr
 
 SGTIN_PREFIX = "urn:epc:id:sgtin:"
 SSCC_PREFIX = "urn:epc:id:sscc:"
@@ -46,6 +55,15 @@ _URI = r"[A-Za-z][A-Za-z0-9+.\-]*:.+"
 _SGTIN_RE = re.compile(r"urn:epc:id:sgtin:([0-9]+)\.([0-9]+)\.(.*)", re.S)
 _SSCC_RE = re.compile(r"urn:epc:id:sscc:([0-9]+)\.([0-9]+)", re.S)
 _SGLN_RE = re.compile(r"urn:epc:id:sgln:([0-9]+)\.([0-9]*)\.(.+)", re.S)
+# GS1 Digital Link, any host: an instance-level SGTIN (groups: GTIN, serial) or an SSCC
+_DL_START = "(?i:https?)://[^/?#]+/"
+_DL_SGTIN = _DL_START + r"01/([^/?#]*)(?:/22/[^/?#]*)?(?:/10/[^/?#]*)?/21/([^/?#]*)(?:[/?#].*)?"
+_DL_SSCC = _DL_START + r"00/([^/?#]*)(?:[/?#].*)?"
+_DL_SGTIN_RE = re.compile(_DL_SGTIN, re.S)
+_DL_SSCC_RE = re.compile(_DL_SSCC, re.S)
+# a raw Digital Link serial: set 82 but the path's own `/` and `?` (a literal % only as an
+# %xx escape of ASCII)
+_DL_RAW_SERIAL = r"""([!"&'()*+,\-.0-9:;<=>A-Z_a-z]|%[2-7][0-9A-Fa-f])+"""
 
 
 @dataclass(frozen=True)
@@ -105,9 +123,32 @@ def parse_epc(uri: str) -> Epc:
             )
         body = m[1] + m[2]
         return Epc(text, "sgln", sgln=text[len(SGLN_PREFIX) :], gln=body + gs1_check_digit(body))
+    if (dl := _DL_SSCC_RE.fullmatch(text)) is not None:
+        sscc = dl[1]
+        if not _digits_checked(sscc, 18):
+            return _bad(text, "a Digital Link SSCC (/00/) needs 18 digits with a right check digit")
+        return Epc(text, "sscc", sscc=sscc)
+    if (dl := _DL_SGTIN_RE.fullmatch(text)) is not None:
+        gtin, raw = dl[1], dl[2]
+        if not _digits_checked(gtin, 14):
+            return _bad(text, "a Digital Link GTIN (/01/) needs 14 digits with a right check digit")
+        serial = unquote(raw) if re.fullmatch(_DL_RAW_SERIAL, raw) else ""
+        if not re.fullmatch(_CS82 + "{1,20}", serial):
+            return _bad(text, "the Digital Link serial must have 1 to 20 characters of GS1 set 82")
+        return Epc(text, "sgtin", product_code=gtin, serial=serial)
     if re.fullmatch(_URI, text, re.S):
         return Epc(text, "other")
     return _bad(text, "not a URI")
+
+
+def _digits_checked(code: str, length: int) -> bool:
+    """`length` ASCII digits whose last is the GS1 check digit of the others."""
+    return (
+        len(code) == length
+        and code.isdigit()
+        and code.isascii()
+        and gs1_check_digit(code[:-1]) == code[-1]
+    )
 
 
 def sgln_key(value: str | None) -> str | None:
@@ -123,13 +164,7 @@ def sgln_key(value: str | None) -> str | None:
 
 def valid_gln(value: str | None) -> bool:
     """A GLN-13: 13 digits whose last is the GS1 check digit of the first 12."""
-    text = (value or "").strip()
-    return (
-        len(text) == 13
-        and text.isdigit()
-        and text.isascii()
-        and gs1_check_digit(text[:12]) == text[12]
-    )
+    return _digits_checked((value or "").strip(), 13)
 
 
 # ---------------------------------------------------------------- vectorised (DuckDB SQL)
@@ -159,6 +194,9 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
     e = f"_r.{column}"
     cs82 = _sql_str(_CS82 + "{1,20}")
     raw = _sql_str(_RAW_SERIAL)
+    dl_sscc, dl_sgtin = _sql_str("(?s)" + _DL_SSCC), _sql_str("(?s)" + _DL_SGTIN)
+    dl_sscc_x, dl_sgtin_x = _sql_str("(?s)^" + _DL_SSCC + "$"), _sql_str("(?s)^" + _DL_SGTIN + "$")
+    dl_raw = _sql_str(_DL_RAW_SERIAL)
     # Millions of rows: per row only cheap string functions (`split_part`, no lists)
     # and one regex on the serial; the rules on `prefix.reference` and the check
     # digits run once per distinct head (a handful of GTINs / SSCC prefixes) and are
@@ -214,12 +252,38 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
                  WHEN regexp_full_match(url_decode(_ext), {cs82}) THEN url_decode(_ext)
             END AS _serial
         FROM _rows
+    ),
+    _dl AS (  -- Digital Link URIs (they parse as other URIs, _s = 4): SSCC or SGTIN parts
+        SELECT *,
+            CASE WHEN _s = 4 AND regexp_full_match({column}, {dl_sscc})
+                 THEN regexp_extract({column}, {dl_sscc_x}, 1) END AS _dc,
+            CASE WHEN _s = 4 AND regexp_full_match({column}, {dl_sgtin})
+                 THEN regexp_extract({column}, {dl_sgtin_x}, 1) END AS _dg,
+            CASE WHEN _s = 4 AND regexp_full_match({column}, {dl_sgtin})
+                 THEN regexp_extract({column}, {dl_sgtin_x}, 2) END AS _dr
+        FROM _ser
+    ),
+    _dl_ok AS (
+        SELECT *,
+            _dc IS NOT NULL AND regexp_full_match(_dc, '[0-9]{{18}}')
+                AND {check_digit_sql("_dc", 17)} = substr(_dc, 18, 1) AS _dc_ok,
+            CASE WHEN _dg IS NULL OR NOT regexp_full_match(_dg, '[0-9]{{14}}')
+                      OR {check_digit_sql("_dg", 13)} <> substr(_dg, 14, 1)
+                      OR NOT regexp_full_match(_dr, {dl_raw}) THEN NULL
+                 WHEN NOT contains(_dr, '%') THEN _dr
+                 ELSE url_decode(_dr)
+            END AS _ds
+        FROM _dl
     )
-    SELECT * EXCLUDE (_s, _rest, _cp, _ir, _key, _head_ok, _ext, _two_dots, _serial, _ok),
-        CASE WHEN _ok THEN ['malformed', 'sgtin', 'sscc', 'sgln', 'other'][_s + 1] ELSE 'malformed' END AS epc_scheme,
-        CASE WHEN _ok AND _s = 1 THEN _key END AS product_code,
-        CASE WHEN _ok AND _s = 1 THEN _serial END AS serial,
-        CASE WHEN _ok AND _s = 2 THEN _key END AS sscc,
+    SELECT * EXCLUDE (_s, _rest, _cp, _ir, _key, _head_ok, _ext, _two_dots, _serial, _ok,
+                      _dc, _dg, _dr, _dc_ok, _ds, _ds_ok),
+        CASE WHEN _dc IS NOT NULL THEN CASE WHEN _dc_ok THEN 'sscc' ELSE 'malformed' END
+             WHEN _dg IS NOT NULL THEN CASE WHEN _ds_ok THEN 'sgtin' ELSE 'malformed' END
+             WHEN _ok THEN ['malformed', 'sgtin', 'sscc', 'sgln', 'other'][_s + 1]
+             ELSE 'malformed' END AS epc_scheme,
+        CASE WHEN _ok AND _s = 1 THEN _key WHEN _ds_ok THEN _dg END AS product_code,
+        CASE WHEN _ok AND _s = 1 THEN _serial WHEN _ds_ok THEN _ds END AS serial,
+        CASE WHEN _ok AND _s = 2 THEN _key WHEN _dc_ok THEN _dc END AS sscc,
         CASE WHEN _ok AND _s = 3 THEN _rest END AS sgln
     FROM (
         SELECT *,
@@ -228,8 +292,9 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
                 WHEN 2 THEN _head_ok AND contains(_rest, '.') AND NOT _two_dots
                 WHEN 3 THEN _head_ok AND _two_dots AND regexp_full_match(_ext, {raw})
                 ELSE _s = 4
-            END IS TRUE AS _ok
-        FROM _ser
+            END IS TRUE AS _ok,
+            _ds IS NOT NULL AND regexp_full_match(_ds, {cs82}) AS _ds_ok
+        FROM _dl_ok
     )
     """
 
@@ -360,7 +425,7 @@ def parse_epcs_frame(frame: pl.DataFrame, column: str = "epc") -> pl.DataFrame:
         .fill_null(False)
     )
     s_ = pl.col("_s")
-    return work.with_columns(ok.alias("_ok")).select(
+    parsed = work.with_columns(ok.alias("_ok")).select(
         *frame.columns,
         pl.when(pl.col("_ok"))
         .then(s_.replace_strict(list(range(5)), _SCHEMES, return_dtype=pl.String))
@@ -371,3 +436,47 @@ def parse_epcs_frame(frame: pl.DataFrame, column: str = "epc") -> pl.DataFrame:
         pl.when(pl.col("_ok") & (s_ == 2)).then(pl.col("_key")).alias("sscc"),
         pl.when(pl.col("_ok") & (s_ == 3)).then(pl.col("_rest")).alias("sgln"),
     )
+    if parsed.select(e.str.contains("^" + _DL_START).any()).item():
+        parsed = _digital_links_frame(parsed, column)
+    return parsed
+
+
+def _digital_links_frame(parsed: pl.DataFrame, column: str) -> pl.DataFrame:
+    """`parsed` with its GS1 Digital Link URIs parsed (they parsed as *other* URIs):
+    SGTIN or SSCC, or malformed (same rules as `parse_epc`)."""
+    e = pl.col(column)
+    gtin = e.str.extract("(?s)^" + _DL_SGTIN + "$", 1)
+    raw = e.str.extract("(?s)^" + _DL_SGTIN + "$", 2)
+    sscc = e.str.extract("(?s)^" + _DL_SSCC + "$", 1)
+    work = parsed.with_columns(gtin.alias("_g"), raw.alias("_r"), sscc.alias("_c"))
+    g, r, c = pl.col("_g"), pl.col("_r"), pl.col("_c")
+    escaped = r.str.contains("%", literal=True)
+    raw_ok = r.str.contains("^" + _DL_RAW_SERIAL + "$")
+    decoded = work.select(pl.when(raw_ok & escaped).then(r)).to_series()
+    if decoded.null_count() < decoded.len():
+        decoded = decoded.map_elements(unquote, return_dtype=pl.String, skip_nulls=True)
+    serial = pl.when(raw_ok & ~escaped).then(r).otherwise(pl.lit(decoded))
+    serial = pl.when(serial.str.contains("^" + _CS82 + "{1,20}$")).then(serial)
+    gtin_ok = g.str.contains("^[0-9]{14}$") & (
+        gs1_check_digit_expr(g.str.slice(0, 13), 13) == g.str.slice(13, 1)
+    )
+    sscc_ok = c.str.contains("^[0-9]{18}$") & (
+        gs1_check_digit_expr(c.str.slice(0, 17), 17) == c.str.slice(17, 1)
+    )
+    sgtin_ok = (gtin_ok & serial.is_not_null()).fill_null(False)
+    sscc_ok = sscc_ok.fill_null(False)
+    is_sscc, is_sgtin = c.is_not_null(), g.is_not_null()
+    return work.with_columns(
+        pl.when(is_sscc)
+        .then(pl.when(sscc_ok).then(pl.lit("sscc")).otherwise(pl.lit("malformed")))
+        .when(is_sgtin)
+        .then(pl.when(sgtin_ok).then(pl.lit("sgtin")).otherwise(pl.lit("malformed")))
+        .otherwise(pl.col("epc_scheme"))
+        .alias("epc_scheme"),
+        pl.when(is_sgtin & sgtin_ok)
+        .then(g)
+        .otherwise(pl.col("product_code"))
+        .alias("product_code"),
+        pl.when(is_sgtin & sgtin_ok).then(serial).otherwise(pl.col("serial")).alias("serial"),
+        pl.when(is_sscc & sscc_ok).then(c).otherwise(pl.col("sscc")).alias("sscc"),
+    ).drop("_g", "_r", "_c")

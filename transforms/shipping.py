@@ -199,6 +199,21 @@ def event_kind_sql(event_type: str, action: str, biz_step: str) -> str:
     END"""
 
 
+def expiry_date_sql(text: str) -> str:
+    """SQL for the date of an expiry as written (§6 *Commissioning*): `YYYY-MM-DD`,
+    `YYYYMMDD` or GS1 `YYMMDD` (year 20YY; day `00` = the month's last day); NULL for
+    any other text or a date that does not exist (`MALFORMED_EXPIRY`)."""
+    e = text
+    return f"""CASE
+        WHEN regexp_full_match({e}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}')
+            THEN try_strptime({e}, '%Y-%m-%d')::DATE
+        WHEN regexp_full_match({e}, '[0-9]{{8}}') THEN try_strptime({e}, '%Y%m%d')::DATE
+        WHEN regexp_full_match({e}, '[0-9]{{6}}') AND substr({e}, 5, 2) = '00'
+            THEN last_day(try_strptime('20' || substr({e}, 1, 4) || '01', '%Y%m%d'))::DATE
+        WHEN regexp_full_match({e}, '[0-9]{{6}}') THEN try_strptime('20' || {e}, '%Y%m%d')::DATE
+    END"""
+
+
 def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
     """Name what was staged, and parse the locations, once.
 
