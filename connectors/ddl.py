@@ -4,6 +4,18 @@ Other sides (contracts, shipping) keep their DDL beside it in `ddl_contracts.py`
 and `ddl_shipping.py`; `connectors.store` creates all of them.
 """
 
+import duckdb
+
+# the marks of §8 / §8.1 on each recorded file (NULL: not yet); the times are the run's
+# clock.  `migrate_outbox_marks` adds them to a store written before they existed.
+OUTBOX_MARK_COLUMNS = {
+    "written_at": "TIMESTAMP",  # written to the outbox (temp, fsync, rename, fsync)
+    "delivered_at": "TIMESTAMP",  # delivered to the CMO's [delivery] URL, or found there
+    "delivered_to": "VARCHAR",  # that URL (it never holds a secret)
+    "delivery_attempts": "INTEGER DEFAULT 0",  # tries that ended, failed ones included
+}
+OUTBOX_MARKS = ", ".join(f"{name} {kind}" for name, kind in OUTBOX_MARK_COLUMNS.items())
+
 SERIAL_DDL = [
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS runs (
@@ -67,13 +79,16 @@ SERIAL_DDL = [
         JOIN serial_runs r ON r.pid = p.pid AND p.pseq >= r.lo AND p.pseq < r.hi
         JOIN pool_loads l ON l.pid = p.pid AND p.pseq >= l.lo AND p.pseq < l.hi""",
     # Every export file and partner answer, recorded with its serials in the same
-    # transaction as the serial status change; materialised afterwards (SPEC §8).
+    # transaction as the serial status change; written to the outbox afterwards, then
+    # marked written; delivered to the CMO (§8.1), then marked delivered (SPEC §8).
     """CREATE TABLE IF NOT EXISTS outbox_files (
         file_id BIGINT PRIMARY KEY, kind VARCHAR NOT NULL,  -- 'export' | 'partner'
         cmo_id VARCHAR NOT NULL, product_code VARCHAR NOT NULL, rel_path VARCHAR NOT NULL,
         file_name VARCHAR NOT NULL, count BIGINT NOT NULL, created TIMESTAMP NOT NULL,
         can_contain_duplicates BOOLEAN NOT NULL, request_id VARCHAR, quantity BIGINT,
-        run_id VARCHAR NOT NULL)""",
+        run_id VARCHAR NOT NULL, """
+    + OUTBOX_MARKS
+    + ")",
     # the serials of each file: ranges of one product's serials, in file order
     # (`ord`: the position of the range's first serial in the file, from 0)
     """CREATE TABLE IF NOT EXISTS outbox_ranges (
@@ -82,3 +97,30 @@ SERIAL_DDL = [
     """CREATE SEQUENCE IF NOT EXISTS seq_assign START 1""",
     """CREATE SEQUENCE IF NOT EXISTS seq_outbox_file START 1""",
 ]
+
+
+def migrate_outbox_marks(con: duckdb.DuckDBPyConnection) -> None:
+    """After `SERIAL_DDL`: a store written before the *written* and *delivered* marks gets
+    their columns, and every file it recorded counts as written (it was, by the run that
+    recorded it or the next).  One transaction: a run stopped in between redoes it all."""
+    have = {
+        str(r[0])
+        for r in con.execute(
+            """SELECT column_name FROM duckdb_columns()
+            WHERE database_name = current_database() AND schema_name = 'main'
+              AND table_name = 'outbox_files'"""
+        ).fetchall()
+    }
+    missing = [name for name in OUTBOX_MARK_COLUMNS if name not in have]
+    if not missing:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name in missing:
+            con.execute(f"ALTER TABLE outbox_files ADD COLUMN {name} {OUTBOX_MARK_COLUMNS[name]}")
+        if "written_at" in missing:
+            con.execute("UPDATE outbox_files SET written_at = created")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

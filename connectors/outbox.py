@@ -3,8 +3,9 @@
 Every file is written to a temporary name in its final folder, flushed, fsynced
 and renamed, so a reader never sees half a file and a crash leaves either the
 old state or the new one.  Export files and partner answers are *recorded* in
-the state first; `materialize_missing` writes any recorded file that is not on
-disk (at the start of every run, and after each file's commit).
+the state first; `write_recorded` writes recorded files (those the state has not
+marked *written*: after each file's commit, and at the start of the next run when
+a run was stopped before), and says which were written so the flow can mark them.
 """
 
 from __future__ import annotations
@@ -53,12 +54,29 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+class NotAllWritten(OSError):
+    """Some files could not be written; `written` holds what was (each renamed into place
+    and its folder fsynced), in the order asked."""
+
+    def __init__(
+        self, message: str, written: list[Any], code: int | None = None, filename: str | None = None
+    ) -> None:
+        # with the first failure's errno and file, when known: a full or read-only outbox
+        # stays recognisable (connectors/faults.py)
+        if code is None:
+            super().__init__(message)
+        else:
+            super().__init__(code, message, filename)
+        self.written = written
+
+
 def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: int = 4) -> None:
     """Write many files by temp-file-and-rename: contents made and fsynced side by side
     (both let go of the GIL), then renamed, then each folder fsynced once.
 
     A file that cannot be written (its folder blocked by a file, a full disk) does not
-    hold the others back: they are written, then one `OSError` names every failure.
+    hold the others back: they are written, then one `NotAllWritten` names every failure
+    and lists the paths written.
     """
     pid = os.getpid()
     failed: dict[Path, BaseException] = {}
@@ -98,8 +116,12 @@ def write_many_atomic(files: list[tuple[Path, Callable[[], bytes]]], workers: in
         # the first failure's errno and file: a full or read-only outbox stays recognisable
         first_path, first = next(iter(failed.items()))
         code = first.errno if isinstance(first, OSError) else None
-        raise OSError(code, f"{len(failed)} file(s) could not be written: {shown}{more}",
-                      str(first_path))  # fmt: skip
+        raise NotAllWritten(
+            f"{len(failed)} file(s) could not be written: {shown}{more}",
+            [path for path, _ in files if path not in failed],
+            code,
+            str(first_path),
+        )
 
 
 def remove_stale_temp_files(outbox: Path) -> int:
@@ -229,63 +251,96 @@ def _content_of(contents: dict[int, bytes], file_id: int) -> bytes:
     return contents.get(file_id, SERIAL_CSV_HEADER)  # a file without serials: the header
 
 
+def recorded_bytes(con: duckdb.DuckDBPyConnection, file_ids: Iterable[int]) -> dict[int, bytes]:
+    """The bytes of recorded files, made from the state (exactly what `write_recorded`
+    writes): for a delivery whose file has left the outbox."""
+    ids = sorted(set(file_ids))
+    contents = serial_csv_files(outbox_rows(con, ids)) if ids else {}
+    return {fid: _content_of(contents, fid) for fid in ids}
+
+
 _SERIALS_PER_BATCH = 4_000_000  # serials fetched and written at a time: bounds the memory
 
 
-def materialize_missing(
+def write_recorded(
     con: duckdb.DuckDBPyConnection,
     outbox: Path,
-    file_ids: Iterable[int] | None = None,
+    file_ids: Iterable[int],
     twins: dt.datetime | None = None,
-) -> list[str]:
-    """Write every recorded export file / partner answer that is missing from the outbox.
-
-    Returns the relative paths written.  `file_ids` limits the check to those files.
-    `twins`: also write each one's `.xlsx` twin beside it (§5.4, `[reports]
-    partner_xlsx`), dated by this clock.
+) -> list[int]:
+    """Write the recorded export files / partner answers `file_ids` into the outbox from
+    the state (temp file, fsync, rename, fsync of the folder), whether or not a file of
+    that name is there.  Returns the ids written, in id order; when some cannot be
+    written, the others still are and `NotAllWritten` lists the ids written in `written`
+    (§8: the flow marks exactly those *written*).  `twins`: also write each one's `.xlsx`
+    twin beside it (§5.4, `[reports] partner_xlsx`), dated by this clock; a file counts
+    as written when its twin is too.
     """
-    if file_ids is None:
-        recorded = con.execute(
-            "SELECT file_id, rel_path, count FROM outbox_files ORDER BY file_id"
-        ).fetchall()
-    else:
-        ids = sorted(set(file_ids))
-        if not ids:
-            return []
-        recorded = con.execute(
+    ids = sorted(set(file_ids))
+    if not ids:
+        return []
+    recorded = [
+        (int(fid), rel, int(n))
+        for fid, rel, n in con.execute(
             "SELECT file_id, rel_path, count FROM outbox_files "
             "WHERE file_id IN (SELECT unnest(?::BIGINT[])) ORDER BY file_id",
             [ids],
         ).fetchall()
-    missing = [
-        (int(fid), rel, int(n)) for fid, rel, n in recorded if not _inside(outbox, rel).exists()
     ]
+    paths = {fid: _inside(outbox, rel) for fid, rel, _ in recorded}
     # batches of at most _SERIALS_PER_BATCH serials, and at least two when there is
     # more than one file, written side by side: one batch's serials are read while
     # another's are written
-    limit = min(_SERIALS_PER_BATCH, max(1, -(-sum(n for _, _, n in missing) // 2)))
+    limit = min(_SERIALS_PER_BATCH, max(1, -(-sum(n for _, _, n in recorded) // 2)))
     batches: list[list[tuple[int, str, int]]] = []
     size = limit
-    for item in missing:
+    for item in recorded:
         if size >= limit:
             batches.append([])
             size = 0
         batches[-1].append(item)
         size += item[2]
 
-    def write(batch: list[tuple[int, str, int]]) -> None:
-        rows = outbox_rows(con.cursor(), [fid for fid, _, _ in batch])
-        contents = serial_csv_files(rows)
-        files: list[tuple[Path, Callable[[], bytes]]] = [
-            (_inside(outbox, rel), partial(_content_of, contents, fid)) for fid, rel, _ in batch
-        ]
-        if twins is not None:
-            files.extend(_twins(rows, batch, outbox, twins))
-        write_many_atomic(files, workers=2)
+    def write(batch: list[tuple[int, str, int]]) -> BaseException | None:
+        try:
+            rows = outbox_rows(con.cursor(), [fid for fid, _, _ in batch])
+            contents = serial_csv_files(rows)
+            files: list[tuple[Path, Callable[[], bytes]]] = [
+                (paths[fid], partial(_content_of, contents, fid)) for fid, _, _ in batch
+            ]
+            if twins is not None:
+                files.extend(_twins(rows, batch, outbox, twins))
+            write_many_atomic(files, workers=2)
+        except BaseException as err:  # noqa: BLE001 - gathered below, with what was written
+            return err
+        return None
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(write, batches))
-    return [rel for _, rel, _ in missing]
+        errors = [(b, e) for b, e in zip(batches, pool.map(write, batches), strict=True) if e]
+    if not errors:
+        return [fid for fid, _, _ in recorded]
+    lost: set[int] = set()
+    for batch, err in errors:
+        done = set(err.written) if isinstance(err, NotAllWritten) else set()
+        lost.update(
+            fid
+            for fid, _, _ in batch
+            if paths[fid] not in done
+            or (twins is not None and paths[fid].with_suffix(".xlsx") not in done)
+        )
+    message = "; ".join(
+        (e.strerror or str(e))
+        if isinstance(e, NotAllWritten)
+        else str(e)
+        if isinstance(e, OSError)
+        else f"{type(e).__name__}: {e}"
+        for _, e in errors
+    )
+    written = [fid for fid, _, _ in recorded if fid not in lost]
+    first = errors[0][1]
+    if isinstance(first, OSError) and first.errno is not None:
+        raise NotAllWritten(message, written, first.errno, first.filename) from first
+    raise NotAllWritten(message, written) from first
 
 
 def _twins(

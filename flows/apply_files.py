@@ -16,7 +16,7 @@ from connectors import inbox as inbox_io
 from connectors.csv_reader import FileRejected, ParsedCsv, read_inbox_csv, scan_file
 from connectors.faults import is_environmental, stopped
 from connectors.store import transaction
-from flows.outputs import write_outputs_after_commit
+from flows.outputs import resend_answers_missing_from_outbox, write_outputs_after_commit
 from flows.registry import csv_kinds
 from flows.run_state import FileRecord, Run
 from schemas.base import header_problems, validate_rows
@@ -172,7 +172,12 @@ def apply_csv_file(run: Run, f: inbox_io.InboxFile) -> None:
             result = kind.apply(con, p.valid, ctx)
             rejects = _file_rejects(p, result.rejects)
             _record_rejects(run, f.name, rejects)
+            resent = resend_answers_missing_from_outbox(run, con, result.asked_again)
             _mark_processed(run, f.kind or "", p.sha, f.name)
+        result.warnings.extend(
+            f"the answer {rel} was no longer in the outbox: written and delivered again"
+            for rel in resent
+        )
         write_outputs_after_commit(run, f)
         _finish_file(run, p, result, rejects)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the night

@@ -25,7 +25,7 @@ from connectors import report_html
 from connectors.faults import is_environmental, stopped
 from connectors.store import Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
-from flows.outputs import await_outputs, raise_failed_outputs, write_missing_outputs
+from flows.outputs import await_outputs, raise_failed_outputs, write_unwritten_outputs
 from flows.reporting import settle_earlier_reports, summary, write_reports
 from flows.run_state import FileRecord, Run, RunPaths, timed
 from transforms import reports
@@ -83,7 +83,7 @@ def _holder_note(paths: RunPaths, run_id: str) -> str:
 
 
 def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
-    """Lock and open the state, choose the run id, write any recorded output that is missing."""
+    """Lock and open the state, choose the run id, write the recorded outputs not yet written."""
     started = time.perf_counter()
     store = open_store(paths.state)
     try:
@@ -103,7 +103,7 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
         run.pool_sizes = reports.pool_sizes(store.con)
         if config.reports.html:  # the chart renderer starts while the night goes on
             report_html.warm_up()
-        write_missing_outputs(run)
+        write_unwritten_outputs(run)
         settle_earlier_reports(run)
     except BaseException:
         store.close()

@@ -18,6 +18,7 @@ from flows.run_state import Run, timed
 from schemas import contracts as contract_schemas
 from schemas import shipping as shipping_schemas
 from transforms import contract_reports, reports, run_rows, shipping
+from transforms import delivery as deliveries
 from transforms.rejects import REJECT_SCHEMA
 
 
@@ -108,6 +109,8 @@ def write_reports(run: Run) -> Run:
         reports.exported_files_report(con),
         reports.EXPORTED_FILES_COLUMNS,
     )
+    outbox_io.write_report(folder, "deliveries.csv", deliveries.deliveries_frame(run.deliveries),
+                           deliveries.DELIVERIES_COLUMNS, free_text=("message",))  # fmt: skip
     invariants = reports.serial_invariants(con, balance, run.pool_sizes)
     _contract_and_shipping_reports(run, folder, invariants, reported)
     timed(run, "reports", started)
@@ -145,6 +148,7 @@ def summary(run: Run, invariants: dict[str, bool], finished: dt.datetime) -> dic
             "rows_applied": sum(f.rows_applied for f in counted),
             "rows_rejected": sum(f.rows_rejected for f in counted),
         },
+        "deliveries": deliveries.deliveries_summary(run.deliveries, run.deliveries_pending),
         "warnings": warnings,
         "invariants": invariants,
         "durations_s": dict(run.durations),

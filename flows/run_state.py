@@ -15,6 +15,7 @@ import polars as pl
 from connectors import inbox as inbox_io
 from connectors.store import Store
 from transforms.context import Config, RunContext
+from transforms.delivery import DeliveryRow
 
 
 @dataclass
@@ -74,8 +75,13 @@ class Run:
     report_dir: Path | None = None
     pool_sizes: dict[int, int] = field(default_factory=dict)  # pid -> serials at the start
     # export files / partner answers being written while the run goes on (file name, job)
-    outputs: list[tuple[str, Future[list[str]]]] = field(default_factory=list)
+    outputs: list[tuple[str, Future[list[int]]]] = field(default_factory=list)
     output_ids: set[int] = field(default_factory=set)  # recorded files handed to a job
+    # the run's delivery tries (§8.1): the rows of deliveries.csv, oldest file first
+    # (`transforms.delivery.deliveries_frame` makes the report's frame of them), and the
+    # files still waiting for delivery after the run (run_summary.json deliveries.pending)
+    deliveries: list[DeliveryRow] = field(default_factory=list)
+    deliveries_pending: int = 0
     _writer: ThreadPoolExecutor | None = None
     # `cmi validate` (§1): the same stages over a read-only view of the state; no inbox
     # file is moved and no export or answer is written

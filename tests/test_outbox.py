@@ -1,4 +1,4 @@
-"""The outbox: export file format, report CSVs, recorded files written when missing (SPEC §5.4, §8, §10)."""
+"""The outbox: export file format, report CSVs, recorded files written from the state (SPEC §5.4, §8, §10)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.outbox import (
-    materialize_missing,
+    NotAllWritten,
     remove_stale_temp_files,
     report_csv_bytes,
     serial_csv_bytes,
@@ -22,6 +22,7 @@ from connectors.outbox import (
     write_atomic,
     write_latest,
     write_many_atomic,
+    write_recorded,
     write_report,
 )
 from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
@@ -168,7 +169,7 @@ def test_a_value_with_a_line_break_is_still_cut_at_the_right_row() -> None:
     }
 
 
-# --------------------------------------------------------------------------- materialize_missing
+# --------------------------------------------------------------------------- write_recorded
 
 
 def _recorded() -> duckdb.DuckDBPyConnection:
@@ -184,18 +185,27 @@ def _recorded() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _ids(con: duckdb.DuckDBPyConnection, kind: str | None = None) -> list[int]:
+    where = "" if kind is None else f"WHERE kind = '{kind}'"
+    return [
+        r[0]
+        for r in con.execute(
+            f"SELECT file_id FROM outbox_files {where} ORDER BY file_id"
+        ).fetchall()
+    ]
+
+
 def _tree(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
 
 
-def test_materialize_missing_writes_every_recorded_file(tmp_path: Path) -> None:
+def test_write_recorded_writes_the_files_asked_for_from_the_state(tmp_path: Path) -> None:
     con = _recorded()
-    written = materialize_missing(con, tmp_path)
+    assert write_recorded(con, tmp_path, _ids(con)) == _ids(con)
     first = f"serials/C1/{DEMO}_Acme_2_20240517143005.csv"
     second = f"serials/C1/{DEMO}_Acme_1_20240517143005.csv"
-    assert written == [first, second, "partners/P1/REQ-1.csv"]
     assert _tree(tmp_path) == {
         first: f'product_code,serial\n{DEMO},"A,1"\n{DEMO},"B""2"\n'.encode(),
         second: f"product_code,serial\n{DEMO},C3\n".encode(),
@@ -203,39 +213,44 @@ def test_materialize_missing_writes_every_recorded_file(tmp_path: Path) -> None:
     }
 
 
-def test_materialize_missing_rewrites_a_missing_file_and_leaves_existing_ones(
-    tmp_path: Path,
-) -> None:
+def test_write_recorded_writes_only_the_files_asked_for(tmp_path: Path) -> None:
     con = _recorded()
-    materialize_missing(con, tmp_path)
-    before = _tree(tmp_path)
-    kept = tmp_path / f"serials/C1/{DEMO}_Acme_2_20240517143005.csv"
-    kept.write_bytes(b"edited by hand\n")
-    (tmp_path / "partners/P1/REQ-1.csv").unlink()
-    assert materialize_missing(con, tmp_path) == ["partners/P1/REQ-1.csv"]
-    after = _tree(tmp_path)
-    assert after["partners/P1/REQ-1.csv"] == before["partners/P1/REQ-1.csv"]
-    assert kept.read_bytes() == b"edited by hand\n"
-    assert materialize_missing(con, tmp_path) == []
-
-
-def test_materialize_missing_can_be_limited_to_some_files(tmp_path: Path) -> None:
-    con = _recorded()
-    ids = [
-        r[0]
-        for r in con.execute("SELECT file_id FROM outbox_files WHERE kind = 'partner'").fetchall()
-    ]
-    assert materialize_missing(con, tmp_path, ids) == ["partners/P1/REQ-1.csv"]
+    partner = _ids(con, "partner")
+    assert write_recorded(con, tmp_path, partner) == partner
     assert list(_tree(tmp_path)) == ["partners/P1/REQ-1.csv"]
-    assert materialize_missing(con, tmp_path, []) == []
+    assert write_recorded(con, tmp_path, []) == []
 
 
-def test_materialize_missing_refuses_a_path_outside_the_outbox(tmp_path: Path) -> None:
+def test_write_recorded_replaces_a_file_of_the_same_name(tmp_path: Path) -> None:
+    # asked for again (cmi redeliver): the recorded content, whatever is there
+    con = _recorded()
+    write_recorded(con, tmp_path, _ids(con))
+    before = _tree(tmp_path)
+    (tmp_path / "partners/P1/REQ-1.csv").write_bytes(b"edited by hand\n")
+    write_recorded(con, tmp_path, _ids(con, "partner"))
+    assert _tree(tmp_path) == before
+
+
+def test_write_recorded_refuses_a_path_outside_the_outbox(tmp_path: Path) -> None:
     con = _recorded()
     con.execute("UPDATE outbox_files SET rel_path = '../escape.csv' WHERE kind = 'partner'")
     with pytest.raises(ValueError, match="outside the outbox"):
-        materialize_missing(con, tmp_path / "outbox")
+        write_recorded(con, tmp_path / "outbox", _ids(con))
     assert not (tmp_path / "escape.csv").exists()
+
+
+def test_write_recorded_names_what_it_wrote_when_a_folder_is_blocked(tmp_path: Path) -> None:
+    con = _recorded()
+    (tmp_path / "partners").mkdir()
+    (tmp_path / "partners" / "P1").write_text("a file where a folder should be")
+    with pytest.raises(NotAllWritten, match="REQ-1.csv") as err:
+        write_recorded(con, tmp_path, _ids(con))
+    assert err.value.written == _ids(con, "export")
+    assert sorted(_tree(tmp_path)) == [
+        "partners/P1",
+        f"serials/C1/{DEMO}_Acme_1_20240517143005.csv",
+        f"serials/C1/{DEMO}_Acme_2_20240517143005.csv",
+    ]
 
 
 def test_a_file_that_cannot_be_written_does_not_hold_the_others_back(tmp_path: Path) -> None:
@@ -246,8 +261,10 @@ def test_a_file_that_cannot_be_written_does_not_hold_the_others_back(tmp_path: P
         (tmp_path / "serials" / "BLOCKED" / "b.csv", lambda: b"b\n"),
         (tmp_path / "serials" / "C" / "c.csv", lambda: b"c\n"),
     ]
-    with pytest.raises(OSError, match=r"1 file\(s\) could not be written: .*b\.csv"):
+    with pytest.raises(OSError, match=r"1 file\(s\) could not be written: .*b\.csv") as err:
         write_many_atomic(files)
+    assert isinstance(err.value, NotAllWritten)
+    assert err.value.written == [files[0][0], files[2][0]]
     assert (tmp_path / "serials" / "A" / "a.csv").read_bytes() == b"a\n"
     assert (tmp_path / "serials" / "C" / "c.csv").read_bytes() == b"c\n"
     assert not list(tmp_path.rglob("*.tmp"))

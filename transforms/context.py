@@ -103,3 +103,6 @@ class FileResult:
     rejects: pl.DataFrame = field(default_factory=empty_rejects)
     rows_applied: int = 0
     warnings: list[str] = field(default_factory=list)
+    # recorded files asked for again (a repeated partner request, §5.5): the flow has them
+    # written and delivered again when they are no longer in the outbox
+    asked_again: list[int] = field(default_factory=list)

@@ -963,11 +963,13 @@ def apply_partner_requests(
     rejects = RejectCollector()
     warnings: list[str] = []
     seen = {
-        r[0]: (r[1], r[2], int(r[3]), r[4])
+        r[0]: (r[1], r[2], int(r[3]), r[4], int(r[5]))
         for r in con.execute(
-            "SELECT request_id, cmo_id, product_code, quantity, run_id FROM outbox_files WHERE kind = 'partner'"
+            "SELECT request_id, cmo_id, product_code, quantity, run_id, file_id FROM outbox_files "
+            "WHERE kind = 'partner'"
         ).fetchall()
     }
+    asked_again: list[int] = []  # first answers of requests repeated (§5.5)
     plan: list[dict[str, Any]] = []
     counts: dict[tuple[str, str], HolderCounts] = {}
     for row in rows.iter_rows(named=True):
@@ -980,6 +982,8 @@ def apply_partner_requests(
                     f"partner request '{request_id}' (line {line}) was served before (run {first[3]}): "
                     "nothing new served, the first answer file is kept"
                 )
+                if first[4] >= 0:
+                    asked_again.append(first[4])
                 continue
             rejects.add(
                 line, "request_id", request_id, "request_id_reused",
@@ -1009,10 +1013,10 @@ def apply_partner_requests(
             )  # fmt: skip
             continue
         c.assigned_not_exported -= values[2]
-        seen[request_id] = (*values, ctx.run_id)
+        seen[request_id] = (*values, ctx.run_id, -1)  # its answer is recorded below
         plan.append({"k": len(plan), "row": row, "quantity": values[2]})
     if not plan:
-        return FileResult(rejects=rejects.frame(), warnings=warnings)
+        return FileResult(rejects=rejects.frame(), warnings=warnings, asked_again=asked_again)
     runs, pids = _runs_with_codes(con, {p["row"]["product_code"] for p in plan})
     first_id = take_counter(con, "outbox_file", len(plan))
     for p in plan:
@@ -1041,4 +1045,6 @@ def apply_partner_requests(
              "quantity": p["quantity"], "run_id": ctx.run_id}
         )  # fmt: skip
     _record_outbox_files(con, files, pieces)
-    return FileResult(rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings)
+    return FileResult(
+        rejects=rejects.frame(), rows_applied=len(plan), warnings=warnings, asked_again=asked_again
+    )
