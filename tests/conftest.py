@@ -8,6 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests state rules, not speed: no per-example deadline (a loaded CI machine or a
+# first import made examples "flaky" by timing alone); speed is measured in bench/.
+settings.register_profile("cmi", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("cmi")
 
 # Prefect binds its console log handler to sys.stderr when its logging is first set up.
 # Set it up now, on the real stream: if a CliRunner test (which swaps sys.stderr for a
