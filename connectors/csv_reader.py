@@ -12,13 +12,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from connectors.csv_limits import (
+    LINE_LIMIT,
+    MAX_COLUMNS,
+    MAX_NAME,
+    LimitExceeded,
+    check_limits,
+)
 from transforms.codes import GS1_CHARSET_82
 from transforms.rejects import LINE, REJECT_SCHEMA, empty_rejects
 
@@ -41,9 +48,10 @@ class FileScan:
     """What one pass over a file's bytes tells: its SHA-256, and whether it is *plain*.
 
     A plain file is ASCII (after an optional byte-order mark) and holds no blank
-    byte (space, tab, vertical tab, form feed), no double quote and no carriage
-    return outside a CRLF line end: none of its cells can start or end with a
-    blank or span lines, so the per-column scans for them can be skipped.
+    byte (space, tab, vertical tab, form feed), no double quote, no NUL (a file with
+    one is not text: the scan stops looking) and no carriage return outside a CRLF
+    line end: none of its cells can start or end with a blank or span lines, so the
+    per-column scans for them can be skipped.
 
     `gs1_text`: the file is plain and every byte (after an optional byte-order mark)
     is a character of the GS1 character set 82 or a line end, so every cell is made of
@@ -57,7 +65,7 @@ class FileScan:
 
 
 _BOM = b"\xef\xbb\xbf"
-_NOT_PLAIN = (b" ", b"\t", b"\x0b", b"\x0c", b'"')
+_NOT_PLAIN = (b" ", b"\t", b"\x0b", b"\x0c", b'"', b"\x00")
 # GS1 characters (the double quote aside: a quoted cell may span lines) and line ends
 _GS1_TEXT = GS1_CHARSET_82.replace('"', "").encode("ascii") + b"\r\n"
 
@@ -111,17 +119,125 @@ def _first_line(path: Path) -> str:
     return text
 
 
+_QUOTE_FIX = (
+    'write a value that holds a double quote quoted, the inner quote doubled ("A""B"), '
+    "as spreadsheet tools do"
+)
+# a quoted value may span lines; one longer than this is an unclosed quote (the csv
+# module's default limit, 128 KiB, is below the line limit)
+_FIELD_LIMIT = 4 * LINE_LIMIT
+csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
+
+
+def _shown(text: str, width: int = 40) -> str:
+    """A value for a message: escaped (no control character), cut to `width`."""
+    cut = text if len(text) <= width else text[:width] + "…"
+    return cut.encode("unicode_escape").decode("ascii").replace("\\u2026", "…")
+
+
+def _check_header(header: list[str]) -> None:
+    """The header's limits (§8 bounded input) and an empty column name."""
+    if len(header) > MAX_COLUMNS:
+        raise FileRejected(
+            f"the header (line 1) has {len(header):,} columns, over the limit of "
+            f"{MAX_COLUMNS:,}: check that the file is a CSV file of this kind and that its "
+            "first line is the header row"
+        )
+    for i, name in enumerate(header, start=1):
+        if len(name) > MAX_NAME:
+            raise FileRejected(
+                f"column {i} of the header (line 1) is named by {len(name):,} characters "
+                f"('{_shown(name)}'), over the limit of {MAX_NAME}: check that the first line "
+                "is the header row"
+            )
+    if any(h == "" for h in header):
+        raise FileRejected(
+            "the header row has an empty column name: name every column or remove it"
+        )
+
+
+def _record_problem(start: int, line: int, err: csv.Error) -> str:
+    """The reason for a CSV error of the csv module: what, on which line, what to do."""
+    text = str(err)
+    if "field larger than field limit" in text or "unexpected end of data" in text:
+        reach = "the end of the file" if "end of data" in text else f"line {line:,}"
+        return (
+            f"a double quote opened on line {start:,} is never closed: the value runs on to "
+            f"{reach}; close the quote, and {_QUOTE_FIX}"
+        )
+    return f"line {line:,} cannot be read as CSV ({text}): {_QUOTE_FIX}"
+
+
+def _quote_problem(path: Path, sep: str) -> str | None:
+    """Where a file that polars cannot parse breaks the quoting rules, as a reason (the
+    first such record, by the csv module read strictly), or None."""
+    raw: list[str] = []  # the file lines of the record being read
+
+    def lines(fh: Iterable[str]) -> Iterator[str]:
+        for text in fh:
+            raw.append(text)
+            yield text
+
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(lines(fh), delimiter=sep, strict=True)
+        end = 0
+        try:
+            for cells in reader:
+                start, end = end + 1, reader.line_num
+                record, raw[:] = list(raw), []
+                if len(record) == 1 and any('"' in c for c in cells):
+                    bare = _bare_quoted(record[0].rstrip("\r\n"), sep)
+                    if bare is not None:
+                        return (
+                            f"line {start:,}: the value '{_shown(bare)}' holds a double quote "
+                            f"but is not quoted itself: {_QUOTE_FIX}"
+                        )
+        except csv.Error as err:
+            if "expected after" in str(err):
+                return (
+                    f"line {reader.line_num:,}: a quoted value goes on after its closing "
+                    f"quote: {_QUOTE_FIX}"
+                )
+            return _record_problem(end + 1, reader.line_num, err)
+    return None
+
+
+def _bare_quoted(line: str, sep: str) -> str | None:
+    """The first unquoted value of a one-line record that holds a double quote, or None."""
+    i, n = 0, len(line)
+    while i <= n:
+        if line[i : i + 1] == '"':  # a quoted value: to its closing quote ("" is a quote)
+            i += 1
+            while i < n and not (line[i] == '"' and line[i + 1 : i + 2] != '"'):
+                i += 2 if line[i] == '"' else 1
+            i = line.find(sep, i + 1)
+        else:
+            end = line.find(sep, i)
+            value = line[i : n if end < 0 else end]
+            if '"' in value:
+                return value
+            i = end
+        if i < 0:
+            return None
+        i += 1
+    return None
+
+
 def _records(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
     """Every data record with the file line it starts on (header = line 1; blank lines
     count), read by Python's csv module: for the rare files a line count cannot number
     (quoted line breaks) or split (rows with too many cells)."""
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
-        next(reader, None)
-        end = reader.line_num
-        for cells in reader:
-            yield end + 1, cells
+        end = 0
+        try:
+            next(reader, None)
             end = reader.line_num
+            for cells in reader:
+                yield end + 1, cells
+                end = reader.line_num
+        except csv.Error as err:  # a value longer than a line may be (`_FIELD_LIMIT`)
+            raise FileRejected(_record_problem(end + 1, reader.line_num, err)) from err
 
 
 def _record_start_lines(path: Path, sep: str) -> list[int]:
@@ -145,22 +261,28 @@ def read_inbox_csv(path: Path, plain: Callable[[], bool] | None = None) -> Parse
     computed beside the parse): then no cell needs trimming and none spans lines,
     and the columns are not scanned for blanks.
     """
+    try:
+        check_limits(path)  # bounded input (§8): before any of the file is held
+    except LimitExceeded as err:
+        raise FileRejected(str(err)) from err
     first = _first_line(path)
     if not first.strip():
         raise FileRejected("the file has no header row: the first line must name the columns")
     semicolon = ";" in first and "," not in first
     sep = ";" if semicolon else ","
+    if "\t" in first and "," not in first and ";" not in first:
+        raise FileRejected(
+            "the file is tab-separated (the header, line 1, holds tabs and no comma): save it "
+            "comma-separated (CSV UTF-8 in spreadsheet tools)"
+        )
     try:
-        cells = next(csv.reader(io.StringIO(first), delimiter=sep))
+        cells = next(csv.reader(io.StringIO(first), delimiter=sep, strict=True))
     except csv.Error as err:
         raise FileRejected(
-            f"the header row cannot be read as CSV ({err}): fix the first line"
+            f"the header (line 1) cannot be read as CSV ({err}): {_QUOTE_FIX}"
         ) from err
     header = [h.strip().lower() for h in cells]
-    if any(h == "" for h in header):
-        raise FileRejected(
-            "the header row has an empty column name: name every column or remove it"
-        )
+    _check_header(header)
     names = [f"c{i}" for i in range(len(header))]
     ragged: list[tuple[int, list[str]]] = []  # rows with more cells than the header
     try:
@@ -180,11 +302,13 @@ def read_inbox_csv(path: Path, plain: Callable[[], bool] | None = None) -> Parse
             raise FileRejected(
                 "the file is not UTF-8 text: save it as UTF-8 (CSV UTF-8 in spreadsheet tools)"
             ) from err
+        problem = _quote_problem(path, sep)
+        if problem is not None:
+            raise FileRejected(problem) from err
         if "malformed" in text.lower():
             raise FileRejected(
                 f"the file cannot be read as CSV ({text}): most often a double quote inside "
-                'a value that is not quoted itself; write such a value as "A""B" (quoted, '
-                "the inner quote doubled), as spreadsheet tools do"
+                f"a value that is not quoted itself; {_QUOTE_FIX}"
             ) from err
         raise FileRejected(f"the file cannot be read as CSV ({text}): fix the file") from err
     if frame.width != len(names):  # pragma: no cover - polars guarantees the width
