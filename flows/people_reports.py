@@ -60,4 +60,6 @@ def write_people_reports(run: Run, folder: Path, outline: dict[str, Any]) -> Non
             f"report.html / report.xlsx could not be written ({type(err).__name__}: {err}); "
             "the CSV reports are complete; see the log"
         )
+    finally:
+        run.close_chart_renderer()
     timed(run, "report_pages", started)

@@ -21,8 +21,8 @@ import numpy.ma  # noqa: F401 - see below
 import pandera.backends.register_checks  # noqa: F401 - see below
 
 from connectors import inbox as inbox_io
-from connectors import report_html
 from connectors.faults import is_environmental, stopped
+from connectors.report_charts import ChartRenderer
 from connectors.store import Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
 from flows.outputs import await_outputs, raise_failed_outputs, write_unwritten_outputs
@@ -86,6 +86,7 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
     """Lock and open the state, choose the run id, write the recorded outputs not yet written."""
     started = time.perf_counter()
     store = open_store(paths.state)
+    run: Run | None = None
     try:
         run_id = _free_run_id(store, paths, as_of)
         store.note_holder(_holder_note(paths, run_id))
@@ -101,11 +102,13 @@ def prepare(paths: RunPaths, config: Config, as_of: dt.datetime) -> Run:
                 "it is in the inbox"
             )
         run.pool_sizes = reports.pool_sizes(store.con)
-        if config.reports.html:  # the chart renderer starts while the night goes on
-            report_html.warm_up()
+        if config.reports.html:  # the charts' helper process warms up while the night runs
+            run.chart_renderer = ChartRenderer()
         write_unwritten_outputs(run)
         settle_earlier_reports(run)
     except BaseException:
+        if run is not None:
+            run.close_chart_renderer()
         store.close()
         raise
     timed(run, "prepare", started)
@@ -211,6 +214,7 @@ def run_pipeline(
         run = call(write_reports, run)
     except BaseException as err:
         await_outputs(run, stop=False)
+        run.close_chart_renderer()
         run.store.close()
         if isinstance(err, Exception) and is_environmental(err):
             raise stopped(

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from connectors import inbox as inbox_io
+from connectors.report_charts import ChartRenderer
 from connectors.store import Store
 from transforms.context import Config, RunContext
 from transforms.delivery import DeliveryRow
@@ -83,9 +84,16 @@ class Run:
     deliveries: list[DeliveryRow] = field(default_factory=list)
     deliveries_pending: int = 0
     _writer: ThreadPoolExecutor | None = None
+    # draws the charts of report.html in a helper process (connectors.report_charts)
+    chart_renderer: ChartRenderer | None = None
     # `cmi validate` (§1): the same stages over a read-only view of the state; no inbox
     # file is moved and no export or answer is written
     dry_run: bool = False
+
+    def close_chart_renderer(self) -> None:
+        if self.chart_renderer is not None:
+            self.chart_renderer.close()
+            self.chart_renderer = None
 
     def archive(self, path: Path) -> None:
         """Move a processed file to the inbox's archive (§9); not in a dry run."""

@@ -137,3 +137,28 @@ def test_reports_can_be_turned_off(tmp_path: Path) -> None:
     assert not (folder / "report.html").exists() and not (folder / "report.xlsx").exists()
     assert (folder / "serial_balance.csv").exists()
     assert "report_pages" not in summary(folder)["durations_s"]
+
+
+def test_the_chart_helper_draws_what_the_process_itself_draws() -> None:
+    """The helper process (started with the night) and an in-process drawing give the same
+    SVG; a helper that died is replaced by drawing in-process."""
+    from connectors.report_charts import ChartRenderer, draw
+
+    request = {
+        "allocations": {"rows": [{"reason": "linked", "count": 3}, {"reason": "X", "count": 1}],
+                        "linked": "linked"},
+        "serials": {"rows": [], "domain": ["exported"]},
+    }  # fmt: skip
+    here = draw(request)
+    assert here["serials"] is None and (here["allocations"] or "").startswith("<svg")
+    helper = ChartRenderer()
+    try:
+        assert helper.draw(request) == here
+        assert helper.process is not None  # it answered
+    finally:
+        helper.close()
+    dead = ChartRenderer()
+    assert dead.process is not None
+    dead.process.kill()
+    dead.process.wait()
+    assert dead.draw(request) == here and dead.process is None
