@@ -6,10 +6,11 @@ rejected whole moves to `quarantine/<run_id>/` with `<name>.reason.txt` beside i
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.outbox import fsync_dir
@@ -53,6 +54,37 @@ class InboxScan:
     files: list[InboxFile]  # recognised and settled, in processing order
     unrecognised: list[InboxFile]
     waiting: list[Path]  # hidden, temporary or not yet settled: left for the next run
+    # settled files whose name is not valid UTF-8: quarantined under a safe name (§8)
+    badly_named: list[Path] = field(default_factory=list)
+
+
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name read from the disk is valid UTF-8 (Python keeps the bytes it
+    could not decode as lone surrogates, which no text output can hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(name: str) -> str:
+    """The name with every byte that is not UTF-8 shown escaped (`products_\\xff.csv`)."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
+def _percent(err: UnicodeError) -> tuple[str, int]:
+    assert isinstance(err, UnicodeDecodeError)
+    return "".join(f"%{b:02X}" for b in err.object[err.start : err.end]), err.end
+
+
+codecs.register_error("cmi_percent", _percent)
+
+
+def safe_name(name: str) -> str:
+    """A name the file may take in the quarantine: every byte that is not UTF-8 becomes
+    `%XX` (`products_%FF.csv`); a valid name stays as it is."""
+    return os.fsencode(name).decode("utf-8", errors="cmi_percent")
 
 
 def kind_of(name: str) -> str | None:
@@ -79,6 +111,7 @@ def scan_inbox(inbox: Path, settle_seconds: float, now: float | None = None) -> 
     files: list[InboxFile] = []
     unrecognised: list[InboxFile] = []
     waiting: list[Path] = []
+    badly_named: list[Path] = []
     if not inbox.exists():
         return InboxScan(files, unrecognised, waiting)
     for entry in sorted(inbox.iterdir(), key=lambda p: p.name):
@@ -94,13 +127,16 @@ def scan_inbox(inbox: Path, settle_seconds: float, now: float | None = None) -> 
         if now - mtime < settle_seconds:
             waiting.append(entry)
             continue
+        if not is_utf8_name(entry.name):
+            badly_named.append(entry)
+            continue
         kind = kind_of(entry.name)
         if kind is None:
             unrecognised.append(InboxFile(entry, None))
         else:
             files.append(InboxFile(entry, kind))
     files.sort(key=lambda f: (KIND_ORDER[f.kind or ""], f.name))
-    return InboxScan(files, unrecognised, waiting)
+    return InboxScan(files, unrecognised, waiting, badly_named)
 
 
 def sha256_of(path: Path) -> str:
@@ -135,7 +171,7 @@ def quarantine_file(path: Path, inbox: Path, run_id: str, reason: str) -> Path:
     """Move a file rejected whole to `inbox/quarantine/<run_id>/` with its reason beside it."""
     folder = inbox / QUARANTINE / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    target = _free_target(folder, path.name)
+    target = _free_target(folder, safe_name(path.name))
     reason_path = folder / (target.name + ".reason.txt")
     tmp = reason_path.with_name(reason_path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:

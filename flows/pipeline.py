@@ -139,11 +139,24 @@ def scan(run: Run) -> Run:
         sha = _sha256_or_none(f.path)  # taken before the move: what was quarantined (§10)
         run.quarantine(f.path, reason)
         run.files.append(FileRecord(f.name, None, sha, "quarantined", reason=reason))
+    for path in found.badly_named:  # §8: under a safe name, the bytes shown escaped
+        shown, safe = inbox_io.shown_name(path.name), inbox_io.safe_name(path.name)
+        reason = (
+            f"the file name is not valid UTF-8 (its bytes, escaped: {shown}): the file was "
+            f"quarantined as {safe}; rename it with UTF-8 characters only (letters, digits, "
+            ". _ -) and put it back in the inbox"
+        )
+        sha = _sha256_or_none(path)
+        run.quarantine(path, reason)
+        run.files.append(
+            FileRecord(shown, inbox_io.kind_of(safe), sha, "quarantined", reason=reason)
+        )
     for path in found.waiting:
         if path.name.startswith("."):
             continue
+        name = inbox_io.shown_name(path.name)
         run.files.append(
-            FileRecord(path.name, inbox_io.kind_of(path.name), _sha256_or_none(path), "deferred",
+            FileRecord(name, inbox_io.kind_of(name), _sha256_or_none(path), "deferred",
                        reason="temporary file or modified too recently: left for the next run")
         )  # fmt: skip
     timed(run, "scan", started)

@@ -6,8 +6,10 @@ import csv as csvlib
 import hashlib
 import importlib
 import io
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,33 @@ def test_same_inputs_and_as_of_give_byte_identical_outputs(tmp_path: Path) -> No
     eb = sorted(p.relative_to(b) for p in (b / "outbox" / "serials").rglob("*.csv"))
     assert ea == eb and all((a / p).read_bytes() == (b / p).read_bytes() for p in ea)
     shutil.rmtree(a)
+
+
+def test_a_file_name_that_is_not_utf8_is_quarantined_under_a_safe_name(tmp_path: Path) -> None:
+    """Issue 18 item 4 (§8 bounded input): `products_\\xff.csv` is quarantined as
+    `products_%FF.csv` with its bytes shown escaped in the reason; the other files are
+    applied and run_summary.json is written; a temporary file with such a name waits."""
+    paths = paths_in(tmp_path)
+    drop(paths.inbox, dict(MASTER))
+    raw_inbox = os.fsencode(paths.inbox)
+    for raw in (b"products_\xff.csv", b"notes_\xe9t\xe9.txt", b"cmos_b.csv\xff.part"):
+        with open(os.path.join(raw_inbox, raw), "wb") as fh:
+            fh.write(f"product_code,product_name\n{P2},Amoxicillin\n".encode())
+        past = time.time() - 60
+        os.utime(os.path.join(raw_inbox, raw), (past, past))
+    out = run_day(tmp_path, "2026-11-23T02:00:00")
+    s = summary(tmp_path, out["run_id"])
+    outcome = {f["name"]: (f["outcome"], f["reason"]) for f in s["files"]}
+    assert outcome["products_\\xff.csv"][0] == "quarantined"
+    assert "products_\\xff.csv" in outcome["products_\\xff.csv"][1]
+    assert "quarantined as products_%FF.csv" in outcome["products_\\xff.csv"][1]
+    assert outcome["notes_\\xe9t\\xe9.txt"][0] == "quarantined"
+    assert outcome["cmos_b.csv\\xff.part"][0] == "deferred"
+    assert all(outcome[name][0] == "applied" for name in MASTER)
+    q = tmp_path / "inbox" / "quarantine" / out["run_id"]
+    assert sorted(p.name for p in q.iterdir()) == [
+        "notes_%E9t%E9.txt", "notes_%E9t%E9.txt.reason.txt",
+        "products_%FF.csv", "products_%FF.csv.reason.txt",
+    ]  # fmt: skip
+    assert "\\xff" in (q / "products_%FF.csv.reason.txt").read_text(encoding="utf-8")
+    assert os.path.exists(os.path.join(raw_inbox, b"cmos_b.csv\xff.part"))
