@@ -1,28 +1,35 @@
 """Benchmark: one TraceLink shipping document of N shipped SGTINs, end to end (SPEC §6).
 
 For a generated document (`bench.epcis_gen`: commissioning per case, units →
-cases → pallets, one shipping event listing the pallets) it measures, each in a
-fresh child process so that peak RSS (`ru_maxrss`) belongs to that measurement:
+cases → pallets, one shipping event listing the pallets), written once as EPCIS 1.2
+XML and once as EPCIS 2.0 JSON-LD, it measures, each in a fresh child process so
+that peak RSS (`ru_maxrss`) belongs to that measurement:
 
 - `bare`: a bare `lxml.etree.iterparse` pass that only collects the text of every
-  `<epc>` and `<parentID>` (clearing each element) — the floor for reading the file;
-- `full`: `stage_document` + `reconcile_document` + COMMIT against a file-backed
-  state store that holds the N serials assigned to the sending CMO (the setup is
-  not timed): parse, expand the hierarchy, reconcile, update the state.
+  `<epc>` and `<parentID>` (clearing each element) — the floor for reading the XML;
+- `full`: `stage_document` + `reconcile_document` + COMMIT of the XML against a
+  file-backed state store that holds the N serials assigned to the sending CMO (the
+  setup is not timed): parse, expand the hierarchy, reconcile, update the state;
+- `bare_json`: a bare pass of the same streaming JSON parser the product uses
+  (ijson's C backend, `basic_parse`) that only collects every EPC string (the
+  strings of every EPC list and every parentID) — the floor for reading the JSON-LD;
+- `full_json`: the same as `full` for the JSON-LD document.
 
-Measurements alternate (bare, full, bare, full, ...) so that both see the same
-machine load; the ratio is taken between their medians.  A document twice as
-large is measured once more to show that memory does not double.  With
-`--stored N`, `full` is measured once more against a store that already holds N
-links of the sender's earlier documents (units in cases in pallets, none of them
-in this document): the stored hierarchy grows every night, the reconciliation of
-one document must not grow with it.
+Measurements alternate (bare, full, bare, full, ...; then the same for JSON-LD) so
+that both of a pair see the same machine load; each ratio is taken between their
+medians.  Documents twice as large are measured once more to show that memory does
+not double.  With `--stored N`, `full` is measured once more against a store that
+already holds N links of the sender's earlier documents (units in cases in pallets,
+none of them in this document): the stored hierarchy grows every night, the
+reconciliation of one document must not grow with it.
 
     python -m bench.bench_epcis                  # 1,000,000 SGTINs (~200 MB) and 2x
     python -m bench.bench_epcis --sgtins 20000   # small, quick
     python -m bench.bench_epcis --no-double --stored 10000000
 
-Targets: full ≤ 2 × bare, peak RSS < 1 GB.
+Targets: XML full ≤ 2 × bare, JSON-LD full ≤ 2.5 × bare_json, peak RSS < 1 GB, a
+document twice as large < 1.2 × the memory.  The last line is one JSON object with
+the results and `xml_ratio`, `xml_peak_mb`, `jsonld_ratio`, `jsonld_peak_mb`.
 """
 
 from __future__ import annotations
@@ -46,10 +53,13 @@ from bench.epcis_gen import (
     UNIT_ITEM_REF,
     Shape,
     write_document,
+    write_document_jsonld,
 )
 
 TARGET_RATIO = 2.0
+TARGET_JSONLD_RATIO = 2.5
 TARGET_PEAK_MB = 1024
+_EPC_KEYS = frozenset({"epcList", "childEPCs", "outputEPCList", "inputEPCList"})
 
 
 def _peak_mb() -> float:
@@ -69,6 +79,29 @@ def _child_bare(doc: Path) -> dict[str, object]:
     for _, el in etree.iterparse(str(doc), events=("end",), tag=("epc", "parentID")):
         texts.append(el.text)
         el.clear()
+    return {"wall_s": time.perf_counter() - started, "texts": len(texts), "peak_mb": _peak_mb()}
+
+
+def _child_bare_json(doc: Path) -> dict[str, object]:
+    import ijson
+
+    texts: list[str] = []
+    keep = texts.append
+    in_list, key = False, None
+    started = time.perf_counter()
+    with doc.open("rb") as fh:
+        for token, value in ijson.basic_parse(fh, use_float=True, buf_size=1 << 20):
+            if in_list:
+                if token == "string":
+                    keep(value)
+                    continue
+                in_list = False
+            if token == "map_key":
+                key = value
+            elif token == "start_array":
+                in_list = key in _EPC_KEYS
+            elif token == "string" and key == "parentID":
+                keep(value)
     return {"wall_s": time.perf_counter() - started, "texts": len(texts), "peak_mb": _peak_mb()}
 
 
@@ -235,7 +268,9 @@ def main() -> None:
         help="DuckDB memory_limit of the state store (CMI_DUCKDB_MEMORY; the store's default "
         "otherwise)",
     )
-    parser.add_argument("--child", choices=["bare", "full"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["bare", "full", "bare_json", "full_json"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--doc", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -244,7 +279,9 @@ def main() -> None:
     if args.child:
         if args.child == "bare":
             print(json.dumps(_child_bare(args.doc)))
-        else:
+        elif args.child == "bare_json":
+            print(json.dumps(_child_bare_json(args.doc)))
+        else:  # full or full_json: the document's name says its syntax
             print(json.dumps(_child_full(args.doc, args.sgtins, args.workdir, args.stored)))
         return
 
@@ -252,72 +289,112 @@ def main() -> None:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         sizes = [args.sgtins] + ([] if args.no_double else [2 * args.sgtins])
-        docs: dict[int, Path] = {}
-        for n in sizes:
-            path = workdir / f"shipping_bench_{n}.xml"
-            if not path.exists():
-                write_document(path, Shape(n))
-            docs[n] = path
-
-        results: dict[int, dict[str, list[dict[str, object]]]] = {}
-        for n in sizes:
-            reps = args.reps if n == args.sgtins else 1
-            runs: dict[str, list[dict[str, object]]] = {"bare": [], "full": []}
-            for _ in range(reps):
-                for mode in ("bare", "full"):
-                    runs[mode].append(_measure(mode, docs[n], n, workdir))
-            results[n] = runs
-            full = runs["full"][-1]
-            if full["shipped"] != full["expected_sgtins"]:
-                raise SystemExit(f"wrong result: {full}")
-
-        print(f"{'SGTINs':>10} {'MB':>7} {'bare s':>8} {'full s':>8} {'parse s':>8} "
-              f"{'recon s':>8} {'ratio':>6} {'SGTIN/s':>9} {'bare MB':>8} {'full MB':>8}")  # fmt: skip
-        summary = []
-        for n in sizes:
-            runs = results[n]
-            bare = statistics.median(float(r["wall_s"]) for r in runs["bare"])  # type: ignore[arg-type]
-            full = statistics.median(float(r["wall_s"]) for r in runs["full"])  # type: ignore[arg-type]
-            parse = statistics.median(float(r["parse_s"]) for r in runs["full"])  # type: ignore[arg-type]
-            recon = statistics.median(float(r["reconcile_s"]) for r in runs["full"])  # type: ignore[arg-type]
-            shipped = int(runs["full"][-1]["shipped"])  # type: ignore[call-overload]
-            peak_full = max(float(r["peak_mb"]) for r in runs["full"])  # type: ignore[arg-type]
-            peak_bare = max(float(r["peak_mb"]) for r in runs["bare"])  # type: ignore[arg-type]
-            size_mb = docs[n].stat().st_size / 1e6
-            row = {
-                "sgtins": shipped, "doc_mb": round(size_mb, 1), "bare_s": round(bare, 2),
-                "full_s": round(full, 2), "parse_s": round(parse, 2), "reconcile_s": round(recon, 2),
-                "ratio": round(full / bare, 2), "sgtins_per_s": round(shipped / full),
-                "bare_peak_mb": round(peak_bare), "full_peak_mb": round(peak_full),
-                "full_rss_before_mb": round(float(runs["full"][-1]["rss_before_mb"])),  # type: ignore[arg-type]
-                "reps": len(runs["full"]),
-            }  # fmt: skip
-            summary.append(row)
-            print(f"{shipped:>10} {size_mb:>7.1f} {bare:>8.2f} {full:>8.2f} {parse:>8.2f} "
-                  f"{recon:>8.2f} {full / bare:>6.2f} {shipped / full:>9.0f} {peak_bare:>8.0f} "
-                  f"{peak_full:>8.0f}")  # fmt: skip
-        first = summary[0]
+        summary: dict[str, list[dict[str, object]]] = {}
+        for syntax, (bare_mode, full_mode) in _SYNTAXES.items():
+            docs = _documents(workdir, sizes, syntax)
+            summary[syntax] = _run_syntax(args, workdir, sizes, docs, bare_mode, full_mode)
+        xml, jsonld = summary["xml"][0], summary["jsonld"][0]
         verdict = [
-            f"ratio {first['ratio']} (target ≤ {TARGET_RATIO})",
-            f"peak {first['full_peak_mb']} MB (target < {TARGET_PEAK_MB} MB)",
+            f"XML ratio {xml['ratio']} (target ≤ {TARGET_RATIO})",
+            f"XML peak {xml['full_peak_mb']} MB",
+            f"JSON-LD ratio {jsonld['ratio']} (target ≤ {TARGET_JSONLD_RATIO})",
+            f"JSON-LD peak {jsonld['full_peak_mb']} MB (targets < {TARGET_PEAK_MB} MB)",
         ]
-        if len(summary) > 1:
-            growth = summary[1]["full_peak_mb"] / max(1, summary[0]["full_peak_mb"])  # type: ignore[operator]
-            verdict.append(f"2x document needs {growth:.2f}x the memory")
+        for syntax in ("xml", "jsonld"):
+            if len(summary[syntax]) > 1:
+                big, small = summary[syntax][1], summary[syntax][0]
+                growth = float(big["full_peak_mb"]) / max(1.0, float(small["full_peak_mb"]))  # type: ignore[arg-type]
+                small["memory_growth_2x"] = round(growth, 2)
+                verdict.append(
+                    f"{syntax} 2x document: ratio {big['ratio']}, {growth:.2f}x the memory"
+                )
         print("; ".join(verdict))
         if args.stored:
-            full = _measure("full", docs[args.sgtins], args.sgtins, workdir, args.stored)
-            empty = statistics.median(float(r["reconcile_s"]) for r in results[args.sgtins]["full"])  # type: ignore[arg-type]
-            summary[0]["stored_links"] = args.stored
-            summary[0]["reconcile_stored_s"] = round(float(full["reconcile_s"]), 2)  # type: ignore[arg-type]
-            summary[0]["stored_peak_mb"] = round(float(full["peak_mb"]), 0)  # type: ignore[arg-type]
+            xml_doc = workdir / f"shipping_bench_{args.sgtins}.xml"
+            full = _measure("full", xml_doc, args.sgtins, workdir, args.stored)
+            empty = float(xml["reconcile_s"])  # type: ignore[arg-type]
+            xml["stored_links"] = args.stored
+            xml["reconcile_stored_s"] = round(float(full["reconcile_s"]), 2)  # type: ignore[arg-type]
+            xml["stored_peak_mb"] = round(float(full["peak_mb"]), 0)  # type: ignore[arg-type]
             print(
                 f"against {args.stored:,} stored links: reconcile {full['reconcile_s']:.2f} s "
-                f"({float(full['reconcile_s']) / empty:.2f}x the empty store), "  # type: ignore[arg-type]
+                f"({float(full['reconcile_s']) / max(empty, 1e-9):.2f}x the empty store), "  # type: ignore[arg-type]
                 f"peak {full['peak_mb']:.0f} MB"
             )
         memory = os.environ.get("CMI_DUCKDB_MEMORY", "store default")
-        print(json.dumps({"bench": "epcis", "duckdb_memory": memory, "results": summary}))
+        line = {
+            "bench": "epcis",
+            "duckdb_memory": memory,
+            "load_avg": os.getloadavg()[0],
+            "results": summary["xml"],
+            "jsonld_results": summary["jsonld"],
+            "xml_ratio": xml["ratio"],
+            "xml_peak_mb": xml["full_peak_mb"],
+            "jsonld_ratio": jsonld["ratio"],
+            "jsonld_peak_mb": jsonld["full_peak_mb"],
+        }
+        print(json.dumps(line))
+
+
+_SYNTAXES = {"xml": ("bare", "full"), "jsonld": ("bare_json", "full_json")}
+
+
+def _documents(workdir: Path, sizes: list[int], syntax: str) -> dict[int, Path]:
+    docs: dict[int, Path] = {}
+    for n in sizes:
+        path = workdir / f"shipping_bench_{n}.{syntax}"
+        if not path.exists():
+            (write_document if syntax == "xml" else write_document_jsonld)(path, Shape(n))
+        docs[n] = path
+    return docs
+
+
+def _run_syntax(
+    args: argparse.Namespace,
+    workdir: Path,
+    sizes: list[int],
+    docs: dict[int, Path],
+    bare_mode: str,
+    full_mode: str,
+) -> list[dict[str, object]]:
+    """Alternating bare/full pairs for each size of one syntax; a row per size."""
+    results: dict[int, dict[str, list[dict[str, object]]]] = {}
+    for n in sizes:
+        reps = args.reps if n == args.sgtins else 1
+        runs: dict[str, list[dict[str, object]]] = {"bare": [], "full": []}
+        for _ in range(reps):
+            for mode, kind in ((bare_mode, "bare"), (full_mode, "full")):
+                runs[kind].append(_measure(mode, docs[n], n, workdir))
+        results[n] = runs
+        last = runs["full"][-1]
+        if last["shipped"] != last["expected_sgtins"]:
+            raise SystemExit(f"wrong result: {last}")
+    print(f"{docs[sizes[0]].suffix[1:]:>6} {'SGTINs':>10} {'MB':>7} {'bare s':>8} {'full s':>8} "
+          f"{'parse s':>8} {'recon s':>8} {'ratio':>6} {'SGTIN/s':>9} {'bare MB':>8} {'full MB':>8}")  # fmt: skip
+    rows = []
+    for n in sizes:
+        runs = results[n]
+        bare = statistics.median(float(r["wall_s"]) for r in runs["bare"])  # type: ignore[arg-type]
+        full = statistics.median(float(r["wall_s"]) for r in runs["full"])  # type: ignore[arg-type]
+        parse = statistics.median(float(r["parse_s"]) for r in runs["full"])  # type: ignore[arg-type]
+        recon = statistics.median(float(r["reconcile_s"]) for r in runs["full"])  # type: ignore[arg-type]
+        shipped = int(runs["full"][-1]["shipped"])  # type: ignore[call-overload]
+        peak_full = max(float(r["peak_mb"]) for r in runs["full"])  # type: ignore[arg-type]
+        peak_bare = max(float(r["peak_mb"]) for r in runs["bare"])  # type: ignore[arg-type]
+        size_mb = docs[n].stat().st_size / 1e6
+        row = {
+            "sgtins": shipped, "doc_mb": round(size_mb, 1), "bare_s": round(bare, 2),
+            "full_s": round(full, 2), "parse_s": round(parse, 2), "reconcile_s": round(recon, 2),
+            "ratio": round(full / bare, 2), "sgtins_per_s": round(shipped / full),
+            "bare_peak_mb": round(peak_bare), "full_peak_mb": round(peak_full),
+            "full_rss_before_mb": round(float(runs["full"][-1]["rss_before_mb"])),  # type: ignore[arg-type]
+            "reps": len(runs["full"]),
+        }  # fmt: skip
+        rows.append(row)
+        print(f"{'':>6} {shipped:>10} {size_mb:>7.1f} {bare:>8.2f} {full:>8.2f} {parse:>8.2f} "
+              f"{recon:>8.2f} {full / bare:>6.2f} {shipped / full:>9.0f} {peak_bare:>8.0f} "
+              f"{peak_full:>8.0f}")  # fmt: skip
+    return rows
 
 
 if __name__ == "__main__":

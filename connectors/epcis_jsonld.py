@@ -12,114 +12,62 @@ shipping rule downstream is shared.  Read: `epcisBody.eventList`, each event's
 `type`); the document-level `sender` (GS1's pseudo-SBDH) takes the place of the
 SBDH sender.
 
-Streamed with ijson's C backend (yajl): events reach Python one token at a time
-and memory does not grow with the number of EPCs; an EPC list's strings go
-straight to the staging batches.  Bounded input (§8): NUL bytes (UTF-16 without a
-byte-order mark; with one, the text is transcoded to UTF-8), a string or other
-value over 1 MiB (`ByteGuard`, before the parser sees it) and nesting over 64
-levels quarantine the file with the line and the limit; so do text that is not
-JSON (with the line of the error) and JSON that is not an EPCIS document.
+Streamed with ijson's C backend (yajl), two ways to one result: the usual layout (a
+plain head: `type`, then `epcisBody.eventList` with unprefixed keys) has each event
+object built in C and read here (`_built_event`), no token reaching Python; anything
+else — prefixed keys, an event larger than `FAST_EVENT_LIMIT` (a built event holds its
+EPC list whole), nesting over the limit, text that is not JSON — is read token by
+token (`connectors.epcis_jsonld_tokens`), where memory does not grow with the number
+of EPCs.  Bounded input (§8): NUL bytes (UTF-16 without a byte-order mark; with one,
+the text is transcoded to UTF-8), a string or other value over 1 MiB (`ByteGuard`,
+before the parser sees it) and nesting over 64 levels quarantine the file with the
+line and the limit; so do text that is not JSON (with the line of the error) and
+JSON that is not an EPCIS document.
 """
 
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import ijson
 
+from connectors import epcis_jsonld_tokens as token_reader
+from connectors.epcis_jsonld_tokens import (
+    BIZ_LOCATION_,
+    CODES,
+    DESTINATIONS,
+    DROPPED_EPCS,
+    IGNORED,
+    ILMD,
+    PASSED,
+    READ_POINT_,
+    SOURCES,
+    STAGED_EPCS,
+    STARTS,
+    DepthExceeded,
+    Fallback,
+    Found,
+    Source,
+    clean,
+    key,
+    lot_source,
+    optel_source,
+    skip,
+    text_of,
+)
 from connectors.epcis_stage import (
-    ACTION,
     BIZ_LOCATION,
-    BIZ_STEP,
-    EXPIRY,
-    LOT,
     MAX_DEPTH,
     MAX_TEXT,
-    PARENT,
     READ_POINT,
-    ByteGuard,
     EpcisRejected,
-    Party,
     Stager,
     cbv_word,
-    depth_rejected,
-    first_source,
     staging,
 )
 from schemas.shipping import DocumentInfo
-
-_READ_TYPES = frozenset({"ObjectEvent", "AggregationEvent", "TransformationEvent"})
-_STAGED_LISTS = frozenset({"epcList", "childEPCs", "outputEPCList"})
-_DROPPED_LISTS = frozenset({"inputEPCList"})
-_EVENT_DEPTH = 4  # root {epcisBody {eventList [ {event} ]}}
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-_LOCAL: dict[str, str] = {}
-
-
-def _local(key: str) -> str:
-    """The local name of a key: after any `prefix:`; `@type` is `type`."""
-    local = _LOCAL.get(key)
-    if local is None:
-        local = key.rpartition(":")[2]
-        if local.startswith("@") and local in ("@type", "@id"):
-            local = local[1:]
-        if len(_LOCAL) < 4096:  # a document cannot grow the cache without bound
-            _LOCAL[key] = local
-    return local
-
-
-class _Source:
-    """The document's bytes as the parser reads them: every chunk checked by the guard
-    first; a UTF-8 byte-order mark skipped, UTF-16/32 with one transcoded to UTF-8."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fh = path.open("rb")
-        self.guard = ByteGuard(path, b'"', "a string or value", encoding="UTF-8")
-        self.decoder: codecs.IncrementalDecoder | None = None
-        self.started = False
-        self.last = 0  # offset (in what the parser read) of the last chunk's start
-        self.read_bytes = 0  # what the parser read so far
-
-    def close(self) -> None:
-        self.fh.close()
-
-    def _start(self) -> None:
-        self.started = True
-        head = self.fh.read(4)
-        for bom, encoding in _BOMS:
-            if head.startswith(bom):
-                self.fh.seek(len(bom))
-                if encoding != "utf-8":
-                    self.decoder = codecs.getincrementaldecoder(encoding)()
-                return
-        self.fh.seek(0)
-
-    def read(self, size: int = MAX_TEXT) -> bytes:
-        if not self.started:
-            self._start()
-        size = min(size, MAX_TEXT)
-        if self.decoder is None:
-            chunk = self.fh.read(size)
-        else:
-            raw = self.fh.read(size // 4)
-            text = self.decoder.decode(raw, final=not raw)
-            chunk = text.encode("utf-8")
-            if not raw and not chunk:
-                chunk = b""
-        if chunk:
-            self.guard.check(chunk)
-        self.last = self.read_bytes
-        self.read_bytes += len(chunk)
-        return chunk
 
 
 def stage_jsonld(
@@ -130,7 +78,20 @@ def stage_jsonld(
     info = DocumentInfo(file=path.name, namespace="", schema_version=None, syntax="jsonld")
     if path.stat().st_size <= 1 << 16 and not path.read_bytes().strip(b" \t\r\n\xef\xbb\xbf"):
         raise EpcisRejected("the file is empty: no JSON")
-    source = _Source(path)
+    head = _head(path)
+    if head is not None:  # the usual layout: events built in C, no token reaches Python
+        fast = DocumentInfo(file=path.name, namespace="", schema_version=None, syntax="jsonld")
+        fast.sbdh_sender, fast.schema_version = head.sender, head.schema_version
+        source = Source(path)
+        source.event_limit = FAST_EVENT_LIMIT
+        try:
+            with staging(con):
+                return _stage_fast(con, source, fast, batch_size, head)
+        except Fallback:
+            pass  # an event too large to build whole, or something to report: token by token
+        finally:
+            source.close()
+    source = Source(path)
     try:
         with staging(con):
             return _stage(con, source, info, batch_size)
@@ -139,303 +100,192 @@ def stage_jsonld(
 
 
 def _stage(
-    con: duckdb.DuckDBPyConnection, source: _Source, info: DocumentInfo, batch_size: int
+    con: duckdb.DuckDBPyConnection, source: Source, info: DocumentInfo, batch_size: int
 ) -> DocumentInfo:
     stager = Stager(con)
     try:
-        _read(source, stager, info, batch_size)
+        token_reader.read_tokens(source, stager, info, batch_size)
     except BaseException:
         stager.abandon()
         raise
     return stager.finish(info)
 
 
-def _number_text(value: object) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    text = str(value).strip()
-    return text or None
+# ------------------------------------------------------------------ the fast path
+#
+# ijson's C backend builds each event object (`items` at `epcisBody.eventList.item`)
+# without handing a single token to Python: several times faster than reading tokens.
+# It is taken when the document's head (before the events) is plain — an object with
+# `type` EPCISDocument and the keys `epcisBody` and `eventList` unprefixed — and left for
+# the token reader (`Fallback`) when an event's text passes `FAST_EVENT_LIMIT` (memory
+# must not grow with the number of EPCs: a built event holds its EPC list whole), when
+# anything nests deeper than the limit, or when the text is not JSON (the token reader
+# names the line).
+
+FAST_EVENT_LIMIT = 4 << 20  # bytes of one event the fast path builds whole
+_HEAD_LIMIT = 4 << 20  # bytes of the document before its events
 
 
-def _read(source: _Source, stager: Stager, info: DocumentInfo, batch_size: int) -> None:
-    """One pass over the tokens: a small state machine whose hot path is an EPC list."""
-    tokens = ijson.basic_parse(source, use_float=True, buf_size=MAX_TEXT)
-    local = _local
-    epc_text = stager.epc_text
-    depth = 0
-    key: str | None = None  # local name of the key before the current value, if any
-    path: list[str | None] = []  # the key that opened each open container (a map in an
-    # array: the array's key); path[d - 1] is the one at depth d
-    in_list = 0  # 1: in an EPC list that is staged, 2: in one read past (inputEPCList)
-    seen_root = False
-    doc_type: str | None = None
-    event_lists = 0
-    event: _Event | None = None  # the event being read
-    top: str | None = None  # the event's key under which the current value is
+class _Head(NamedTuple):
+    sender: str | None
+    schema_version: str | None
+
+
+def _head(path: Path) -> _Head | None:
+    """The document's fields before `epcisBody.eventList`, if its head is plain (above)."""
+    source = Source(path)
+    tokens = iter(ijson.basic_parse(source, use_float=True, buf_size=1 << 16))
+    fields: dict[str, str | None] = {}
     try:
+        first = next(tokens, None)
+        if first is None or first[0] != "start_map":
+            return None
         for token, value in tokens:
-            if in_list:
-                if token == "string":
-                    if in_list == 1:
-                        epc_text.append(value)
-                    continue
-                in_list = 0  # anything else ends the fast path (its depth still counts)
-            if token == "map_key":
-                key = local(value)
-                continue
-            if token == "start_map" or token == "start_array":
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise _DepthExceeded
-                opened = key if key is not None or not path else path[-1]
-                if event is not None:
-                    if depth == _EVENT_DEPTH + 1:
-                        top = key
-                        if token == "start_array":
-                            if key in _STAGED_LISTS:
-                                in_list = 1
-                            elif key in _DROPPED_LISTS:
-                                in_list = 2
-                    event.open(token, depth, top, opened)
-                elif depth == _EVENT_DEPTH:
-                    if token == "start_map" and path[1:3] == ["epcisBody", "eventList"]:
-                        event = _Event()
-                elif depth == 1:
-                    if token != "start_map":
-                        raise EpcisRejected(
-                            "not an EPCIS document: the JSON is an array or a value, not an "
-                            "EPCISDocument object"
-                        )
-                    seen_root = True
-                elif depth == 3 and key == "eventList" and path[1:2] == ["epcisBody"]:
-                    event_lists += 1
-                path.append(opened)
-                key = None
-                continue
-            if token == "end_map" or token == "end_array":
-                closed = path.pop()
-                if event is not None:
-                    if depth == _EVENT_DEPTH:
-                        event.end(stager)
-                        event = None
-                        if len(epc_text) >= batch_size or len(stager.events) >= batch_size:
-                            stager.flush()
-                            epc_text = stager.epc_text
-                    else:
-                        event.close(token, depth, top, closed)
-                depth -= 1
-                key = None
-                continue
-            # a scalar: string, number, boolean or null
-            if event is not None:
-                if key is not None:
-                    text = value if token == "string" else _number_text(value)
-                    if depth == _EVENT_DEPTH:
-                        event.field(key, text)
-                    else:
-                        event.nested(key, text, depth, top, path)
-            elif depth == 1 and key is not None:
-                text = value if token == "string" else _number_text(value)
-                if key == "type":
-                    doc_type = text
-                elif key == "sender" and info.sbdh_sender is None:
-                    info.sbdh_sender = _clean(text)
-                elif key == "schemaVersion":
-                    info.schema_version = text
-            key = None
-    except _DepthExceeded:
-        raise depth_rejected(_locate(source, deeper=True)) from None
-    except ijson.JSONError as err:
-        message = str(err).strip().splitlines()
-        first = message[0] if message else type(err).__name__
-        line = _locate(source, deeper=False)
-        at = f" at line {line}" if line else ""
-        raise EpcisRejected(
-            f"not JSON{at}: {first}; ask the sender to correct the document"
-        ) from err
-    if not seen_root:
-        raise EpcisRejected("the file is empty: no JSON")
-    if doc_type is not None and doc_type != "EPCISDocument":
-        raise EpcisRejected(
-            f"not an EPCIS document: the JSON's type is {doc_type[:80]!r}, expected "
-            "EPCISDocument (with epcisBody.eventList)"
-        )
-    if doc_type is None and not event_lists:
-        raise EpcisRejected(
-            "not an EPCIS document: the JSON has neither the type EPCISDocument nor an "
-            "epcisBody.eventList"
-        )
-
-
-class _Event:
-    """What one event of the eventList says, as its tokens arrive (keys in any order)."""
-
-    __slots__ = ("type", "row", "parties", "party", "lots", "expiries", "optel")
-
-    def __init__(self) -> None:
-        self.type: str | None = None
-        self.row: list[str | None] = [None] * 7
-        self.parties: list[Party] = []
-        self.party: list[str | None] = [None, None, None]  # role, type, id being read
-        self.lots: list[str | None] = [None] * 4  # by source: ilmd, event, sap, optel
-        self.expiries: list[str | None] = [None] * 4
-        self.optel: list[str | None] = [None, None]  # name, value of an extension object
-
-    def field(self, key: str, text: str | None) -> None:
-        """A scalar directly in the event."""
-        row = self.row
-        if key == "type":
-            self.type = text
-        elif key == "action":
-            row[ACTION] = _clean(text)
-        elif key == "bizStep":
-            row[BIZ_STEP] = cbv_word(text)
-        elif key == "parentID":
-            row[PARENT] = text
-        elif key == "lotNumber":
-            self.lots[1] = self.lots[1] or _clean(text)
-        elif key == "itemExpirationDate":
-            self.expiries[1] = self.expiries[1] or _clean(text)
-
-    def open(self, token: str, depth: int, top: str | None, opened: str | None) -> None:
-        if token == "start_map":
-            if depth == _EVENT_DEPTH + 2 and top in ("sourceList", "destinationList"):
-                self.party = ["source" if top == "sourceList" else "destination", None, None]
-            if opened is not None and opened.lower() == "extension":
-                self.optel = [None, None]
-
-    def close(self, token: str, depth: int, top: str | None, closed: str | None) -> None:
-        if token != "end_map":
-            return
-        party = self.party
-        if depth == _EVENT_DEPTH + 2 and top in ("sourceList", "destinationList") and party[0]:
-            self.parties.append((party[0], party[1], party[2]))
-            self.party = [None, None, None]
-        if closed is not None and closed.lower() == "extension":
-            kind = (self.optel[0] or "").strip().upper()
-            if kind == "BATCH":
-                self.lots[3] = self.lots[3] or self.optel[1]
-            elif kind == "EXPIRY":
-                self.expiries[3] = self.expiries[3] or self.optel[1]
-            self.optel = [None, None]
-
-    def nested(
-        self, key: str, text: str | None, depth: int, top: str | None, path: list[str | None]
-    ) -> None:
-        """A scalar inside one of the event's values (`top`)."""
-        if top == "ilmd":
-            if key == "lotNumber":
-                self.lots[0] = self.lots[0] or _clean(text)
-            elif key == "itemExpirationDate":
-                self.expiries[0] = self.expiries[0] or _clean(text)
-        elif top == "readPoint" or top == "bizLocation":
-            if key == "id" and depth == _EVENT_DEPTH + 1:
-                self.row[READ_POINT if top == "readPoint" else BIZ_LOCATION] = _clean(text)
-        elif top == "sourceList" or top == "destinationList":
-            if depth == _EVENT_DEPTH + 2:
-                if key == "type":
-                    self.party[1] = cbv_word(text)
-                elif key == self.party[0]:
-                    self.party[2] = _clean(text)
-        else:
-            _other_source(key, text, path, self.lots, self.expiries, self.optel)
-
-    def end(self, stager: Stager) -> None:
-        kind = self.type or "(no type)"
-        index = stager.end_event(kind)
-        row = self.row
-        if kind not in _READ_TYPES or (
-            kind == "TransformationEvent" and row[BIZ_STEP] != "commissioning"
-        ):
-            stager.skip()
-            return
-        row[LOT] = first_source(self.lots)
-        row[EXPIRY] = first_source(self.expiries)
-        stager.read(index, kind, row, self.parties)
-
-
-def _clean(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return text.strip() or None
-
-
-def _other_source(
-    key: str,
-    text: str | None,
-    path: list[str | None],
-    lots: list[str | None],
-    expiries: list[str | None],
-    optel: list[str | None],
-) -> None:
-    """A scalar anywhere else in the event: `lotNumber` / `itemExpirationDate`, SAP's
-    `SAPExtension.ObjAttributes` `LOTNO` / `DATEX`, an Optel extension's name or value."""
-    if key == "lotNumber":
-        lots[1] = lots[1] or _clean(text)
-    elif key == "itemExpirationDate":
-        expiries[1] = expiries[1] or _clean(text)
-    elif (upper := key.upper()) in ("LOTNO", "DATEX"):
-        if (
-            len(path) >= 2
-            and (path[-1] or "").lower() == "objattributes"
-            and (path[-2] or "").lower() == "sapextension"
-        ):
-            if upper == "LOTNO":
-                lots[2] = lots[2] or _clean(text)
-            else:
-                expiries[2] = expiries[2] or _clean(text)
-    elif path and (path[-1] or "").lower() == "extension":
-        if key in ("name", "@name"):
-            optel[0] = text
-        elif key in ("value", "@value", "#text"):
-            optel[1] = _clean(text)
-
-
-class _DepthExceeded(Exception):
-    pass
-
-
-def _locate(source: _Source, *, deeper: bool) -> int | None:
-    """The line where the parser fails (or, `deeper`, where the nesting first passes the
-    limit): parse again up to the chunk where it happened, then that chunk a byte at a
-    time, counting lines (only on this error path)."""
-    tokens = ijson.utils.sendable_list()
-    coro = ijson.basic_parse_coro(tokens, use_float=True)
-    again = _Source(source.path)
-    depth, line, done = 0, 1, 0
-    try:
-        while done < source.last:
-            chunk = again.read(min(MAX_TEXT, source.last - done))
-            if not chunk:
+            if token != "map_key" or source.read_bytes > _HEAD_LIMIT:
                 return None
-            coro.send(chunk)
-            for token, _ in tokens:
-                depth += (token == "start_map" or token == "start_array") - (
-                    token == "end_map" or token == "end_array"
-                )
-            del tokens[:]
-            line += chunk.count(b"\n")
-            done += len(chunk)
-        chunk = again.read(MAX_TEXT)
-        for i in range(len(chunk)):
-            try:
-                coro.send(chunk[i : i + 1])
-            except ijson.JSONError:
-                return line
-            for token, _ in tokens:
-                depth += (token == "start_map" or token == "start_array") - (
-                    token == "end_map" or token == "end_array"
-                )
-                if deeper and depth > MAX_DEPTH:
-                    return line
-            del tokens[:]
-            line += chunk[i] == 0x0A
-        try:
-            coro.close()
-        except ijson.JSONError:
-            return line
-        return line
-    except (ijson.JSONError, EpcisRejected):
+            raw = value
+            token, value = next(tokens)
+            if raw == "epcisBody":
+                if token != "start_map":
+                    return None
+                token, value = next(tokens)
+                if (token, value) != ("map_key", "eventList"):
+                    return None
+                token, value = next(tokens)
+                if token != "start_array" or fields.get("type") != "EPCISDocument":
+                    return None
+                return _Head(clean(fields.get("sender")), fields.get("schemaVersion"))
+            if token in STARTS:
+                skip(tokens, 2)
+            elif raw in ("type", "@type", "sender", "schemaVersion"):
+                fields[raw.removeprefix("@")] = text_of(token, value)
+        return None
+    except (ijson.JSONError, EpcisRejected, DepthExceeded, StopIteration):
+        return None  # the token reader says what is wrong
+    finally:
+        source.close()
+
+
+def _stage_fast(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    info: DocumentInfo,
+    batch_size: int,
+    head: _Head,
+) -> DocumentInfo:
+    stager = Stager(con)
+    try:
+        events = ijson.items(source, "epcisBody.eventList.item", use_float=True, buf_size=MAX_TEXT)
+        for event in events:
+            source.mark = source.read_bytes
+            if isinstance(event, dict):
+                _built_event(event, stager)
+                if len(stager.epc_text) >= batch_size or len(stager.events) >= batch_size:
+                    stager.flush()
+            elif isinstance(event, list) and _too_deep(event, 5):
+                raise Fallback
+    except (ijson.JSONError, DepthExceeded) as err:
+        stager.abandon()
+        raise Fallback from err
+    except BaseException:
+        stager.abandon()
+        raise
+    if head.sender is None:  # a `sender` after the events (rare): one more pass, in C
+        info.sbdh_sender = _later_sender(source.path)
+    return stager.finish(info)
+
+
+def _later_sender(path: Path) -> str | None:
+    source = Source(path)
+    try:
+        for value in ijson.items(source, "sender", buf_size=MAX_TEXT):
+            return clean(value if isinstance(value, str) else None)
         return None
     finally:
-        again.close()
+        source.close()
+
+
+def _too_deep(value: object, depth: int) -> bool:
+    """Whether a built value (at `depth`) nests deeper than the limit."""
+    if depth > MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_too_deep(v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+    if isinstance(value, list):
+        return any(_too_deep(v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
+
+
+def _scalar(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return None
+    return str(value)
+
+
+def _built_event(event: dict[str, object], stager: Stager) -> None:
+    """One event built by the C backend, read as the token reader reads one."""
+    found = Found()
+    codes = CODES
+    for raw, value in event.items():
+        known = codes.get(raw)
+        local, code = known if known is not None else key(raw)
+        if code == STAGED_EPCS and type(value) is list:
+            if set(map(type, value)) <= {str}:
+                stager.epc_text.extend(value)
+            else:
+                if _too_deep(value, 5):
+                    raise Fallback
+                stager.epc_text.extend(v for v in value if isinstance(v, str))
+        elif isinstance(value, dict | list):
+            if _too_deep(value, 5):
+                raise Fallback
+            if code in (READ_POINT_, BIZ_LOCATION_):
+                where = clean(_scalar(_local_get(value, "id"))) if isinstance(value, dict) else None
+                found.row[READ_POINT if code == READ_POINT_ else BIZ_LOCATION] = where
+            elif code in (SOURCES, DESTINATIONS):
+                role = "source" if code == SOURCES else "destination"
+                for item in value if isinstance(value, list) else ():
+                    if isinstance(item, dict):
+                        found.parties.append(
+                            (role, cbv_word(_scalar(_local_get(item, "type"))),
+                             clean(_scalar(_local_get(item, role))))
+                        )  # fmt: skip
+            elif code == ILMD:
+                _search_built(value, [local], found.lots, found.expiries, ilmd=True)
+            elif code not in (DROPPED_EPCS, PASSED, STAGED_EPCS):
+                _search_built(value, [local], found.lots, found.expiries, ilmd=False)
+        elif code != IGNORED:
+            found.scalar(code, _scalar(value))
+    found.stage(stager)
+
+
+def _local_get(value: dict[str, object], name: str) -> object:
+    """The value of the first key whose local name is `name`."""
+    for raw, item in value.items():
+        if key(raw)[0] == name:
+            return item
+    return None
+
+
+def _search_built(
+    value: object,
+    path: list[str],
+    lots: list[str | None],
+    expiries: list[str | None],
+    *,
+    ilmd: bool,
+) -> None:
+    """`_search` over a built value: the lot sources in it, in document order."""
+    items = value.items() if isinstance(value, dict) else ((path[-1], v) for v in value)  # type: ignore[attr-defined]
+    optel: list[str | None] = [None, None]
+    for raw, item in items:
+        local = key(raw)[0] if isinstance(value, dict) else raw
+        if isinstance(item, dict | list):
+            _search_built(item, [*path, local], lots, expiries, ilmd=ilmd)
+            continue
+        if item is None or isinstance(item, bool):
+            continue
+        lot_source(local, clean(_scalar(item)), path, lots, expiries, optel, ilmd)
+    optel_source(optel, lots, expiries)

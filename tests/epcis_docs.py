@@ -3,7 +3,9 @@
 `Doc` / `Ev` describe a document; `write(doc, folder, syntax)` writes it as EPCIS
 1.2 XML (`xml12`: source lists and ILMD in `<extension>`, TransformationEvents in
 the EventList's `<extension>` wrapper, an SBDH envelope), EPCIS 2.0 XML (`xml20`)
-or EPCIS 2.0 JSON-LD (`jsonld`: a document-level `sender`).  Each rule of §6 is
+or EPCIS 2.0 JSON-LD (`jsonld`: a document-level `sender`; `jsonld_prefixed`: every
+key written with a `epcis:` prefix and the sender after the events, which the
+JSON-LD reader reads token by token instead of building each event in C).  Each rule of §6 is
 written the way real documents write it, in every syntax: CBV values as URN, bare
 word, CURIE or web URI; the lot and expiry in the ILMD, on the event itself
 (`gs1ushc:lotNumber`), in SAP's `SAPExtension/ObjAttributes` or in Optel's
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-SYNTAXES = ("xml12", "xml20", "jsonld")
+SYNTAXES = ("xml12", "xml20", "jsonld", "jsonld_prefixed")
 CBV_FORMS = ("urn", "bare", "curie", "web")
 LOT_SOURCES = ("ilmd", "event", "sap", "optel")
 
@@ -256,7 +258,19 @@ def _json_event(ev: Ev, form: str) -> dict[str, object]:
     return out
 
 
-def to_jsonld(doc: Doc) -> str:
+def _prefixed(value: object) -> object:
+    """Every key of a JSON value with an `epcis:` prefix (`@` keys and prefixed ones kept)."""
+    if isinstance(value, dict):
+        return {
+            (k if k.startswith("@") or ":" in k else f"epcis:{k}"): _prefixed(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_prefixed(v) for v in value]
+    return value
+
+
+def to_jsonld(doc: Doc, prefixed: bool = False) -> str:
     body: dict[str, object] = {
         "@context": [
             "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
@@ -267,17 +281,21 @@ def to_jsonld(doc: Doc) -> str:
         "schemaVersion": "2.0",
         "creationDate": "2024-05-01T00:00:00Z",
     }  # fmt: skip
-    if doc.sender is not None:
+    if doc.sender is not None and not prefixed:
         body["sender"] = doc.sender
     body["epcisBody"] = {"eventList": [_json_event(ev, doc.cbv_form) for ev in doc.events]}
+    if prefixed:
+        body = _prefixed(body)  # type: ignore[assignment]
+        if doc.sender is not None:
+            body["sender"] = doc.sender  # after the events
     return json.dumps(body, indent=1)
 
 
 def write(doc: Doc, folder: Path, syntax: str, stem: str = "shipping_1") -> Path:
     """The document written in `syntax` to `folder/<stem>.xml` or `.jsonld`."""
-    if syntax == "jsonld":
+    if syntax.startswith("jsonld"):
         path = folder / f"{stem}.jsonld"
-        path.write_text(to_jsonld(doc), encoding="utf-8")
+        path.write_text(to_jsonld(doc, prefixed=syntax == "jsonld_prefixed"), encoding="utf-8")
     else:
         path = folder / f"{stem}.xml"
         path.write_text(to_xml(doc, syntax), encoding="utf-8")

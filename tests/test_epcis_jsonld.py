@@ -223,3 +223,69 @@ def test_a_json_document_of_another_type_or_shape_is_not_epcis(tmp_path: Path) -
         with pytest.raises(EpcisRejected) as caught:
             _stage(_write(tmp_path, body))
         assert words in caught.value.reason
+
+
+def _plain(events: list[dict[str, object]], **fields: object) -> dict[str, object]:
+    return {"type": "EPCISDocument", **fields, "epcisBody": {"eventList": events}}
+
+
+_EVENTS = [
+    {"type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning",
+     "epcList": [f"urn:epc:id:sgtin:0614141.107346.{i}" for i in range(300)],
+     "ilmd": {"cbvmda:lotNumber": "L1"}, "bizLocation": {"id": "urn:epc:id:sgln:0614141.00001.0"}},
+    {"type": "AggregationEvent", "action": "ADD", "parentID": "urn:epc:id:sscc:0614141.1234567890",
+     "childEPCs": [f"urn:epc:id:sgtin:0614141.107346.{i}" for i in range(300)]},
+    {"type": "ObjectEvent", "action": "OBSERVE", "bizStep": "shipping",
+     "epcList": ["urn:epc:id:sscc:0614141.1234567890"],
+     "sourceList": [{"type": "owning_party", "source": "urn:epc:id:sgln:0614141.00001.0"}]},
+]  # fmt: skip
+
+
+def _staged(con: duckdb.DuckDBPyConnection) -> tuple[object, ...]:
+    return tuple(
+        con.sql(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+        for table in (STAGE_EVENTS, STAGE_EPCS, STAGE_PARTIES)
+    )
+
+
+def test_a_plain_document_is_read_by_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events built in C: the token reader is never called."""
+    from connectors import epcis_jsonld_tokens
+
+    monkeypatch.setattr(
+        epcis_jsonld_tokens, "read_tokens", lambda *a: pytest.fail("token reader used")
+    )
+    con, doc = _stage(_write(tmp_path, _plain(_EVENTS, sender="0614141.00001.0")))
+    assert (doc.events_read, doc.epcs_staged, doc.sbdh_sender) == (3, 601, "0614141.00001.0")
+
+
+def test_an_event_too_large_for_the_fast_path_is_read_token_by_token_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory must not grow with an event's EPCs: past FAST_EVENT_LIMIT bytes the
+    document is read again token by token, with the same staged rows."""
+    from connectors import epcis_jsonld, epcis_jsonld_tokens
+
+    path = _write(tmp_path, _plain(_EVENTS))
+    fast = _staged(_stage(path)[0])
+    calls: list[int] = []
+    original = epcis_jsonld_tokens.read_tokens
+    monkeypatch.setattr(
+        epcis_jsonld_tokens, "read_tokens", lambda *a: calls.append(1) or original(*a)
+    )
+    monkeypatch.setattr(epcis_jsonld, "FAST_EVENT_LIMIT", 2000)
+    con, doc = _stage(path)
+    assert calls == [1] and doc.events_read == 3
+    assert _staged(con) == fast
+
+
+def test_a_sender_after_the_events_is_found_by_the_fast_path_too(tmp_path: Path) -> None:
+    body = {
+        "type": "EPCISDocument",
+        "epcisBody": {"eventList": _EVENTS},
+        "sender": "0614141.00009.0",
+    }
+    _, doc = _stage(_write(tmp_path, body))
+    assert doc.sbdh_sender == "0614141.00009.0"

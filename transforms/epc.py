@@ -356,18 +356,19 @@ def parse_epcs_frame(frame: pl.DataFrame, column: str = "epc") -> pl.DataFrame:
     run once per distinct head; only serials with a `%` escape are decoded one by one.
     """
     e = pl.col(column)
-    scheme = (
+    urn = (
         pl.when(e.str.starts_with(SGTIN_PREFIX))
         .then(1)
         .when(e.str.starts_with(SSCC_PREFIX))
         .then(2)
         .when(e.str.starts_with(SGLN_PREFIX))
         .then(3)
-        .when(e.str.contains("^" + _URI + "$"))
-        .then(4)
-        .otherwise(0)
-        .cast(pl.Int8)
     )
+    # the URI regex only where some text is no EPC URN (a document of URNs skips it)
+    others = frame.select((~urn.is_not_null()).any()).item()
+    scheme = (
+        urn.when(e.str.contains("^" + _URI + "$")).then(4).otherwise(0) if others else urn
+    ).cast(pl.Int8)
     rest = (
         pl.when(pl.col("_s") == 1)
         .then(e.str.slice(len(SGTIN_PREFIX)))
