@@ -410,20 +410,28 @@ def _check_depth(root: etree._Element, whole: bool) -> None:
             raise depth_rejected(el.sourceline if isinstance(el.sourceline, int) else None)
 
 
-def _unknown_in(elements: list[etree._Element], in_wrapper: bool) -> int:
+def _unknown_in(wrapper: etree._Element, upto: int | None = None) -> int:
     """Elements of an EventList's `extension` wrapper (at any depth of wrappers) that are
-    no event type: skipped events (§6)."""
+    no event type — skipped events (§6) — among its first `upto` children (all: None)."""
     n = 0
-    for el in elements:
+    for el in itertools.islice(wrapper, upto):
         local = _local(el.tag)
         if local == "extension":
-            n += _unknown_in(list(el), True)
-        elif in_wrapper and local and local not in EVENT_TYPES:
+            n += _unknown_in(el)
+        elif local and local not in EVENT_TYPES:
             n += 1
     return n
 
 
+def _wrappers_in(events: etree._Element, keep_last: bool) -> int:
+    """The unknown elements of the extension wrappers of an EventList (its last child
+    left out when `keep_last`: it may still be parsing).  The wrappers are found in C."""
+    last = events[-1] if keep_last and len(events) else None
+    return sum(_unknown_in(w) for w in events.iterchildren(*_EXTENSIONS) if w is not last)
+
+
 _EVENT_LISTS = _names("EventList")
+_EXTENSIONS = _names("extension")
 
 
 def _prune(root: etree._Element, final: bool) -> int:
@@ -433,7 +441,7 @@ def _prune(root: etree._Element, final: bool) -> int:
     its EPC list is harvested apart).  Returns the unknown elements of extension
     wrappers among those deleted (skipped events)."""
     if final:  # the document is read: count what is left, the tree goes with the parser
-        return sum(_unknown_in(list(events), False) for events in root.iter(*_EVENT_LISTS))
+        return sum(_wrappers_in(events, False) for events in root.iter(*_EVENT_LISTS))
     skipped, el, in_list = 0, root, False
     while True:
         local = _local(el.tag)
@@ -443,8 +451,10 @@ def _prune(root: etree._Element, final: bool) -> int:
         in_list = local == "EventList" or wrapper
         n = len(el) - 1
         if n > 0:
-            if in_list:
-                skipped += _unknown_in(list(itertools.islice(el, n)), wrapper)
+            if local == "EventList":
+                skipped += _wrappers_in(el, True)
+            elif wrapper:
+                skipped += _unknown_in(el, n)
             del el[:n]
         if not len(el):
             return skipped

@@ -380,13 +380,17 @@ class _Writer:
 
 
 _PLAIN_INSERT = "INSERT INTO {table} BY NAME SELECT * FROM _epcis_batch"
-_PARENT_KEY = epc_key_sql(epc="parent_id")
+# the expiry rule runs once per distinct text of the batch (a lot's expiry repeats)
 _EVENT_INSERT = f"""INSERT INTO {STAGE_EVENTS} BY NAME
-    SELECT {", ".join(EVENT_COLUMNS)}, {expiry_date_sql("expiry")} AS expiry_date,
-        {event_kind_sql("event_type", "action", "biz_step")} AS kind,
-        CASE WHEN parent_id IS NOT NULL THEN epc_scheme END AS parent_scheme,
-        CASE WHEN parent_id IS NOT NULL THEN {_PARENT_KEY} END AS parent_key
-    FROM _epcis_batch"""
+    WITH dates AS (
+        SELECT expiry, {expiry_date_sql("expiry")} AS expiry_date
+        FROM (SELECT DISTINCT expiry FROM _epcis_batch WHERE expiry IS NOT NULL))
+    SELECT {", ".join(f"b.{c}" for c in EVENT_COLUMNS)}, d.expiry_date,
+        {event_kind_sql("b.event_type", "b.action", "b.biz_step")} AS kind,
+        CASE WHEN b.parent_id IS NOT NULL THEN b.epc_scheme END AS parent_scheme,
+        CASE WHEN b.parent_id IS NOT NULL THEN {epc_key_sql(scheme="b.epc_scheme", epc="b.parent_id", product_code="b.product_code", serial="b.serial", sscc="b.sscc")} END
+            AS parent_key
+    FROM _epcis_batch b LEFT JOIN dates d ON d.expiry = b.expiry"""
 _EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
     SELECT event_index, epc, epc_scheme, product_code, serial, {epc_key_sql()} AS epc_key
     FROM _epcis_batch"""

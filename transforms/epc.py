@@ -437,7 +437,7 @@ def parse_epcs_frame(frame: pl.DataFrame, column: str = "epc") -> pl.DataFrame:
         pl.when(pl.col("_ok") & (s_ == 2)).then(pl.col("_key")).alias("sscc"),
         pl.when(pl.col("_ok") & (s_ == 3)).then(pl.col("_rest")).alias("sgln"),
     )
-    if parsed.select(e.str.contains("^" + _DL_START).any()).item():
+    if others and parsed.select(e.str.contains("^" + _DL_START).any()).item():
         parsed = _digital_links_frame(parsed, column)
     return parsed
 
