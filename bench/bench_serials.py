@@ -56,7 +56,7 @@ else:
     summary = json.loads((Path(out["report_dir"]) / "run_summary.json").read_text())
     stages = {k: v for k, v in summary["durations_s"].items() if v >= 0.01}
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"wall": wall, "imports": t_imp, "peak_mb": peak, "rows": rows,
+print("BENCH-CHILD " + json.dumps({"wall": wall, "imports": t_imp, "peak_mb": peak, "rows": rows,
                   "stages": stages if mode != "baseline" else {}}))
 """
 
@@ -65,7 +65,53 @@ def child(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # the figures are the child's marked line: anything else it printed is not read
+    marked = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH-CHILD ")]
+    if not marked:
+        raise SystemExit(f"bench child printed no figures:\n{out.stdout[-3000:]}")
+    return json.loads(marked[-1].removeprefix("BENCH-CHILD "))
+
+
+def measure_day(work: Path, data: Path, reps: int) -> dict[str, Any]:
+    """The benchmark day as one night (issue 16): the pool, the assignments and the 100
+    export files arrive together on a store holding only the master data, and the night
+    runs with and without report.html / report.xlsx, alternating which goes first; the
+    medians give the share the two add to that night's wall time (target: 10 %)."""
+    root = work / "day"
+    start = work / "day_start"
+    (start / "inbox").mkdir(parents=True)
+    for f in (data / "master").iterdir():
+        shutil.copy(f, start / "inbox" / f.name)
+    child("plain", str(start), "-", "2026-11-20T02:00:00")  # master data
+    files = ["serial_pool_bench.csv", "assignments_bench.csv", "exports_bench.csv"]
+    walls: dict[str, list[float]] = {"run": [], "plain": []}
+    pages: list[float] = []
+    for rep in range(reps):
+        for mode in ("plain", "run") if rep % 2 else ("run", "plain"):
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(start, root)
+            for name in files:
+                shutil.copy(data / name, root / "inbox" / name)
+            os.sync()
+            out = child(mode, str(root), "-", "2026-11-21T02:00:00")
+            walls[mode].append(out["wall"])
+            if mode == "run":
+                pages.append(out["stages"].get("report_pages", 0.0))
+    with_s, without_s = statistics.median(walls["run"]), statistics.median(walls["plain"])
+    print(
+        "  the whole day in one night (pool, assignments, 100 exports): with report.html /"
+        f" report.xlsx {' '.join(f'{w:.2f}' for w in walls['run'])} s, without"
+        f" {' '.join(f'{w:.2f}' for w in walls['plain'])} s: {with_s / without_s:.3f}x"
+        f" (report_pages {statistics.median(pages):.2f} s)"
+    )
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(start, ignore_errors=True)
+    return {
+        "night": "day", "with_s": round(with_s, 3), "without_s": round(without_s, 3),
+        "ratio": round(with_s / without_s, 3), "report_pages_s": round(statistics.median(pages), 3),
+        "runs_with": [round(w, 3) for w in walls["run"]],
+        "runs_without": [round(w, 3) for w in walls["plain"]],
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -184,6 +230,9 @@ def main() -> None:
         if opts.only:
             break
 
+    day: dict[str, Any] = {}
+    if not opts.only:
+        day = measure_day(work, data, opts.reps)
     exported = sum(1 for _ in (root / "outbox" / "serials").rglob("*.csv"))
     print()
     print(
@@ -220,7 +269,8 @@ def main() -> None:
                            "baseline_s": round(b["wall"], 3), "ratio": round(m["wall"] / b["wall"], 3)}
                     for name, n, m, b in results
                 },
-                "reports_overhead": reports_overhead,
+                "reports_overhead": day or reports_overhead,
+                "export_night_reports_overhead": reports_overhead,
             }
         )
     )  # fmt: skip
