@@ -28,7 +28,8 @@ import polars as pl
 
 from transforms.serials import outbox_rows
 
-FORMULA_START = ("=", "+", "-", "@")
+# a text cell starting so is read as a formula by spreadsheets (§10)
+FORMULA_START = r"^[=+\-@\t\r]"
 
 
 def fsync_dir(folder: Path) -> None:
@@ -360,34 +361,35 @@ def _twins(
     ]
 
 
-def formula_safe(frame: pl.DataFrame, free_text: Iterable[str]) -> pl.DataFrame:
-    """Prefix a `'` to free-text cells that a spreadsheet would read as a formula (§10)."""
-    exprs = []
-    for col in free_text:
-        if col in frame.columns:
-            c = pl.col(col).cast(pl.String)
-            exprs.append(
-                pl.when(c.str.contains(r"^[=+\-@]")).then(pl.lit("'") + c).otherwise(c).alias(col)
-            )
+def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix a `'` to every text cell a spreadsheet would read as a formula (§10): one that
+    starts with `=`, `+`, `-`, `@`, a tab or a carriage return — free text and codes from
+    partners' files alike.  Numbers are not text and stay as they are."""
+    exprs = [
+        pl.when(pl.col(name).str.contains(FORMULA_START))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    ]
     return frame.with_columns(exprs) if exprs else frame
 
 
-def report_csv_bytes(
-    frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()
-) -> bytes:
-    """A report: exactly `columns` (header always present), formula-safe free text."""
+def report_csv_bytes(frame: pl.DataFrame, columns: list[str]) -> bytes:
+    """A report for people: exactly `columns` (header always present), every text cell
+    formula-safe.  Export files and partner answers are not reports: their serials are
+    written as issued (`serial_csv_bytes`)."""
     if frame.height == 0:
         frame = pl.DataFrame(schema={c: frame.schema.get(c, pl.String) for c in columns})
-    frame = formula_safe(frame.select(columns), free_text)
+    frame = formula_safe(frame.select(columns))
     buf = io.BytesIO()
     frame.write_csv(buf, include_header=True, line_terminator="\n", quote_style="necessary")
     return buf.getvalue()
 
 
-def write_report(
-    folder: Path, name: str, frame: pl.DataFrame, columns: list[str], free_text: Iterable[str] = ()
-) -> None:
-    write_atomic(folder / name, report_csv_bytes(frame, columns, free_text))
+def write_report(folder: Path, name: str, frame: pl.DataFrame, columns: list[str]) -> None:
+    write_atomic(folder / name, report_csv_bytes(frame, columns))
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -33,9 +33,7 @@ def _contract_and_shipping_reports(
         ("allocations.csv", contract_reports.allocations_report(con, reported)),
     ):
         columns = contract_schemas.REPORT_COLUMNS.get(name, frame.columns)
-        outbox_io.write_report(
-            folder, name, frame, columns, free_text=("description", "detail", "event")
-        )
+        outbox_io.write_report(folder, name, frame, columns)
     invariants.update(contract_reports.contract_invariants(con))
     rec_cols = shipping_schemas.SHIPPING_RECONCILIATION_COLUMNS
     exc_cols = shipping_schemas.SHIPPING_EXCEPTIONS_COLUMNS
@@ -94,15 +92,10 @@ def write_reports(run: Run) -> Run:
     rejects = run_rows.recorded_rows(
         con, reported, "rejects.csv", {"file": pl.String(), **REJECT_SCHEMA}
     )
-    outbox_io.write_report(
-        folder, "rejects.csv", rejects, reports.REJECTS_COLUMNS, free_text=("value", "message")
-    )
-    outbox_io.write_report(folder, "cmos.csv", reports.cmos_report(con), reports.CMOS_COLUMNS,
-                           free_text=("cmo_name", "street1", "street2", "street3", "city", "state", "zip_code",
-                                      "collaboration_channel", "contact_email", "tenant"))  # fmt: skip
+    outbox_io.write_report(folder, "rejects.csv", rejects, reports.REJECTS_COLUMNS)
+    outbox_io.write_report(folder, "cmos.csv", reports.cmos_report(con), reports.CMOS_COLUMNS)
     balance = reports.serial_balance_report(con)
-    outbox_io.write_report(folder, "serial_balance.csv", balance, reports.SERIAL_BALANCE_COLUMNS,
-                           free_text=("cmo_name", "product_name"))  # fmt: skip
+    outbox_io.write_report(folder, "serial_balance.csv", balance, reports.SERIAL_BALANCE_COLUMNS)
     outbox_io.write_report(
         folder,
         "exported_files.csv",
@@ -110,7 +103,7 @@ def write_reports(run: Run) -> Run:
         reports.EXPORTED_FILES_COLUMNS,
     )
     outbox_io.write_report(folder, "deliveries.csv", deliveries.deliveries_frame(run.deliveries),
-                           deliveries.DELIVERIES_COLUMNS, free_text=("message",))  # fmt: skip
+                           deliveries.DELIVERIES_COLUMNS)  # fmt: skip
     invariants = reports.serial_invariants(con, balance, run.pool_sizes)
     _contract_and_shipping_reports(run, folder, invariants, reported)
     timed(run, "reports", started)

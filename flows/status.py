@@ -56,9 +56,7 @@ def as_csv(frames: dict[str, pl.DataFrame]) -> str:
     """Each balance under a `# <name>` line, with the columns and cells of its report CSV."""
     out = []
     for name, frame in frames.items():
-        body = outbox_io.report_csv_bytes(
-            frame, frame.columns, free_text=("cmo_name", "product_name")
-        ).decode("utf-8")
+        body = outbox_io.report_csv_bytes(frame, frame.columns).decode("utf-8")
         out.append(f"# {name}\n{body}")
     return "".join(out)
 

@@ -116,9 +116,7 @@ def _write_report(run: Run, folder: Path) -> dict[str, Any]:
         if run.rejects
         else pl.DataFrame(schema={"file": pl.String, **REJECT_SCHEMA})
     )
-    outbox_io.write_report(
-        folder, "rejects.csv", rejects, reports.REJECTS_COLUMNS, free_text=("value", "message")
-    )
+    outbox_io.write_report(folder, "rejects.csv", rejects, reports.REJECTS_COLUMNS)
     invariants = reports.serial_invariants(con, reports.serial_balance_report(con), run.pool_sizes)
     invariants.update(contract_reports.contract_invariants(con))
     outline = summary(run, invariants, dt.datetime.now())

@@ -66,23 +66,30 @@ def test_an_empty_export_still_has_its_header() -> None:
 # --------------------------------------------------------------------------- reports
 
 
-@pytest.mark.parametrize("start", ["=", "+", "-", "@"])
-def test_free_text_cells_that_start_like_a_formula_get_a_leading_quote(start: str) -> None:
-    frame = pl.DataFrame({"cmo_id": [f"{start}C1"], "cmo_name": [f"{start}SUM(A1)"], "n": [-3]})
-    data = report_csv_bytes(frame, ["cmo_id", "cmo_name", "n"], free_text=["cmo_name"])
-    assert data.decode().splitlines() == ["cmo_id,cmo_name,n", f"{start}C1,'{start}SUM(A1),-3"]
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_every_text_cell_that_starts_like_a_formula_gets_a_leading_quote(start: str) -> None:
+    """§10: free text and partners' codes alike (lots, serials, EPCs, order numbers,
+    customers …); numbers are not text and stay as they are."""
+    frame = pl.DataFrame(
+        {"cmo_id": [f"{start}C1"], "lot": [f"{start}1+1"], "order_no": [f"{start}SO"], "n": [-3]}
+    )
+    data = report_csv_bytes(frame, ["cmo_id", "lot", "order_no", "n"])
+    row = list(csv.reader(io.StringIO(data.decode(), newline="")))[1]
+    assert row == [f"'{start}C1", f"'{start}1+1", f"'{start}SO", "-3"]
 
 
-def test_free_text_cells_that_do_not_start_like_a_formula_are_unchanged() -> None:
-    frame = pl.DataFrame({"message": ["a=b", "ok", None, "'quoted"]})
-    data = report_csv_bytes(frame, ["message"], free_text=["message"])
-    assert data.decode().splitlines() == ["message", "a=b", "ok", "", "'quoted"]
+def test_text_cells_that_do_not_start_like_a_formula_are_unchanged() -> None:
+    frame = pl.DataFrame({"message": ["a=b", "ok", None, "'quoted", " =x", "0-1"]})
+    data = report_csv_bytes(frame, ["message"])
+    assert data.decode().splitlines() == ["message", "a=b", "ok", "", "'quoted", " =x", "0-1"]
 
 
-def test_codes_in_reports_are_written_as_they_are() -> None:
-    frame = pl.DataFrame({"product_code": ["00000000000017"], "serial": ["-A1"], "value": ["-A1"]})
-    data = report_csv_bytes(frame, ["product_code", "serial", "value"], free_text=["value"])
-    assert data.decode().splitlines()[1] == "00000000000017,-A1,'-A1"
+def test_export_files_are_for_machines_and_keep_their_serials_as_issued() -> None:
+    frame = pl.DataFrame({"product_code": ["11223344556675"] * 2, "serial": ["-A1", "=1+1"]})
+    assert serial_csv_bytes(frame).decode().splitlines()[1:] == [
+        "11223344556675,-A1",
+        "11223344556675,=1+1",
+    ]
 
 
 def test_a_report_without_rows_is_its_header_only() -> None:

@@ -321,3 +321,44 @@ def test_a_file_name_that_is_not_utf8_is_quarantined_under_a_safe_name(tmp_path:
     ]  # fmt: skip
     assert "\\xff" in (q / "products_%FF.csv.reason.txt").read_text(encoding="utf-8")
     assert os.path.exists(os.path.join(raw_inbox, b"cmos_b.csv\xff.part"))
+
+
+def test_every_text_cell_of_every_report_is_formula_safe_and_exports_are_not_touched(
+    tmp_path: Path,
+) -> None:
+    """§10 (issue 18 item 8): partners' codes starting like a formula — an order number, a
+    customer, a lot, a malformed EPC — get the leading `'` in every report CSV, like free
+    text; the export files and answers keep their serials as issued."""
+    import datetime as dt
+
+    from connectors.demo import demo_files
+
+    files: dict[str, str | bytes] = dict(demo_files(dt.date(2026, 11, 23)))
+    ship = next(n for n in files if n.startswith("shipping_"))
+    files[ship] = (
+        str(files[ship])
+        .replace("LOT-2026-11-A", "=HYPERLINK(1)")
+        .replace("NOTOURS0001</epc>", "NOTOURS0001</epc><epc>@SUM(1)</epc>")
+    )
+    files["orders_demo_morning.csv"] = (
+        str(files["orders_demo_morning.csv"])
+        .replace("SO-261123-0002,", "=SO-261123-0002,")
+        .replace("HOSP-NORTH", "+HOSP-NORTH")
+    )
+    out = run_day(tmp_path, "2026-11-23T02:00:00", files)
+    folder = tmp_path / "outbox" / "reports" / out["run_id"]
+    allocations = rows_of(report(tmp_path, out["run_id"], "allocations.csv"))
+    assert any(r["order_no"] == "'=SO-261123-0002" for r in allocations)
+    assert any(r["customer"] == "'+HOSP-NORTH" for r in allocations)
+    lots = rows_of(report(tmp_path, out["run_id"], "lot_reconciliation.csv"))
+    assert [r["lot"] for r in lots] == ["'=HYPERLINK(1)"]
+    exceptions = rows_of(report(tmp_path, out["run_id"], "shipping_exceptions.csv"))
+    assert any(r["epc"] == "'@SUM(1)" for r in exceptions)
+    for path in folder.glob("*.csv"):
+        with path.open(encoding="utf-8", newline="") as fh:
+            for row in csvlib.reader(fh):
+                risky = [c for c in row if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+                assert all(c.lstrip("-").isdigit() for c in risky), (path.name, risky)
+    machines = [*(tmp_path / "outbox").glob("serials/*/*.csv"),
+                *(tmp_path / "outbox").glob("partners/*/*.csv")]  # fmt: skip
+    assert machines and all("'" not in p.read_text() for p in machines)
