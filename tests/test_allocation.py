@@ -240,6 +240,36 @@ def test_first_failing_step_gives_the_reason() -> None:
     assert reasons(run([order("A", 5)], lines)) == ["LINE_CLOSED"]
 
 
+EXPIRED = {"valid_to": dt.date(2024, 2, 1)}  # the orders are of 2024-03-01
+
+
+@pytest.mark.parametrize(
+    ("steps", "line", "order_kw", "reason"),
+    [
+        ("2/3", {"warehouse": "W1", "initialized": False, "available": 0}, {"warehouse": "W2"},
+         "NO_CONTRACT_LINE"),
+        ("3/4", {"initialized": False, "available": 0, "status": "C"}, {}, "NOT_INITIALIZED"),
+        ("3/4", {"active": False, "status": "C"}, {}, "NOT_INITIALIZED"),
+        ("4/5", {"status": "C", **EXPIRED}, {}, "LINE_CLOSED"),
+        ("5/6", {"customer": "CUST9", **EXPIRED}, {}, "CONTRACT_NOT_VALID"),
+        ("5/6", {"key_customers": ["CUST2"], "valid_from": dt.date(2024, 6, 1)}, {},
+         "CONTRACT_NOT_VALID"),
+        ("5/7", {"unit_factor": 6, **EXPIRED}, {}, "CONTRACT_NOT_VALID"),
+        ("6/7", {"customer": "CUST9", "unit_factor": 6}, {}, "CUSTOMER_NOT_ALLOWED"),
+    ],
+)  # fmt: skip
+def test_a_line_failing_two_steps_at_once_gets_the_earlier_steps_reason(
+    steps: str, line: dict[str, Any], order_kw: dict[str, Any], reason: str
+) -> None:
+    """§7.5 (issue 18 item 9): the steps narrow in their order, so a line that fails two of
+    them is dropped by the earlier one — e.g. expired on the order date and restricted to
+    another customer is CONTRACT_NOT_VALID, not CUSTOMER_NOT_ALLOWED — in the fast path
+    and in the step-by-step reference alike."""
+    orders, lines = [order("A", 10, **order_kw)], [cand("K1", **line)]
+    assert reasons(run(orders, lines)) == [reason], steps
+    assert reasons(run(orders, lines, reference=True)) == [reason], steps
+
+
 # --- search order, ICFULLQT, auto-assign, chosen line --------------------------------------
 
 

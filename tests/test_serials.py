@@ -701,6 +701,26 @@ def test_a_repeated_request_id_with_different_values_is_rejected(
     assert count(con, "request_id IS NOT NULL") == 2
 
 
+def test_a_request_id_reused_for_another_product_is_a_rejected_row() -> None:
+    """§5.5 (issue 18 item 9): R1 = C1/A/2 served, then R1 = C1/B/2 — same CMO and quantity,
+    another product — is a rejected row, not 'served before'; B's serials stay assigned.
+    The same within one file."""
+    con = seed(products=[PROD_A, PROD_B], cmos={"C1": [PROD_A, PROD_B]}, partners=["C1"],
+               pool={PROD_A: 3, PROD_B: [f"B{i}" for i in range(3)]})  # fmt: skip
+    assign(con, cmo_id="C1", product_code=PROD_A, quantity="3")
+    assign(con, cmo_id="C1", product_code=PROD_B, quantity="3")
+    served = request(con, request_id="R1", cmo_id="C1", product_code=PROD_A, quantity="2")
+    assert served.rows_applied == 1
+    again = request(con, request_id="R1", cmo_id="C1", product_code=PROD_B, quantity="2")
+    assert _rules(again) == [(2, "request_id_reused")] and again.warnings == []
+    assert f"product {PROD_A}" in again.rejects.get_column("message")[0]
+    assert count(con, "request_id IS NOT NULL") == 2
+    assert count(con, f"product_code = '{PROD_B}' AND request_id IS NULL AND cmo_id = 'C1'") == 3
+    one_file = request(con, request_id=["R2", "R2"], cmo_id="C1",
+                       product_code=[PROD_A, PROD_B], quantity="1")  # fmt: skip
+    assert _rules(one_file) == [(3, "request_id_reused")]
+
+
 # --------------------------------------------------------------------------- returns §5.6
 
 

@@ -91,6 +91,32 @@ def test_the_same_json_ld_document_on_a_later_night_is_a_duplicate(tmp_path: Pat
     assert (tmp_path / "inbox" / "archive" / again["run_id"] / "shipping_b.jsonld").exists()
 
 
+def test_the_same_xml_document_dropped_on_two_nights_is_a_duplicate(tmp_path: Path) -> None:
+    """§8 (issue 18 item 9): the same shipping_*.xml again on the next night is not applied
+    again (a shipped serial would be ALREADY_SHIPPED): it is archived, its outcome is
+    `duplicate`, and a warning names the run that first applied it."""
+    doc = Doc([Ev(biz_step="commissioning", epcs=[unit("S1"), unit("S2")], biz_location=LOC,
+                  lot="L1"),
+               Ev(biz_step="shipping", epcs=[unit("S1")], biz_location=LOC)])  # fmt: skip
+    xml = to_xml(doc)
+    first = run_day(tmp_path, "2026-11-23T02:00:00", {**MASTER, "shipping_a.xml": xml})
+    again = run_day(tmp_path, "2026-11-24T02:00:00", {"shipping_a.xml": xml})
+    s = summary(tmp_path, again["run_id"])
+    (entry,) = s["files"]
+    assert (entry["name"], entry["kind"], entry["outcome"]) == (
+        "shipping_a.xml",
+        "shipping",
+        "duplicate",
+    )
+    assert [w for w in s["warnings"] if "shipping_a.xml" in w and first["run_id"] in w]
+    assert (tmp_path / "inbox" / "archive" / again["run_id"] / "shipping_a.xml").exists()
+    assert not (tmp_path / "inbox" / "quarantine").exists()
+    for name in ("shipping_reconciliation.csv", "shipping_exceptions.csv"):  # nothing new
+        assert len(report(tmp_path, again["run_id"], name).splitlines()) == 1
+    lots = rows_of(report(tmp_path, again["run_id"], "lot_reconciliation.csv"))
+    assert [(r["commissioned"], r["shipped"], r["exceptions"]) for r in lots] == [("2", "1", "0")]
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
