@@ -6,6 +6,11 @@ and `ddl_shipping.py`; `connectors.store` creates all of them.
 
 import duckdb
 
+# The layout of the state store's tables.  Raised whenever a change needs a store
+# written before it to be migrated when opened (`connectors.store.create_schema`); the
+# benchmarks key their cached stores by it.
+STORE_FORMAT = 1
+
 # the marks of §8 / §8.1 on each recorded file (NULL: not yet); the times are the run's
 # clock.  `migrate_outbox_marks` adds them to a store written before they existed.
 OUTBOX_MARK_COLUMNS = {

@@ -1,0 +1,464 @@
+"""Benchmark of year five (issue 17): does a night's cost grow with the store?
+
+    python -m bench.bench_history               # 100M serials, 50M links (builds once, ~cached)
+    python -m bench.bench_history --scale 0.1   # a tenth: a quick look
+
+It builds (or takes from its cache under `bench/data/`, keyed by the scale, the
+number of nights, the store format `connectors.ddl.STORE_FORMAT` and the generator's
+version) a *history* store: a year of activity (`bench.history_gen`) — at full size
+100M serials of 20 products and 200 CMOs, 60M assigned, 40M exported, commissioned
+and packed, 30M shipped, 50M stored packing links, 18k export files, 10k contract
+lines and 5M consumed order lines — run by default in 24 nights (`--nights`: the
+year's totals stay, only its files are fewer and larger; 365 is one night a day, at
+about ten seconds of fixed cost a night on a loaded machine).  Each night is real
+inbox files run through the
+product's own stages (`flows.pipeline`: prepare, scan, every apply stage, the output
+writer); only the report folder of the history's nights is not written (its
+bookkeeping is done as a report would do it).  It also builds a *fresh* store that
+holds only the measured night's prerequisites (master data, contracts, the sender's
+exported and packed serials).  The stores are built by the product's own loading
+path, not written table by table, so the history store is exactly what a year of
+nights leaves (the build checks every file applied whole, and the night's and the
+open-and-check's §8 invariants are reported).
+
+Then it runs the same night — a 2M-serial pool file, 100k generated serials, 1M
+assigned, 500k exported in 50 files, a shipping document that commissions 150k
+units and ships 200k (50k packed in an earlier document), 100k order lines — on a
+copy of each store, alternating, `--reps` times, each night a whole `cmi run` in a
+child process (`run_pipeline` with the default reports: CSVs, report.html,
+report.xlsx).  It reports each stage's wall time and peak memory (VmHWM, reset per
+stage) on both stores and their ratio, the store's size on disk per serial and per
+stored link (DuckDB's blocks of the link tables are the links'; the rest the
+serials'), and the time to open the store and check the invariants of §8.
+
+Targets: night on the history store <= 1.3x the fresh store; peak memory < 2 GB;
+<= 20 bytes per serial, <= 40 bytes per link; open + check <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+GENERATOR_VERSION = 1  # bump when bench.history_gen plans another history
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / "data"
+LINK_TABLES = ("shipping_aggregation", "shipping_parents")
+
+
+# ------------------------------------------------------------------ child side
+
+
+def _peak_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _peak_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _settle(inbox: Path) -> None:
+    past = time.time() - 3600
+    for path in inbox.iterdir():
+        if path.is_file():
+            os.utime(path, (past, past))
+
+
+def _config(people_reports: bool):  # type: ignore[no-untyped-def]
+    from transforms.context import Config, InboxConfig, ReportsConfig
+
+    return Config(
+        inbox=InboxConfig(settle_seconds=0),
+        reports=ReportsConfig(html=people_reports, xlsx=people_reports),
+    )
+
+
+def _check_outcome(label: str, files: list[dict[str, Any]], unexpected: list[str]) -> None:
+    bad = [f for f in files if f["outcome"] != "applied" or f["rows_rejected"]]
+    if bad or unexpected:
+        raise SystemExit(f"{label}: a file was not applied whole: {bad} {unexpected}")
+
+
+def _close_night(run: Any) -> None:
+    """What `write_reports` does to the state, without the report folder: the run's rows
+    are claimed and confirmed as reported, the outputs awaited, the run finished."""
+    import datetime as dt
+
+    from connectors.store import transaction
+    from flows.outputs import await_outputs
+    from transforms import run_rows
+
+    con = run.store.con
+    with transaction(con):
+        run_rows.claim_unreported(con, run.run_id)
+    await_outputs(run)
+    con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [dt.datetime.now(), run.run_id])
+    with transaction(con):
+        run_rows.confirm_reported(con, run.run_id)
+
+
+def child_build(root: Path, scale: float, nights: int, fresh: bool) -> dict[str, Any]:
+    """Build a store night by night through the product's stages (see the docstring)."""
+    from bench.history_gen import HistoryShape, simulate
+    from flows.pipeline import STAGES, RunPaths, apply_stage, finish, prepare, scan
+
+    shape = HistoryShape(scale=scale, nights=nights)
+    paths = RunPaths(root / "inbox", root / "outbox", root / "state" / "cmi.duckdb")
+    paths.outbox.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    last = started
+    for label, night in simulate(shape, fresh=fresh):
+        night.write(paths.inbox)
+        _settle(paths.inbox)
+        run = prepare(paths, _config(False), night.as_of)
+        run = scan(run)
+        for stage, _kinds in STAGES:
+            run = apply_stage(run, stage)
+        _close_night(run)
+        out = finish(run)
+        _check_outcome(label, out["files"], out["unexpected"])
+        # the archive and the written export files leave (a transfer tool takes those)
+        shutil.rmtree(paths.inbox / "archive", ignore_errors=True)
+        shutil.rmtree(paths.outbox / "serials", ignore_errors=True)
+        now = time.perf_counter()
+        if now - last > 30:
+            print(f"  {label}: {now - started:.0f} s", file=sys.stderr, flush=True)
+            last = now
+    return {"build_s": round(time.perf_counter() - started, 1)}
+
+
+def child_night(root: Path, as_of: str) -> dict[str, Any]:
+    """One measured night: `run_pipeline` with a call that times every stage."""
+    import datetime as dt
+
+    from flows.pipeline import RunPaths, run_pipeline
+
+    stages: dict[str, dict[str, float]] = {}
+
+    def call(fn: Any, *args: Any) -> Any:
+        name = args[1] if fn.__name__ == "apply_stage" else fn.__name__
+        _peak_reset()
+        t0 = time.perf_counter()
+        result = fn(*args)
+        stages[name] = {"s": round(time.perf_counter() - t0, 3), "peak_mb": round(_peak_mb())}
+        return result
+
+    paths = RunPaths(root / "inbox", root / "outbox", root / "state" / "cmi.duckdb")
+    started = time.perf_counter()
+    out = run_pipeline(call, paths, _config(True), dt.datetime.fromisoformat(as_of))
+    wall = time.perf_counter() - started
+    _check_outcome("the night", out["files"], out["unexpected"])
+    import resource
+
+    summary = json.loads((Path(out["report_dir"]) / "run_summary.json").read_text())
+    return {
+        "wall_s": round(wall, 3),
+        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "stages": stages,
+        "durations_s": summary["durations_s"],
+        "invariants": summary["invariants"],
+    }
+
+
+def child_check(state: Path) -> dict[str, Any]:
+    """Open the store as a run does and check the invariants of §8 as a night's end does."""
+    from connectors.store import open_store
+    from transforms import contract_reports, reports
+
+    t0 = time.perf_counter()
+    store = open_store(state)
+    opened = time.perf_counter()
+    con = store.con
+    balance = reports.serial_balance_report(con)
+    invariants = reports.serial_invariants(con, balance, reports.pool_sizes(con))
+    invariants.update(contract_reports.contract_invariants(con))
+    checked = time.perf_counter()
+    store.close()
+    return {
+        "open_s": round(opened - t0, 3),
+        "check_s": round(checked - opened, 3),
+        "open_and_check_s": round(checked - t0, 3),
+        "invariants": invariants,
+    }
+
+
+def child_facts(state: Path) -> dict[str, Any]:
+    """Counts and sizes of a store."""
+    import duckdb
+
+    con = duckdb.connect(str(state), read_only=True)
+
+    def one(sql: str) -> Any:
+        row = con.execute(sql).fetchone()
+        return row[0] if row else None
+
+    facts: dict[str, Any] = {
+        "serials": int(one("SELECT coalesce(sum(size), 0) FROM serial_products")),
+        "assigned": int(one("SELECT coalesce(sum(hi - lo), 0) FROM serial_runs WHERE cmo_id IS NOT NULL")),
+        "exported": int(one("SELECT coalesce(sum(hi - lo), 0) FROM serial_runs WHERE export_count > 0")),
+        "commissioned": int(one("SELECT coalesce(sum(hi - lo), 0) FROM serial_runs WHERE commissioned")),
+        "shipped": int(one("SELECT coalesce(sum(hi - lo), 0) FROM serial_runs WHERE shipped")),
+        "runs": int(one("SELECT count(*) FROM serial_runs")),
+        "links": int(one("SELECT count(*) FROM shipping_aggregation")),
+        "export_files": int(one("SELECT count(*) FROM outbox_files WHERE kind = 'export'")),
+        "contract_lines": int(one("SELECT count(*) FROM contract_lines")),
+        "order_lines": int(one("SELECT count(*) FROM contract_order_lines")),
+        "nights": int(one("SELECT count(*) FROM runs")),
+    }  # fmt: skip
+    block = int(one("SELECT block_size FROM pragma_database_size()") or 262144)
+    blocks: dict[str, int] = {}
+    for (table,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    ).fetchall():
+        ids = one(
+            f"""SELECT count(DISTINCT b) FROM (
+                SELECT block_id AS b FROM pragma_storage_info('{table}') WHERE block_id >= 0
+                UNION ALL
+                SELECT unnest(additional_block_ids) FROM pragma_storage_info('{table}'))"""
+        )
+        blocks[table] = int(ids)
+    con.close()
+    size = state.stat().st_size
+    link_bytes = sum(blocks.get(t, 0) for t in LINK_TABLES) * block
+    facts.update(
+        file_bytes=size,
+        link_bytes=link_bytes,
+        table_mb={t: round(n * block / 2**20, 1) for t, n in sorted(blocks.items()) if n},
+        bytes_per_serial=round((size - link_bytes) / max(1, facts["serials"]), 2),
+        bytes_per_link=round(link_bytes / max(1, facts["links"]), 2),
+    )
+    return facts
+
+
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["build", "night", "check", "facts"])
+    parser.add_argument("--root", type=Path)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--nights", type=int, default=24)
+    parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--as-of", default="")
+    opts = parser.parse_args(argv)
+    state = opts.root / "state" / "cmi.duckdb"
+    if opts.what == "build":
+        result = child_build(opts.root, opts.scale, opts.nights, opts.fresh)
+    elif opts.what == "night":
+        result = child_night(opts.root, opts.as_of)
+    elif opts.what == "check":
+        result = child_check(state)
+    else:
+        result = child_facts(state)
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------ parent side
+
+
+def child(*args: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_history", "--child", *args],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    if out.returncode:
+        raise SystemExit(f"bench child {args[0]} failed:\n{out.stderr[-4000:]}")
+    sys.stderr.write(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def store_format() -> int:
+    sys.path.insert(0, str(ROOT))
+    from connectors.ddl import STORE_FORMAT
+
+    return STORE_FORMAT
+
+
+def cached_store(
+    kind: str, scale: float, nights: int, rebuild: bool
+) -> tuple[Path, dict[str, Any]]:
+    """The built store of `kind` (history / fresh), from the cache when it is there."""
+    key = f"{kind}-s{scale:g}-n{nights}-f{store_format()}-g{GENERATOR_VERSION}"
+    where = DATA / key
+    manifest = where / "manifest.json"
+    if manifest.exists() and not rebuild:
+        return where, json.loads(manifest.read_text())
+    shutil.rmtree(where, ignore_errors=True)
+    building = DATA / (key + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    print(f"building the {kind} store ({key}) …", flush=True)
+    args = ["build", "--root", str(building), "--scale", str(scale), "--nights", str(nights)]
+    built = child(*args, *(["--fresh"] if kind == "fresh" else []))
+    shutil.rmtree(building / "inbox", ignore_errors=True)
+    shutil.rmtree(building / "outbox", ignore_errors=True)
+    facts = child("facts", "--root", str(building))
+    info = {"key": key, **built, **facts}
+    (building / "manifest.json").write_text(json.dumps(info, indent=1))
+    building.rename(where)
+    print(f"  built in {built['build_s']} s: {json.dumps(facts)}", flush=True)
+    return where, info
+
+
+def _night_inbox(kind: str, scale: float, nights: int, into: Path) -> str:
+    sys.path.insert(0, str(ROOT))
+    from bench.history_gen import HistoryShape, final_plan, night_files
+
+    shape = HistoryShape(scale=scale, nights=nights)
+    night = night_files(shape, final_plan(shape, fresh=kind == "fresh"))
+    night.write(into)
+    return night.as_of.isoformat()
+
+
+def _copy_store(src: Path, work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "state").mkdir(parents=True)
+    for f in (src / "state").iterdir():
+        if f.is_file() and not f.name.endswith(".lock"):
+            shutil.copyfile(f, work / "state" / f.name)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument(
+        "--nights", type=int, default=24, help="nights the year of history is run in"
+    )
+    parser.add_argument("--reps", type=int, default=3, help="nights measured on each store")
+    parser.add_argument("--rebuild", action="store_true", help="build the stores again")
+    parser.add_argument("--work", type=Path, default=DATA / "work", help="scratch folder")
+    opts = parser.parse_args()
+    load_start = os.getloadavg()
+    stores = {
+        k: cached_store(k, opts.scale, opts.nights, opts.rebuild) for k in ("history", "fresh")
+    }
+    work = opts.work
+    inboxes = {}
+    for kind in stores:
+        inbox = work / f"inbox-{kind}"
+        shutil.rmtree(inbox, ignore_errors=True)
+        as_of = _night_inbox(kind, opts.scale, opts.nights, inbox)
+        inboxes[kind] = inbox
+    results: dict[str, list[dict[str, Any]]] = {"history": [], "fresh": []}
+    checks: dict[str, list[dict[str, Any]]] = {"history": [], "fresh": []}
+    for rep in range(opts.reps):
+        order = ["history", "fresh"] if rep % 2 == 0 else ["fresh", "history"]
+        for kind in order:
+            root = work / "night"
+            _copy_store(stores[kind][0], root)
+            checks[kind].append(child("check", "--root", str(root)))
+            shutil.copytree(inboxes[kind], root / "inbox")
+            _settle(root / "inbox")
+            os.sync()
+            result = child("night", "--root", str(root), "--as-of", as_of)
+            results[kind].append(result)
+            print(
+                f"  rep {rep + 1} {kind:<7}: night {result['wall_s']:.2f} s, peak "
+                f"{result['peak_mb']} MB; open+check {checks[kind][-1]['open_and_check_s']:.2f} s",
+                flush=True,
+            )
+    shutil.rmtree(work / "night", ignore_errors=True)
+    load_end = os.getloadavg()
+    report(opts, stores, results, checks, (load_start, load_end))
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def report(
+    opts: argparse.Namespace,
+    stores: dict[str, tuple[Path, dict[str, Any]]],
+    results: dict[str, list[dict[str, Any]]],
+    checks: dict[str, list[dict[str, Any]]],
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
+) -> None:
+    hist, fresh = stores["history"][1], stores["fresh"][1]
+    print()
+    print(
+        f"history store: {hist['serials']:,} serials ({hist['assigned']:,} assigned, "
+        f"{hist['exported']:,} exported, {hist['commissioned']:,} commissioned, "
+        f"{hist['shipped']:,} shipped; {hist['runs']:,} runs), {hist['links']:,} links, "
+        f"{hist['export_files']:,} export files, {hist['contract_lines']:,} contract lines, "
+        f"{hist['order_lines']:,} order lines, {hist['nights']} nights; "
+        f"{hist['file_bytes'] / 2**30:.2f} GiB"
+    )
+    print(f"  tables (MiB): {hist['table_mb']}")
+    print(
+        f"  {hist['bytes_per_serial']:.1f} bytes per serial, {hist['bytes_per_link']:.1f} "
+        "bytes per stored link"
+    )
+    print(f"fresh store: {fresh['serials']:,} serials, {fresh['links']:,} links")
+    names = list(results["history"][0]["stages"])
+    print()
+    print(
+        f"{'stage':<18} {'history s':>10} {'fresh s':>9} {'ratio':>6} {'hist MB':>8} {'fresh MB':>9}"
+    )
+    for name in names:
+        h = _median([r["stages"][name]["s"] for r in results["history"]])
+        f = _median([r["stages"][name]["s"] for r in results["fresh"]])
+        hm = max(r["stages"][name]["peak_mb"] for r in results["history"])
+        fm = max(r["stages"][name]["peak_mb"] for r in results["fresh"])
+        ratio = h / f if f > 0 else float("nan")
+        print(f"{name:<18} {h:>10.2f} {f:>9.2f} {ratio:>6.2f} {hm:>8.0f} {fm:>9.0f}")
+    night_h = _median([r["wall_s"] for r in results["history"]])
+    night_f = _median([r["wall_s"] for r in results["fresh"]])
+    peak = max(r["peak_mb"] for k in results for r in results[k])
+    print(
+        f"{'night':<18} {night_h:>10.2f} {night_f:>9.2f} {night_h / night_f:>6.2f} "
+        f"{max(r['peak_mb'] for r in results['history']):>8.0f} "
+        f"{max(r['peak_mb'] for r in results['fresh']):>9.0f}"
+    )
+    print("  nights: history " + " ".join(f"{r['wall_s']:.2f}" for r in results["history"])
+          + " s; fresh " + " ".join(f"{r['wall_s']:.2f}" for r in results["fresh"]) + " s")  # fmt: skip
+    oc = _median([c["open_and_check_s"] for c in checks["history"]])
+    oc_f = _median([c["open_and_check_s"] for c in checks["fresh"]])
+    print(
+        f"open + check §8 invariants: history {oc:.2f} s (open "
+        f"{_median([c['open_s'] for c in checks['history']]):.2f} s), fresh {oc_f:.2f} s"
+    )
+    failed = sorted(
+        {k for r in [*results["history"], *results["fresh"]] for k, v in r["invariants"].items() if not v}
+        | {k for c in [*checks["history"], *checks["fresh"]] for k, v in c["invariants"].items() if not v}
+    )  # fmt: skip
+    print(f"invariants: {'all hold' if not failed else 'FAILED ' + ', '.join(failed)}")
+    print(f"medians of {opts.reps} nights on each store, alternating; load average "
+          f"{' '.join(f'{x:.2f}' for x in loads[0])} at the start, "
+          f"{' '.join(f'{x:.2f}' for x in loads[1])} at the end")  # fmt: skip
+    print("targets: ratio <= 1.3, peak < 2048 MB, <= 20 B/serial, <= 40 B/link, open+check <= 2 s")
+    print(
+        json.dumps(
+            {
+                "bench": "history",
+                "scale": opts.scale,
+                "serials": hist["serials"],
+                "links": hist["links"],
+                "night_fresh_s": round(night_f, 3),
+                "night_history_s": round(night_h, 3),
+                "ratio": round(night_h / night_f, 3),
+                "peak_mb": round(peak),
+                "bytes_per_serial": hist["bytes_per_serial"],
+                "bytes_per_link": hist["bytes_per_link"],
+                "open_and_check_s": round(oc, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
