@@ -99,6 +99,11 @@ def _print_outline(outline: dict[str, Any]) -> None:
             typer.echo(
                 f"  {f['name']}: {f['outcome']}" + (f" — {f['reason']}" if f.get("reason") else "")
             )
+    sent = outline.get("deliveries") or {}
+    if any(sent.values()):
+        typer.echo(
+            "deliveries: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sent.items())
+        )
     typer.echo(f"reports: {outline['report_dir']}")
     page = Path(outline["report_dir"] or ".") / "report.html"
     if outline["report_dir"] and page.exists():

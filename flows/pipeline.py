@@ -25,9 +25,11 @@ from connectors.faults import is_environmental, stopped
 from connectors.report_charts import ChartRenderer
 from connectors.store import Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
+from flows.delivery_stage import deliver
 from flows.outputs import await_outputs, raise_failed_outputs, write_unwritten_outputs
 from flows.reporting import settle_earlier_reports, summary, write_reports
 from flows.run_state import FileRecord, Run, RunPaths, timed
+from transforms import delivery as delivery_rules
 from transforms import reports
 from transforms.context import Config, RunContext
 
@@ -36,7 +38,7 @@ from transforms.context import Config, RunContext
 # array; pandera's first check): importing them here keeps that one-off cost out of the
 # first file of a run.
 
-__all__ = ["STAGES", "FileRecord", "Run", "RunPaths", "apply_stage", "finish", "prepare",
+__all__ = ["STAGES", "FileRecord", "Run", "RunPaths", "apply_stage", "deliver", "finish", "prepare",
            "run_local", "run_pipeline", "scan", "summary", "write_reports"]  # fmt: skip
 
 log = logging.getLogger("cmi")
@@ -200,6 +202,7 @@ def finish(run: Run) -> dict[str, Any]:
         "rejects": int(sum(r.height for r in run.rejects)),
         "warnings": list(run.warnings),
         "unexpected": list(run.unexpected),
+        "deliveries": delivery_rules.deliveries_summary(run.deliveries, run.deliveries_pending),
     }
 
 
@@ -224,6 +227,7 @@ def run_pipeline(
         run = call(scan, run)
         for stage, _ in STAGES:
             run = call(apply_stage, run, stage)
+        run = call(deliver, run)  # §8.1: after the exports, before the reports
         run = call(write_reports, run)
     except BaseException as err:
         await_outputs(run, stop=False)

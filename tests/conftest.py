@@ -25,7 +25,7 @@ setup_logging()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 # one module per real server the tests start (session-scoped fixtures)
-pytest_plugins = ["tests.servers.chromium"]
+pytest_plugins = ["tests.servers.chromium", "tests.servers.sshd"]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ handed in, the outcomes of the uploads are handed in by the flow.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -165,71 +165,59 @@ def pending_deliveries(con: duckdb.DuckDBPyConnection, cmo_ids: Iterable[str]) -
 def record_outcomes(
     con: duckdb.DuckDBPyConnection,
     outcomes: Sequence[Outcome],
-    urls: dict[str, str],
+    tried: Mapping[int, Pending],
+    urls: Mapping[str, str],
     when: dt.datetime,
 ) -> list[DeliveryRow]:
     """Mark what the tries did: every try counts (`delivery_attempts`); `delivered` and
-    `already_there` mark the file delivered at the run's clock, to the CMO's URL (`urls`:
-    cmo_id -> URL, never a secret).  Returns the tries as deliveries.csv rows."""
-    if not outcomes:
-        return []
+    `already_there` mark the file delivered at the run's clock, to its CMO's URL (`urls`:
+    cmo_id -> URL, never a secret).  `tried`: the files as `pending_deliveries` gave them.
+    Returns the tries as deliveries.csv rows, in the order given."""
     for o in outcomes:
         if o.outcome not in OUTCOMES:
             raise ValueError(f"unknown delivery outcome {o.outcome!r}")
-    cmo_of = dict(
-        con.execute(
-            "SELECT file_id, cmo_id FROM outbox_files WHERE file_id IN (SELECT unnest(?::BIGINT[]))",
-            [[o.file_id for o in outcomes]],
-        ).fetchall()
-    )
-    frame = pl.DataFrame(
-        {
-            "file_id": [o.file_id for o in outcomes],
-            "ok": [o.outcome != FAILED for o in outcomes],
-            "url": [urls.get(str(cmo_of.get(o.file_id)), "") for o in outcomes],
-        },
-        schema={"file_id": pl.Int64, "ok": pl.Boolean, "url": pl.String},
-    )
-    con.register("_delivery_outcomes", frame)
-    try:
-        con.execute(
-            """UPDATE outbox_files f SET
-                   delivery_attempts = coalesce(f.delivery_attempts, 0) + 1,
-                   delivered_at = CASE WHEN o.ok THEN ?::TIMESTAMP ELSE f.delivered_at END,
-                   delivered_to = CASE WHEN o.ok THEN o.url ELSE f.delivered_to END
-               FROM _delivery_outcomes o WHERE o.file_id = f.file_id""",
-            [when],
-        )
-        rows = con.execute(
-            """SELECT o.file_id, f.cmo_id, f.file_name, f.delivery_attempts
-               FROM _delivery_outcomes o JOIN outbox_files f USING (file_id)"""
-        ).fetchall()
-    finally:
-        con.unregister("_delivery_outcomes")
-    known = {int(fid): (str(cmo), str(name), int(n)) for fid, cmo, name, n in rows}
-    stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
-    out = []
+    done: dict[str, list[int]] = {}
+    failed: list[int] = []
     for o in outcomes:
-        cmo, name, attempts = known[o.file_id]
-        out.append(
-            DeliveryRow(
-                cmo,
-                name,
-                urls.get(cmo, ""),
-                o.outcome,
-                attempts,
-                "" if o.outcome == FAILED else stamp,
-                o.message,
-            )  # fmt: skip
+        if o.outcome == FAILED:
+            failed.append(o.file_id)
+        else:
+            done.setdefault(tried[o.file_id].cmo_id, []).append(o.file_id)
+    for cmo_id, ids in done.items():
+        con.execute(
+            """UPDATE outbox_files SET delivery_attempts = coalesce(delivery_attempts, 0) + 1,
+                   delivered_at = ?, delivered_to = ?
+               WHERE file_id IN (SELECT unnest(?::BIGINT[]))""",
+            [when, urls.get(cmo_id, ""), ids],
         )
-    return out
+    if failed:
+        con.execute(
+            """UPDATE outbox_files SET delivery_attempts = coalesce(delivery_attempts, 0) + 1
+               WHERE file_id IN (SELECT unnest(?::BIGINT[]))""",
+            [failed],
+        )
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
+    return [
+        DeliveryRow(
+            (p := tried[o.file_id]).cmo_id,
+            p.file_name,
+            urls.get(p.cmo_id, ""),
+            o.outcome,
+            p.attempts + 1,
+            "" if o.outcome == FAILED else stamp,
+            o.message,
+        )  # fmt: skip
+        for o in outcomes
+    ]
 
 
 def deliveries_frame(rows: Sequence[DeliveryRow]) -> pl.DataFrame:
     """deliveries.csv (§10) from a run's rows, in the order tried."""
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {c: [getattr(r, c) for r in rows] for c in DELIVERIES_COLUMNS}, schema=DELIVERIES_SCHEMA
     )
+    # blank cells, not empty quoted strings ("" is how a CSV writer tells "" from nothing)
+    return frame.with_columns(pl.col("delivered_at", "message").replace("", None))
 
 
 def deliveries_summary(rows: Sequence[DeliveryRow], pending: int) -> dict[str, int]:
