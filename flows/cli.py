@@ -203,7 +203,7 @@ def demo(
 
 
 # the other commands, registered on `app` after run and demo (the order of --help)
-from flows import cli_ops, cli_status, cli_validate  # noqa: E402, F401
+from flows import cli_delivery, cli_ops, cli_status, cli_validate  # noqa: E402, F401
 
 
 def main() -> None:
