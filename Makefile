@@ -37,12 +37,14 @@ bench: setup
 	$(UV) run --frozen python -m bench.bench_allocation
 	$(UV) run --frozen python -m bench.bench_epcis --stored 10000000
 	$(UV) run --frozen python -m bench.bench_history
+	$(UV) run --frozen python -m bench.bench_delivery
 
 bench-small: setup
 	$(UV) run --frozen python -m bench.bench_serials --scale 0.05
 	$(UV) run --frozen python -m bench.bench_allocation --orders 50000 --lines 5000 --items 500
 	$(UV) run --frozen python -m bench.bench_epcis --sgtins 50000 --reps 1 --stored 500000
 	$(UV) run --frozen python -m bench.bench_history --scale 0.001 --nights 8 --reps 1
+	$(UV) run --frozen python -m bench.bench_delivery --serials 100000 --reps 3
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
