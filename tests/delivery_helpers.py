@@ -54,11 +54,13 @@ def folder_target(cmo_id: str, folder: Path) -> DeliveryTarget:
 def night(
     root: Path, as_of: str, cfg: Config, files: dict[str, str | bytes] | None = None
 ) -> dict[str, Any]:
-    """One run; returns its summary with `deliveries.csv`'s rows under `rows`."""
+    """One run; returns its summary with `deliveries.csv`'s rows under `rows` and its
+    report folder under `folder`."""
     out = run_day(root, as_of, files, cfg)
     s = summary(root, out["run_id"])
     s["rows"] = list(csvlib.DictReader(io.StringIO(report(root, out["run_id"], "deliveries.csv"))))
     s["header"] = report(root, out["run_id"], "deliveries.csv").splitlines()[0]
+    s["folder"] = root / "outbox" / "reports" / out["run_id"]
     return s
 
 

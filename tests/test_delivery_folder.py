@@ -154,3 +154,29 @@ def test_a_full_disk_fails_the_file_that_does_not_fit_and_leaves_no_partial_file
             (small, "delivered", "2")
         ]
         assert files_in(share) == {small: exported(tmp_path, "ACME")[small]}
+
+
+def test_report_html_shows_the_deliveries_as_deliveries_csv_and_the_verdict_names_them(
+    tmp_path: Path,
+) -> None:
+    from lxml import html as lxml_html
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    # ACME to a folder that exists, BETA to one that does not: one failed delivery
+    cfg = config(folder_target("ACME", drop), folder_target("BETA", tmp_path / "missing"))
+    s = night(tmp_path, DAY1, cfg, day_one())
+    page = lxml_html.fromstring((s["folder"] / "report.html").read_bytes())
+    (table,) = page.xpath('//table[@data-report="deliveries.csv"]')
+    shown = [
+        {td.get("data-col"): td.text_content().strip() for td in tr.xpath("td")}
+        for tr in table.xpath(".//tr[@data-row]")
+    ]
+    # the page shows the time with a space where the CSV has a T
+    assert shown == [{**r, "delivered_at": r["delivered_at"].replace("T", " ")} for r in s["rows"]]
+    assert [(r["cmo_id"], r["outcome"]) for r in shown] == [
+        ("ACME", "delivered"), ("ACME", "delivered"), ("BETA", "failed")]  # fmt: skip
+    cards = {n.get("data-delivery"): n.text_content() for n in page.xpath("//*[@data-delivery]")}
+    assert cards == {"delivered": "2", "already_there": "0", "failed": "1", "pending": "1"}
+    text = page.text_content()
+    assert "Needs attention" in text and "1 delivery(ies) failed" in text

@@ -4,6 +4,8 @@ by exactly one rename from its `.part` name, and no final name is ever opened fo
 
 from __future__ import annotations
 
+import csv as csvlib
+import io
 import socket
 import threading
 from collections.abc import Iterator
@@ -176,23 +178,68 @@ def test_a_file_on_the_server_but_not_marked_is_marked_already_there_without_upl
     _made_once(sshd_server, folder, list(exported(tmp_path, "ACME")))
 
 
-def test_a_password_never_appears_in_a_report_or_the_log(
-    tmp_path: Path, sshd_server: SshServer, monkeypatch: pytest.MonkeyPatch
+def test_a_password_never_appears_in_a_report_the_log_or_a_prefect_parameter(
+    tmp_path: Path, sshd_server: SshServer
 ) -> None:
+    import datetime as dt
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from connectors.config import load_config
+    from flows.nightly import nightly
+    from flows.run_state import RunPaths
+    from tests.pipeline_helpers import drop
+
     secret = "pw-Zq81-never-shown"
-    monkeypatch.setenv("ACME_SFTP_PASSWORD", secret)
-    ok = _target(sshd_server, "acme-secret", password_env="ACME_SFTP_PASSWORD")
-    refused = DeliveryTarget("BETA", sshd_server.url("beta-secret"), password_env="ACME_SFTP_PASSWORD",
-                             known_hosts=str(sshd_server.known_hosts))  # fmt: skip
-    s = night(tmp_path, DAY1, config(ok, refused), day_one())
-    assert {(r["cmo_id"], r["outcome"]) for r in s["rows"]} == {
+    # ACME logs in with its key (the password offered too); BETA with the password alone,
+    # which this server refuses: its failure message names the variable, never its value
+    toml = tmp_path / "cmi.toml"
+    toml.write_text(
+        "[inbox]\nsettle_seconds = 0\n"
+        f'[delivery.ACME]\nurl = "{sshd_server.url("acme-secret")}"\n'
+        f'key_file = "{sshd_server.user_key}"\npassword_env = "ACME_SFTP_PASSWORD"\n'
+        f'known_hosts = "{sshd_server.known_hosts}"\n'
+        f'[delivery.BETA]\nurl = "{sshd_server.url("beta-secret")}"\n'
+        f'password_env = "ACME_SFTP_PASSWORD"\nknown_hosts = "{sshd_server.known_hosts}"\n'
+    )
+    drop(tmp_path / "inbox", day_one())
+    state = tmp_path / "state" / "cmi.duckdb"
+    env = {**os.environ, "ACME_SFTP_PASSWORD": secret,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--inbox", str(tmp_path / "inbox"),
+         "--outbox", str(tmp_path / "outbox"), "--state", str(state), "--config", str(toml),
+         "--as-of", DAY1, "--no-prefect"],
+        env=env, capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    latest = (tmp_path / "outbox" / "reports" / "LATEST").read_text().strip()
+    text = (tmp_path / "outbox" / "reports" / latest / "deliveries.csv").read_text()
+    rows = list(csvlib.DictReader(io.StringIO(text)))
+    assert {(r["cmo_id"], r["outcome"]) for r in rows} == {
         ("ACME", "delivered"),
         ("BETA", "failed"),
     }
-    assert "ACME_SFTP_PASSWORD" in next(r["message"] for r in s["rows"] if r["cmo_id"] == "BETA")
-    texts = [p.read_bytes() for p in (tmp_path / "outbox").rglob("*") if p.is_file()]
-    texts += [p.read_bytes() for p in (tmp_path / "state").glob("*.log")]
-    assert texts and not [t for t in texts if secret.encode() in t]
+    assert all("ACME_SFTP_PASSWORD" in r["message"] for r in rows if r["cmo_id"] == "BETA"), rows
+    log = (tmp_path / "state" / "cmi.log").read_bytes()
+    assert b"delivery of" in log, "the log tells each delivery"
+    texts = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    texts["stdout"], texts["stderr"] = done.stdout, done.stderr
+    assert [p for p, t in texts.items() if secret.encode() in t] == []
+    # what a Prefect flow run of the night is given as parameters (sent to the API)
+    cfg = load_config(toml, explicit=True)
+    params = nightly.serialize_parameters(
+        {
+            "paths": RunPaths(tmp_path / "inbox", tmp_path / "outbox", state),
+            "config": cfg,
+            "as_of": dt.datetime(2026, 11, 23, 2),
+        }  # fmt: skip
+    )
+    sent = json.dumps(params)
+    assert "ACME_SFTP_PASSWORD" in sent and str(sshd_server.user_key) in sent
+    assert secret not in sent
 
 
 @pytest.fixture
