@@ -77,8 +77,11 @@ def _sha256_stream(read: Callable[[int], bytes]) -> tuple[int, str]:
 
 
 def _local_digest(job: Job) -> tuple[int, str]:
-    with job.open() as fh:
-        return _sha256_stream(fh.read)
+    try:
+        with job.open() as fh:
+            return _sha256_stream(fh.read)
+    except OSError as err:
+        raise _unreadable(job, err) from err
 
 
 def _conflict(where: str, theirs: int, ours: int) -> str:
@@ -94,6 +97,18 @@ def _conflict(where: str, theirs: int, ours: int) -> str:
 
 class _Broken(Exception):
     """The connection is gone: every file still to do fails with the same reason."""
+
+
+class _Unreadable(Exception):
+    """Our own copy of a file cannot be read (e.g. a transfer tool took it from the outbox
+    during the run): that file fails, the others go on; the next run delivers it from the
+    state."""
+
+
+def _unreadable(job: Job, err: OSError) -> _Unreadable:
+    return _Unreadable(
+        f"cannot read {job.path}: {err.strerror or err}; the next run delivers it again"
+    )
 
 
 def _sftp_reason(err: BaseException, target: DeliveryTarget, where: str) -> str:
@@ -249,7 +264,7 @@ class _Sftp:
                 if self.broken is not None:
                     raise _Broken(self.broken)
                 outcome = await self._deliver(sftp, job, sending, closing)
-            except _Broken as err:
+            except (_Broken, _Unreadable) as err:
                 outcome = Outcome(job.file_id, FAILED, str(err))
             except asyncssh.SFTPError as err:
                 outcome = Outcome(job.file_id, FAILED, _sftp_reason(err, self.target, self.where))
@@ -275,11 +290,19 @@ class _Sftp:
         async with sending:
             there = await self._size_of(sftp, final)
             if there is not None:
-                return await self._compare(sftp, job, final, there)
+                found = await self._compare(sftp, job, final, there)
+                if found.outcome == ALREADY_THERE:  # a .part left beside it is a stale copy
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(sftp.remove(part), TIMEOUT_S)
+                return found
             try:
                 remote = await self._send(sftp, job, part)
             except asyncssh.SFTPError as err:
                 return await self._not_stored(sftp, job, part, err)
+            except _Unreadable:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sftp.remove(part), TIMEOUT_S)
+                raise
         async with closing:
             try:
                 await self._sync_and_close(remote)
@@ -319,11 +342,25 @@ class _Sftp:
     ) -> asyncssh.SFTPClientFile:
         """Open `part` (replacing what a stopped run left there) and write the file's bytes
         (asyncssh pipelines the write requests); returns the open file."""
-        remote = await asyncio.wait_for(sftp.open(part, "wb"), TIMEOUT_S)
+        try:
+            fh = job.open()
+        except OSError as err:
+            raise _unreadable(job, err) from err
+        try:
+            remote = await asyncio.wait_for(sftp.open(part, "wb"), TIMEOUT_S)
+        except BaseException:
+            fh.close()
+            raise
         try:
             offset = 0
-            with job.open() as fh:
-                while chunk := fh.read(CHUNK):
+            with fh:
+                while True:
+                    try:
+                        chunk = fh.read(CHUNK)
+                    except OSError as err:
+                        raise _unreadable(job, err) from err
+                    if not chunk:
+                        break
                     await asyncio.wait_for(remote.write(chunk, offset), TIMEOUT_S)
                     offset += len(chunk)
         except BaseException:
@@ -438,8 +475,16 @@ def _deliver_one_to_folder(folder: Path, job: Job) -> Outcome:
     part = folder / f".{job.name}.part"
     try:
         if final.exists():
-            return _compare_local(job, final)
-        with job.open() as src, part.open("wb") as dst:
+            found = _compare_local(job, final)
+            if found.outcome == ALREADY_THERE:
+                # a run killed between the hard link and the removal of the temporary name
+                part.unlink(missing_ok=True)
+            return found
+        try:
+            src = job.open()
+        except OSError as err:
+            raise _unreadable(job, err) from err
+        with src, part.open("wb") as dst:
             while chunk := src.read(CHUNK):
                 dst.write(chunk)
             dst.flush()
@@ -450,6 +495,8 @@ def _deliver_one_to_folder(folder: Path, job: Job) -> Outcome:
             part.unlink(missing_ok=True)
             return _compare_local(job, final)
         _fsync_dir(folder)
+    except _Unreadable as err:
+        return Outcome(job.file_id, FAILED, str(err))
     except OSError as err:
         with contextlib.suppress(OSError):
             part.unlink(missing_ok=True)

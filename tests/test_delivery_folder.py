@@ -111,12 +111,15 @@ def test_a_file_found_under_its_final_name_is_marked_already_there_not_written(
     name = sorted(exported(tmp_path, "ACME"))[0]
     before = os.stat(drop / name)
     forget_delivered(tmp_path, name)  # a run killed between the rename and the mark
+    # killed between the hard link and the removal of the temporary name, even
+    os.link(drop / name, drop / f".{name}.part")
     s = night(tmp_path, DAY2, cfg)
     assert [
         (r["file_name"], r["outcome"], r["attempts"], r["delivered_at"]) for r in s["rows"]
     ] == [(name, "already_there", "1", DAY2)]
     after = os.stat(drop / name)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(files_in(drop)) == sorted(exported(tmp_path, "ACME")), "no temporary name left"
     assert s["deliveries"] == {"delivered": 0, "already_there": 1, "failed": 0, "pending": 0}
     assert marks(tmp_path)[name][0] == "2026-11-24 02:00:00"
 
@@ -180,3 +183,18 @@ def test_report_html_shows_the_deliveries_as_deliveries_csv_and_the_verdict_name
     assert cards == {"delivered": "2", "already_there": "0", "failed": "1", "pending": "1"}
     text = page.text_content()
     assert "Needs attention" in text and "1 delivery(ies) failed" in text
+
+
+def test_a_file_that_cannot_be_read_fails_alone(tmp_path: Path) -> None:
+    from connectors import delivery as delivery_io
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    ok = tmp_path / "ok.csv"
+    ok.write_bytes(b"product_code,serial\n1,2\n")
+    jobs = [delivery_io.Job(1, "gone.csv", tmp_path / "gone.csv"), delivery_io.Job(2, "ok.csv", ok)]
+    work = [(folder_target("ACME", drop), jobs)]
+    got = {o.file_id: o for batch in delivery_io.deliver(work) for o in batch}
+    assert got[1].outcome == "failed" and "cannot read" in got[1].message, got[1]
+    assert got[2].outcome == "delivered"
+    assert files_in(drop) == {"ok.csv": ok.read_bytes()}

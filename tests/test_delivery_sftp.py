@@ -168,12 +168,15 @@ def test_a_file_on_the_server_but_not_marked_is_marked_already_there_without_upl
     night(tmp_path, DAY1, config(target), day_one())
     name = sorted(exported(tmp_path, "ACME"))[0]
     forget_delivered(tmp_path, name)  # killed between the rename and the mark
+    stale = folder / f".{name}.part"  # and a server stopped mid-rename left its temporary name
+    stale.write_bytes(b"partial")
     opened = len(sshd_server.opened_for_writing())
     s = night(tmp_path, DAY2, config(target))
     assert [
         (r["file_name"], r["outcome"], r["attempts"], r["delivered_at"]) for r in s["rows"]
     ] == [(name, "already_there", "1", DAY2)]
     assert len(sshd_server.opened_for_writing()) == opened, "nothing uploaded"
+    assert not stale.exists(), "the stale temporary file is taken away"
     assert marks(tmp_path)[name][0] == "2026-11-24 02:00:00"
     _made_once(sshd_server, folder, list(exported(tmp_path, "ACME")))
 
@@ -283,3 +286,18 @@ def test_a_server_that_does_not_answer_fails_after_the_timeout(
     assert outcomes == {("ACME", "failed"), ("BETA", "delivered")}, "the other CMO is served"
     assert all("no answer" in r["message"] for r in s["rows"] if r["cmo_id"] == "ACME"), s["rows"]
     assert files_in(drop) == exported(tmp_path, "BETA")
+
+
+def test_a_file_that_cannot_be_read_fails_alone_the_others_are_delivered(
+    tmp_path: Path, sshd_server: SshServer
+) -> None:
+    target = _target(sshd_server, "acme-unreadable")
+    folder = sshd_server.root / "acme-unreadable"
+    ok = tmp_path / "ok.csv"
+    ok.write_bytes(b"product_code,serial\n1,2\n")
+    # a transfer tool took gone.csv from the outbox after the run listed it
+    jobs = [delivery_io.Job(1, "gone.csv", tmp_path / "gone.csv"), delivery_io.Job(2, "ok.csv", ok)]
+    got = {o.file_id: o for batch in delivery_io.deliver([(target, jobs)]) for o in batch}
+    assert got[1].outcome == "failed" and "cannot read" in got[1].message, got[1]
+    assert got[2].outcome == "delivered", got[2]
+    assert files_in(folder) == {"ok.csv": ok.read_bytes()}, "no temporary file left"
