@@ -108,3 +108,22 @@ def test_deliveries_csv_has_the_columns_of_section_10_and_blank_cells() -> None:
         "message",
     ]
     assert frame.row(0) == ("C1", "f.csv", "file:///x", "failed", 3, None, "down")
+
+
+def test_the_readme_delivery_example_is_a_valid_configuration() -> None:
+    import re
+    from pathlib import Path
+
+    from connectors.config import parse_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Delivery to the CMOs", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block, "README shows a [delivery] example"
+    import tomllib
+
+    cfg = parse_config(tomllib.loads(block.group(1)))
+    assert [(t.cmo_id, t.url.split(":", 1)[0]) for t in cfg.delivery] == [
+        ("ACME-01", "sftp"), ("BIOFILL", "file")]  # fmt: skip
+    acme = cfg.delivery_for("ACME-01")
+    assert acme is not None and acme.key_file and acme.known_hosts
