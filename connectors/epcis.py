@@ -21,8 +21,9 @@ name is XML, read here:
   else such an element anywhere else in the event; else SAP's
   `SAPExtension/ObjAttributes` `LOTNO` / `DATEX`; else Optel's `extension`
   elements named `BATCH` / `EXPIRY` — each of the two its own first source.
-- Hardening: no DTD loading, no entity resolution, no network, no XInclude (an
-  include element is an unknown element like any other).  A DOCTYPE rejects the
+- Hardening: no DTD loading, no entity resolution, no network, no XInclude: an
+  include element is never followed and the document is read as if it were not
+  there (its fallback neither: no event, EPC, lot or skipped event of it counts).  A DOCTYPE rejects the
   whole document before its body is parsed (`EpcisRejected`), as do XML that is
   not well-formed, a root that is not an EPCISDocument, an undefined entity.
 - Bounded input (§8): a NUL byte (not text in its encoding), more than 1 MiB
@@ -87,8 +88,11 @@ _PROLOG_NOISE = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.S)
 _EPC_LISTS = frozenset({"epcList", "childEPCs", "outputEPCList"})
 _DROPPED_LISTS = frozenset({"inputEPCList"})
 
+# XInclude's namespaces (the 2001 recommendation; libxml2 also knows the 2003 draft)
+_XINCLUDE_NAMESPACES = ("http://www.w3.org/2001/XInclude", "http://www.w3.org/2003/XInclude")
+
 # Codes of the tags that reach Python.
-_LIST, _DROP, _READ, _SKIP, _ROOT, _IDENTIFIER = range(6)
+_LIST, _DROP, _READ, _SKIP, _ROOT, _IDENTIFIER, _INCLUDE = range(7)
 
 
 def _names(local: str) -> list[str]:
@@ -108,6 +112,8 @@ def _tag_codes() -> dict[str, int]:
             codes[name.removeprefix("{}")] = code
     for ns in EPCIS_NAMESPACES:
         codes["{%s}EPCISDocument" % ns] = _ROOT  # noqa: UP031
+    for ns in _XINCLUDE_NAMESPACES:
+        codes["{%s}include" % ns] = _INCLUDE  # noqa: UP031
     return codes
 
 
@@ -394,6 +400,20 @@ def stage_document(
 _DEEP = etree.XPath("/*" + "/*" * MAX_DEPTH)
 
 
+def _drop(el: etree._Element) -> None:
+    """Take a finished element out of the tree, keeping the text after it (its tail)."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    if el.tail:
+        before = el.getprevious()
+        if before is not None:
+            before.tail = (before.tail or "") + el.tail
+        else:
+            parent.text = (parent.text or "") + el.tail
+    parent.remove(el)
+
+
 def _check_depth(root: etree._Element, whole: bool) -> None:
     """Nesting over the limit: the open elements (the last child at every level), or,
     `whole`, every element still in the tree (the last chunk; a small document whole)."""
@@ -473,6 +493,7 @@ def _stage(
     root: etree._Element | None = None
     open_list: etree._Element | None = None  # the EPC list being parsed, if any
     open_dropped = False  # it is an inputEPCList
+    inside = 0  # XInclude include elements open around the parser's position
 
     parser = etree.XMLPullParser(
         events=("start", "end"),
@@ -500,6 +521,12 @@ def _stage(
                 el: etree._Element
                 for action, el in parser.read_events():  # type: ignore[assignment]
                     code = codes.get(el.tag, _IDENTIFIER)  # type: ignore[call-overload]
+                    if inside or code == _INCLUDE:  # never followed, read as if not there
+                        if code == _INCLUDE:
+                            inside += 1 if action == "start" else -1
+                            if action == "end":
+                                _drop(el)
+                        continue
                     if action == "start":
                         if code in (_LIST, _DROP):
                             open_list, open_dropped = el, code == _DROP

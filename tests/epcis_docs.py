@@ -66,6 +66,7 @@ class Ev:
     lot_source: str = "ilmd"
     expiry_source: str = "ilmd"
     extra_lot: tuple[str, str] | None = None  # (source, lot) written as well, a later source
+    quantities: list[str] = field(default_factory=list)  # epcClass of a quantity list each
 
 
 @dataclass
@@ -121,6 +122,12 @@ def _xml_lot_parts(ev: Ev) -> tuple[str, str, str]:
     return "".join(ilmd), "".join(on_event), "".join(vendor)
 
 
+_QUANTITY_LISTS = {
+    "AggregationEvent": "childQuantityList",
+    "TransformationEvent": "outputQuantityList",
+}
+
+
 def _xml_event(ev: Ev, syntax: str, form: str) -> str:
     v12 = syntax == "xml12"
     parts = [
@@ -162,13 +169,25 @@ def _xml_event(ev: Ev, syntax: str, form: str) -> str:
             )
             + "</destinationList>"
         )
+    quantities = ""
+    if ev.quantities:
+        tag = _QUANTITY_LISTS.get(ev.type, "quantityList")
+        quantities = (
+            f"<{tag}>"
+            + "".join(
+                f"<quantityElement><epcClass>{escape(c)}</epcClass><quantity>10</quantity>"
+                "<uom>EA</uom></quantityElement>"
+                for c in ev.quantities
+            )
+            + f"</{tag}>"
+        )
     ilmd, on_event, vendor = _xml_lot_parts(ev)
     ilmd = f"<ilmd>{ilmd}</ilmd>" if ilmd else ""
     if v12 and ev.type in ("ObjectEvent", "AggregationEvent"):
-        inner = lists + ilmd + vendor
+        inner = quantities + lists + ilmd + vendor
         parts.append(f"<extension>{inner}</extension>" if inner else "")
     else:
-        parts.append(lists + ilmd + vendor)
+        parts.append(quantities + lists + ilmd + vendor)
     parts.append(on_event)
     return f"<{ev.type}>" + "".join(parts) + f"</{ev.type}>"
 
@@ -218,6 +237,10 @@ def _json_event(ev: Ev, form: str) -> dict[str, object]:
     elif ev.epcs:
         out["parentID"] = ev.parent
         out["childEPCs"] = list(ev.epcs)
+    if ev.quantities:
+        out[_QUANTITY_LISTS.get(ev.type, "quantityList")] = [
+            {"epcClass": c, "quantity": 10, "uom": "EA"} for c in ev.quantities
+        ]
     if ev.type != "TransformationEvent" and ev.action is not None:
         out["action"] = ev.action
     if ev.biz_step:

@@ -20,7 +20,9 @@ EXPECTED = FIXTURES / "EXPECTED.json"
 
 def _expected_files() -> dict[str, dict]:
     if not EXPECTED.exists():
-        pytest.skip("../shared/fixtures/epcis is not available")
+        pytest.fail(
+            "../shared/fixtures/epcis is not available: the tests read the real EPCIS documents there"
+        )
     return json.loads(EXPECTED.read_text(encoding="utf-8"))["files"]
 
 

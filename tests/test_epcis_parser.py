@@ -26,7 +26,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / 
 def _expected() -> dict[str, dict]:
     path = FIXTURES / "EXPECTED.json"
     if not path.exists():
-        pytest.skip("../shared/fixtures/epcis is not available")
+        pytest.fail(
+            "../shared/fixtures/epcis is not available: the tests read the real EPCIS documents there"
+        )
     return json.loads(path.read_text(encoding="utf-8"))["files"]
 
 
@@ -41,6 +43,15 @@ def _xml_fixtures() -> list[str]:
 def _stage(path: Path, batch_size: int = 100_000) -> tuple[duckdb.DuckDBPyConnection, DocumentInfo]:
     con = duckdb.connect()
     return con, stage_document(con, path, batch_size=batch_size)
+
+
+def test_the_real_documents_of_expected_json_are_all_there() -> None:
+    """The fixture tests are parametrised by EXPECTED.json: without the folder they would
+    not run at all, so its absence fails here (11 XML and 3 JSON-LD documents)."""
+    files = _expected()
+    assert Counter(facts["format"] for facts in files.values()) == {"xml": 11, "jsonld": 3}
+    assert all((FIXTURES / name).is_file() for name in files)
+    assert set(_xml_fixtures()) < set(files)
 
 
 @pytest.mark.parametrize("name", _xml_fixtures())
@@ -472,6 +483,97 @@ def test_a_doctype_after_a_long_prolog_is_still_found(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert "DOCTYPE" in _rejected(path)
+
+
+def _xinclude_document(namespace: str, include: bool, padding: int = 0) -> str:
+    """A document with XInclude elements in its EventList, an extension wrapper, an EPC
+    list, an ILMD, on an event and in the SBDH; each has a fallback that would add an
+    event, an EPC, a lot or a skipped event.  `include=False`: the same without them.
+    `padding` events inside the EventList's fallback make it span many parser chunks."""
+    xi = "http://www.w3.org/2001/XInclude"
+
+    def inc(href: str, fallback: str, parse: str = "xml") -> str:
+        if not include:
+            return ""
+        return (
+            f'<xi:include href="{href}" parse="{parse}"><xi:fallback>{fallback}'
+            "</xi:fallback></xi:include>"
+        )
+
+    def commissioning(serial: str, inner: str = "", ilmd: str = "") -> str:
+        return (
+            "<ObjectEvent><eventTime>2024-05-01T00:00:00Z</eventTime>"
+            "<eventTimeZoneOffset>+00:00</eventTimeZoneOffset>"
+            f"<epcList><epc>urn:epc:id:sgtin:0614141.012345.{serial}</epc>{inner}</epcList>"
+            "<action>ADD</action><bizStep>urn:epcglobal:cbv:bizstep:commissioning</bizStep>"
+            f"{ilmd}</ObjectEvent>"
+        )
+
+    sgln = "urn:epc:id:sgln:0614141.00001.0"
+    ilmd = "<ilmd>" + inc("lot.xml", "<lotNumber>FALLBACK</lotNumber>") + "</ilmd>"
+    if namespace.endswith(":1"):
+        ilmd = f"<extension>{ilmd}</extension>"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<epcis:EPCISDocument xmlns:epcis="{namespace}" xmlns:xi="{xi}" '
+        'xmlns:sbdh="http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader" '
+        'schemaVersion="1.2"><EPCISHeader><sbdh:StandardBusinessDocumentHeader>'
+        "<sbdh:HeaderVersion>1.0</sbdh:HeaderVersion><sbdh:Sender>"
+        + inc("sender.xml", f'<sbdh:Identifier Authority="SGLN">{sgln}</sbdh:Identifier>')
+        + "</sbdh:Sender></sbdh:StandardBusinessDocumentHeader></EPCISHeader>"
+        "<EPCISBody><EventList>"
+        + inc("events.xml", commissioning("INCLUDED") + commissioning("P") * padding)
+        + commissioning(
+            "1",
+            inner=inc("epcs.txt", "urn:epc:id:sgtin:0614141.012345.TEXT", "text"),
+            ilmd=ilmd,
+        )
+        + inc("more.xml", "<QuantityEvent/>")
+        + "<extension>"
+        + inc("wrapped.xml", "<QuantityEvent/><Other/>")
+        + "</extension>"
+        + commissioning("2")
+        + "</EventList></EPCISBody></epcis:EPCISDocument>"
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("namespace", ["urn:epcglobal:epcis:xsd:1", "urn:epcglobal:epcis:xsd:2"])
+@pytest.mark.parametrize("padding", [0, 20_000])
+def test_an_xinclude_is_never_followed_and_read_as_if_it_were_not_there(
+    tmp_path: Path, namespace: str, padding: int
+) -> None:
+    """SPEC §6 hardening: every include names a file that exists (its events, EPCs, lot
+    and sender would count if followed) or a FIFO (following it would block); neither
+    the include nor its fallback changes what is staged — with 20,000 events in a
+    fallback, across many chunks of the streaming reader, too."""
+    included = (
+        "<ObjectEvent><epcList><epc>urn:epc:id:sgtin:0614141.012345.FILE</epc></epcList>"
+        "<action>ADD</action><bizStep>commissioning</bizStep></ObjectEvent>"
+    )
+    for name in ("events.xml", "more.xml", "wrapped.xml"):
+        (tmp_path / name).write_text(included, encoding="utf-8")
+    (tmp_path / "lot.xml").write_text("<lotNumber>FILE</lotNumber>", encoding="utf-8")
+    (tmp_path / "epcs.txt").write_text("urn:epc:id:sgtin:0614141.012345.FILE", encoding="utf-8")
+    os.mkfifo(tmp_path / "sender.xml")
+    staged = []
+    for include in (True, False):
+        path = tmp_path / f"shipping_xi_{include}.xml"
+        path.write_text(_xinclude_document(namespace, include, padding), encoding="utf-8")
+        con, doc = _stage(path)
+        events = con.sql(
+            f"SELECT event_index, event_type, biz_step, lot FROM {STAGE_EVENTS} ORDER BY 1"
+        ).fetchall()
+        epcs = con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS} ORDER BY 1, 2").fetchall()
+        staged.append((doc.events_read, doc.events_skipped, doc.sbdh_sender, events, epcs))
+    assert staged[0] == staged[1]
+    assert staged[0] == (
+        2,
+        0,
+        None,
+        [(1, "ObjectEvent", "commissioning", None), (2, "ObjectEvent", "commissioning", None)],
+        [(1, "urn:epc:id:sgtin:0614141.012345.1"), (2, "urn:epc:id:sgtin:0614141.012345.2")],
+    )
 
 
 @pytest.mark.parametrize(

@@ -333,7 +333,9 @@ def test_16_digit_sscc_of_a_fixture_is_reported_with_its_event(tmp_path: Path) -
     """1-b.xml packs five SGTINs into `urn:epc:id:sscc:5099151.001900620` (16 digits)."""
     path = FIXTURES / "rmagee_quartet_tracelink/1-b.xml"
     if not path.exists():
-        pytest.skip("../shared/fixtures/epcis is not available")
+        pytest.fail(
+            "../shared/fixtures/epcis is not available: the tests read the real EPCIS documents there"
+        )
     con = store()
     con.execute("UPDATE cmos SET sgln = '0358716.00000.0' WHERE cmo_id = 'A'")
     doc = stage_document(con, path)
@@ -526,7 +528,9 @@ def test_cross_document_hierarchy_of_the_bitter_waterfall_fixtures() -> None:
     folder = FIXTURES / "rmagee_quartet_tracelink"
     expected_path = FIXTURES / "EXPECTED.json"
     if not expected_path.exists():
-        pytest.skip("../shared/fixtures/epcis is not available")
+        pytest.fail(
+            "../shared/fixtures/epcis is not available: the tests read the real EPCIS documents there"
+        )
     scenario = json.loads(expected_path.read_text(encoding="utf-8"))["scenarios"][0]
     con = store()
     con.execute("UPDATE cmos SET sgln = '0358716.00000.0' WHERE cmo_id = 'A'")
@@ -986,7 +990,9 @@ def test_tracelinks_gln_sender_applies_a_document_whose_events_name_an_invalid_s
     SGLN urn:epc:id:sgln:0358716.0.0 — its sender is the CMO at 0358716.00000.0."""
     path = FIXTURES / "rmagee_quartet_tracelink" / "tracelink-epcis.xml"
     if not path.exists():
-        pytest.skip("../shared/fixtures/epcis is not available")
+        pytest.fail(
+            "../shared/fixtures/epcis is not available: the tests read the real EPCIS documents there"
+        )
     con = store()
     con.execute(
         "INSERT INTO cmos (cmo_id, cmo_name, sgln) VALUES ('TL', 'TraceLink CMO', '0358716.00000.0')"

@@ -315,18 +315,28 @@ def test_class_level_identifiers_are_ignored_and_their_event_read(
     tmp_path: Path, syntax: str
 ) -> None:
     con = store()
-    add_serials(con, [unit("1")])
+    add_serials(con, [unit("1"), unit("2")])
     classes = [
         "urn:epc:class:lgtin:0614141.012345.LOT1",
         "urn:epc:idpat:sgtin:0614141.012345.*",
         f"https://id.gs1.org/01/{UNIT_GTIN}/10/LOT1",
     ]
-    result = run(
-        con, tmp_path,
-        Doc([Ev(biz_step="commissioning", epcs=[*classes, unit("1")], biz_location=LOC_A)]), syntax,
+    doc = Doc(
+        [
+            Ev(biz_step="commissioning", epcs=[*classes, unit("1")], biz_location=LOC_A,
+               quantities=classes),
+            Ev("TransformationEvent", biz_step="commissioning", epcs=[unit("2")],
+               quantities=classes, biz_location=LOC_A),
+            Ev("AggregationEvent", biz_step="packing", parent=sscc(3), epcs=[unit("1")],
+               quantities=classes, biz_location=LOC_A),
+            Ev(action="OBSERVE", biz_step="shipping", epcs=[sscc(3)], quantities=classes,
+               biz_location=LOC_A),
+        ]
     )  # fmt: skip
+    result = run(con, tmp_path, doc, syntax)
     rec = result.reconciliation
-    assert (rec["commissioned"], rec["ok"], rec["malformed_epc"]) == (1, 1, 0)
+    assert rec["events_read"] == 4
+    assert (rec["commissioned"], rec["shipped"], rec["ok"], rec["malformed_epc"]) == (2, 1, 3, 0)
     assert result.exceptions.height == 0
 
 
@@ -364,6 +374,15 @@ def test_the_document_sender_as_a_bare_sgln(tmp_path: Path, syntax: str) -> None
     doc = Doc([Ev(action="OBSERVE", biz_step="receiving", epcs=[unit("1")])], sender=SGLN_B)
     result = run(con, tmp_path, doc, syntax)
     assert result.sender_cmo_id == "B"
+    # a bare SGLN of no CMO, then a readPoint of none: quarantined, both candidates named
+    doc = Doc([Ev(action="OBSERVE", biz_step="receiving", epcs=[unit("1")],
+                  read_point="urn:epc:id:sgln:0614141.00077.0")], sender="0614141.00066.0")  # fmt: skip
+    result = run(con, tmp_path, doc, syntax, "shipping_2")
+    reason = result.quarantine_reason or ""
+    assert result.sender_cmo_id is None and "matches no CMO" in reason, reason
+    assert "0614141.00066.0" in reason and "0614141.00077.0" in reason, reason
+    assert reason.index("0614141.00066.0") < reason.index("0614141.00077.0"), reason
+    assert state(con)["1"] == (False, False, False, None)
 
 
 @syntaxes
