@@ -259,11 +259,16 @@ class _Sftp:
         sending = asyncio.Semaphore(PARALLEL_FILES)
         closing = asyncio.Semaphore(PARALLEL_CLOSES)
 
-        async def one(job: Job) -> None:
+        # each file takes its final name after the file before it (oldest first, §8.1):
+        # the uploads overlap, the renames keep the order
+        landed = [asyncio.Event() for _ in jobs]
+
+        async def one(n: int, job: Job) -> None:
+            before = landed[n - 1] if n else None
             try:
                 if self.broken is not None:
                     raise _Broken(self.broken)
-                outcome = await self._deliver(sftp, job, sending, closing)
+                outcome = await self._deliver(sftp, job, sending, closing, before)
             except (_Broken, _Unreadable) as err:
                 outcome = Outcome(job.file_id, FAILED, str(err))
             except asyncssh.SFTPError as err:
@@ -272,9 +277,11 @@ class _Sftp:
                 if self.broken is None:
                     self.broken = _sftp_reason(err, self.target, self.where)
                 outcome = Outcome(job.file_id, FAILED, self.broken)
+            finally:
+                landed[n].set()
             self.emit(outcome)
 
-        await asyncio.gather(*(one(job) for job in jobs))
+        await asyncio.gather(*(one(n, job) for n, job in enumerate(jobs)))
 
     async def _deliver(
         self,
@@ -282,9 +289,11 @@ class _Sftp:
         job: Job,
         sending: asyncio.Semaphore,
         closing: asyncio.Semaphore,
+        before: asyncio.Event | None,
     ) -> Outcome:
         """Send the bytes under `.<name>.part`; then (letting the next file be sent
-        meanwhile) have the server sync and close it, and rename it to its final name."""
+        meanwhile) have the server sync and close it, and — once the file before it has
+        its final name, or has failed — rename it to its final name."""
         final = posixpath.join(self.folder, job.name)
         part = posixpath.join(self.folder, f".{job.name}.part")
         async with sending:
@@ -308,17 +317,19 @@ class _Sftp:
                 await self._sync_and_close(remote)
             except asyncssh.SFTPError as err:
                 return await self._not_stored(sftp, job, part, err)
-            try:
-                # SFTP's plain rename: it fails when the final name exists, never replaces it
-                await asyncio.wait_for(sftp.rename(part, final), TIMEOUT_S)
-            except asyncssh.SFTPError as err:
-                there = await self._size_of(sftp, final)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sftp.remove(part), TIMEOUT_S)
-                if there is not None:
-                    return await self._compare(sftp, job, final, there)
-                return Outcome(job.file_id, FAILED, f"{self.where} refused to rename {part} to "
-                                                    f"{final}: {err.reason}")  # fmt: skip
+        if before is not None:
+            await before.wait()  # holding no slot: the file before it needs one
+        try:
+            # SFTP's plain rename: it fails when the final name exists, never replaces it
+            await asyncio.wait_for(sftp.rename(part, final), TIMEOUT_S)
+        except asyncssh.SFTPError as err:
+            there = await self._size_of(sftp, final)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sftp.remove(part), TIMEOUT_S)
+            if there is not None:
+                return await self._compare(sftp, job, final, there)
+            return Outcome(job.file_id, FAILED, f"{self.where} refused to rename {part} to "
+                                                f"{final}: {err.reason}")  # fmt: skip
         return Outcome(job.file_id, DELIVERED)
 
     async def _not_stored(

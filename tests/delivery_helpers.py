@@ -16,8 +16,11 @@ from transforms.context import Config, DeliveryTarget, InboxConfig
 P1 = "11223344556675"
 
 
-def day_one(exports: dict[str, list[int]] | None = None) -> dict[str, str | bytes]:
-    """Master data, a pool, assignments and one export file per quantity listed per CMO."""
+def day_one(
+    exports: dict[str, list[int]] | None = None, pool: int = 20_000
+) -> dict[str, str | bytes]:
+    """Master data, a pool of `pool` serials, 45 % of it assigned to each CMO, and one
+    export file per quantity listed per CMO."""
     exports = exports or {"ACME": [100, 50], "BETA": [70]}
     return {
         "products_a.csv": csv("product_code,product_name", f"{P1},Medicine Demo Product"),
@@ -27,10 +30,12 @@ def day_one(exports: dict[str, list[int]] | None = None) -> dict[str, str | byte
             f"BETA,Beta Labs,Cork,IE,{P1}",
         ),
         "serial_pool_a.csv": csv(
-            "product_code,serial", *[f"{P1},S{i:06d}" for i in range(1, 20_001)]
+            "product_code,serial", *[f"{P1},S{i:07d}" for i in range(1, pool + 1)]
         ),
         "assignments_a.csv": csv(
-            "cmo_id,product_code,quantity", f"ACME,{P1},9000", f"BETA,{P1},9000"
+            "cmo_id,product_code,quantity",
+            f"ACME,{P1},{pool * 45 // 100}",
+            f"BETA,{P1},{pool * 45 // 100}",
         ),
         "exports_a.csv": csv(
             "cmo_id,product_code,quantity",

@@ -301,3 +301,17 @@ def test_a_file_that_cannot_be_read_fails_alone_the_others_are_delivered(
     assert got[1].outcome == "failed" and "cannot read" in got[1].message, got[1]
     assert got[2].outcome == "delivered", got[2]
     assert files_in(folder) == {"ok.csv": ok.read_bytes()}, "no temporary file left"
+
+
+def test_files_take_their_final_names_oldest_first_though_uploaded_side_by_side(
+    tmp_path: Path, sshd_server: SshServer
+) -> None:
+    target = _target(sshd_server, "acme-order")
+    folder = sshd_server.root / "acme-order"
+    # the oldest file is the largest: sent side by side, the small ones would be done first
+    big = {"ACME": [400_000, 3, 2, 1], "BETA": [1]}  # 400k serials: about 10 MB
+    s = night(tmp_path, DAY1, config(target), day_one(big, pool=1_000_000))
+    oldest_first = [r["file_name"] for r in s["rows"]]
+    assert len(oldest_first) == 4 and "_400000_" in oldest_first[0], oldest_first
+    made = [Path(p).name for p in sshd_server.renamed_to() if Path(p).parent == folder]
+    assert made == oldest_first

@@ -125,6 +125,15 @@ class SshServer:
                 made[name] = made.get(name, 0) + 1
         return made
 
+    def renamed_to(self) -> list[str]:
+        """The final names made on the server, in the order the server made them."""
+        found = []
+        for line in self._sftp_lines():
+            m = re.search(r'rename old "([^"]*)" new "([^"]*)"', line)
+            if m:
+                found.append(m.group(2))
+        return found
+
     def opened_for_writing(self) -> list[str]:
         """Every path the SFTP server opened for writing (internal-sftp's `open` lines)."""
         found = []
