@@ -315,3 +315,42 @@ def test_files_take_their_final_names_oldest_first_though_uploaded_side_by_side(
     assert len(oldest_first) == 4 and "_400000_" in oldest_first[0], oldest_first
     made = [Path(p).name for p in sshd_server.renamed_to() if Path(p).parent == folder]
     assert made == oldest_first
+
+
+def test_a_known_hosts_file_made_as_the_readme_says_is_accepted(
+    tmp_path: Path, sshd_server: SshServer
+) -> None:
+    import subprocess
+
+    scanned = subprocess.run(
+        ["ssh-keyscan", "-p", str(sshd_server.port), "127.0.0.1"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    known = tmp_path / "known_hosts"
+    known.write_text(scanned)
+    assert f"[127.0.0.1]:{sshd_server.port} ssh-ed25519" in scanned
+    s = night(
+        tmp_path,
+        DAY1,
+        config(_target(sshd_server, "acme-scanned", known_hosts=str(known))),
+        day_one(),
+    )
+    assert [r["outcome"] for r in s["rows"]] == ["delivered", "delivered"], s["rows"]
+
+
+def test_a_missing_folder_on_the_server_is_a_failed_delivery_never_created(
+    tmp_path: Path, sshd_server: SshServer
+) -> None:
+    missing = sshd_server.root / "acme-missing"  # not made: server.url() would make it
+    target = DeliveryTarget(
+        "ACME", f"sftp://{sshd_server.user}@127.0.0.1:{sshd_server.port}{missing}",
+        key_file=str(sshd_server.user_key), known_hosts=str(sshd_server.known_hosts),
+    )  # fmt: skip
+    s = night(tmp_path, DAY1, config(target), day_one())
+    assert [(r["outcome"], r["attempts"]) for r in s["rows"]] == [("failed", "1")] * 2
+    assert all(f"the folder {missing} does not exist" in r["message"] for r in s["rows"]), s["rows"]
+    assert not missing.exists(), "a delivery folder is never created"
+    missing.mkdir()
+    s = night(tmp_path, DAY2, config(target))
+    assert [(r["outcome"], r["attempts"]) for r in s["rows"]] == [("delivered", "2")] * 2
+    assert files_in(missing) == exported(tmp_path, "ACME")
