@@ -614,6 +614,36 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
                 UNION ALL BY NAME
                 SELECT * FROM {_EXPANDED_TEXT.format(rows="(SELECT * FROM per_key WHERE c_product_code IS NULL)")}
             )"""
+    # Its rows are never read in insertion order (every use groups, joins or sorts them):
+    # without keeping that order the joins of millions of keys against the pool stay
+    # within the store's memory limit instead of spilling (2M SGTINs: ~1.4x faster).
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        _create_serials(con, per_key, named, known, sender)
+    finally:
+        con.execute("SET preserve_insertion_order = true")
+    # the same, one row per SGTIN and event kind
+    _run(
+        con,
+        f"""CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
+        SELECT 'commissioning' AS kind, key, c_event AS event_index, c_event, pid, pseq,
+            c_outcome AS outcome, {", ".join(_DETAILS)}
+        FROM _ship_serials WHERE c_event IS NOT NULL
+        UNION ALL
+        SELECT 'shipping', key, s_event, c_event, pid, pseq, s_outcome, {", ".join(_DETAILS)}
+        FROM _ship_serials WHERE s_event IS NOT NULL
+        UNION ALL
+        SELECT 'decommissioning', key, d_event, c_event, pid, pseq, d_outcome,
+            {", ".join(_DETAILS)}
+        FROM _ship_serials WHERE d_event IS NOT NULL""",
+    )
+
+
+def _create_serials(
+    con: duckdb.DuckDBPyConnection, per_key: str, named: str, known: str, sender: str
+) -> None:
+    """`_ship_serials`: one row per SGTIN reported, its place in the pool and status,
+    one outcome per event kind (see `_reconcile_serials`)."""
     _run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _ship_serials AS
@@ -656,21 +686,6 @@ def _reconcile_serials(con: duckdb.DuckDBPyConnection, sender: str, once: bool) 
             {", ".join(f"CASE WHEN {_EXCEPTION} THEN {c} END AS {c}" for c in _DETAILS)}
         FROM judged""",
         [sender, sender],
-    )
-    # the same, one row per SGTIN and event kind
-    _run(
-        con,
-        f"""CREATE OR REPLACE TEMP VIEW _ship_outcomes AS
-        SELECT 'commissioning' AS kind, key, c_event AS event_index, c_event, pid, pseq,
-            c_outcome AS outcome, {", ".join(_DETAILS)}
-        FROM _ship_serials WHERE c_event IS NOT NULL
-        UNION ALL
-        SELECT 'shipping', key, s_event, c_event, pid, pseq, s_outcome, {", ".join(_DETAILS)}
-        FROM _ship_serials WHERE s_event IS NOT NULL
-        UNION ALL
-        SELECT 'decommissioning', key, d_event, c_event, pid, pseq, d_outcome,
-            {", ".join(_DETAILS)}
-        FROM _ship_serials WHERE d_event IS NOT NULL""",
     )
 
 
