@@ -23,6 +23,7 @@ from connectors.csv_limits import (
     LINE_LIMIT,
     MAX_COLUMNS,
     MAX_NAME,
+    QUOTE_FIX,
     LimitExceeded,
     check_limits,
 )
@@ -119,10 +120,7 @@ def _first_line(path: Path) -> str:
     return text
 
 
-_QUOTE_FIX = (
-    'write a value that holds a double quote quoted, the inner quote doubled ("A""B"), '
-    "as spreadsheet tools do"
-)
+_QUOTE_FIX = QUOTE_FIX
 # a quoted value may span lines; one longer than this is an unclosed quote (the csv
 # module's default limit, 128 KiB, is below the line limit)
 _FIELD_LIMIT = 4 * LINE_LIMIT

@@ -8,6 +8,8 @@ with a reason that names the line and the limit."""
 
 from __future__ import annotations
 
+import csv as csvlib
+import io
 import json
 import os
 import subprocess
@@ -15,7 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from connectors.csv_limits import LimitExceeded, _check
 from connectors.csv_reader import FileRejected, read_inbox_csv
 from tests.pipeline_helpers import csv, drop, run_day, summary
 
@@ -45,6 +50,20 @@ def test_a_line_over_1_mib_names_the_line_and_the_limit(tmp_path: Path) -> None:
     data = f"product_code,serial\n{P},A1\n{P},".encode() + b"S" * (1 << 21) + b"\n"
     reason = _reason(_write(tmp_path, data))
     assert reason.startswith("line 3 is longer than the limit of 1 MiB (1,048,576 bytes)")
+
+
+def test_a_long_line_of_a_file_with_windows_line_ends_is_not_called_an_old_mac_file(
+    tmp_path: Path,
+) -> None:
+    data = f"product_code,serial\r\n{P},A1\r\n{P},".encode() + b"S" * (3 << 19) + b"\r\n"
+    reason = _reason(_write(tmp_path, data))
+    assert reason.startswith("line 3 is longer than the limit of 1 MiB"), reason
+    assert "carriage return only" not in reason and "a CSV line holds one row" in reason
+
+
+def test_a_long_file_with_old_mac_line_ends_says_so(tmp_path: Path) -> None:
+    data = b"product_code,serial\r" + f"{P},S1\r".encode() * 100_000
+    assert "carriage return only" in _reason(_write(tmp_path, data))
 
 
 def test_a_line_of_exactly_1_mib_is_read(tmp_path: Path) -> None:
@@ -90,6 +109,72 @@ def test_a_file_over_10_million_rows_is_quarantined_with_the_advice_to_split_it(
     path = _write(tmp_path, b"product_code\n" + b"1\n" * 10_000_001)
     reason = _reason(path)
     assert "more than 10,000,000 rows" in reason and "split it" in reason
+
+
+def test_a_quoted_value_whose_line_breaks_run_over_1_mib_is_a_row_over_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Issue 18 item 3: a cell of short lines inside quotes is one row; 2 MiB of it is
+    over the row limit and quarantined before a parser holds it (it was read whole, 6.4
+    times its size in memory), the line where the quote opened in the reason."""
+    name = (b"x" * 1023 + b"\n") * 2048
+    data = f'product_code,product_name\n{P},A\n{P},"'.encode() + name + b'"\n'
+    reason = _reason(_write(tmp_path, data, "products_a.csv"))
+    assert reason.startswith(
+        "a double quote opened on line 3 is not closed within the limit of 1 MiB "
+        "(1,048,576 bytes) for one row: the row runs on to line 2,050"
+    ), reason
+    assert '"A""B"' in reason
+
+
+def test_an_unclosed_quote_in_a_large_file_names_its_line_and_the_limit(tmp_path: Path) -> None:
+    rows = b"".join(f"{P},S{i}\n".encode() for i in range(100_000))
+    data = f'product_code,serial\n{P},A1\n{P},"A2\n'.encode() + rows
+    reason = _reason(_write(tmp_path, data))
+    assert reason.startswith("a double quote opened on line 3 is not closed within the limit")
+
+
+def test_quoted_line_breaks_under_the_limit_are_read_with_their_lines(tmp_path: Path) -> None:
+    name = "n\r\n" * ((1 << 20) // 3 - 10)
+    data = f'product_code,product_name\r\n{P},"{name}"\r\n{P},B\r\n'.encode()
+    parsed = read_inbox_csv(_write(tmp_path, data, "products_a.csv"))
+    assert parsed.rows.get_column("_line").to_list() == [2, 2 + name.count("\n") + 1]
+
+
+_CELL = st.text(alphabet='ab,"\n\r ', max_size=30)
+
+
+@settings(max_examples=300)
+@given(
+    rows=st.lists(st.lists(_CELL, min_size=1, max_size=4), min_size=1, max_size=12),
+    crlf=st.booleans(),
+    chunk=st.integers(min_value=1, max_value=40),
+)
+def test_the_row_limit_holds_whatever_the_quotes_and_the_reads(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]], crlf: bool, chunk: int
+) -> None:
+    """Rows written by Python's csv module (quotes doubled, line breaks inside quotes): a
+    row longer than the limit is found, on the line it starts, however the reads cut the
+    file; no shorter row is."""
+    limit = 40
+    end = "\r\n" if crlf else "\n"
+    texts = []
+    for cells in rows:
+        out = io.StringIO()
+        csvlib.writer(out, lineterminator=end).writerow(cells)
+        texts.append(out.getvalue().encode())
+    path = tmp_path_factory.mktemp("rows") / "serial_pool_1.csv"
+    path.write_bytes(b"".join(texts))
+    starts = [1 + sum(t.count(b"\n") for t in texts[:i]) for i in range(len(texts))]
+    over = [s for t, s in zip(texts, starts, strict=True) if len(t) - len(end) > limit]
+    if not over:
+        _check(path, limit, chunk)
+        return
+    with pytest.raises(LimitExceeded) as caught:
+        _check(path, limit, chunk)
+    reason = str(caught.value)
+    line = "the header (line 1)" if over[0] == 1 else f"line {over[0]:,} "
+    assert f"opened on line {over[0]:,} " in reason or reason.startswith(line), reason
 
 
 # ------------------------------------------------------------------ not text
