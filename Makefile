@@ -38,6 +38,7 @@ bench: setup
 	$(UV) run --frozen python -m bench.bench_epcis --stored 10000000
 	$(UV) run --frozen python -m bench.bench_history
 	$(UV) run --frozen python -m bench.bench_delivery
+	$(UV) run --frozen python -m bench.bench_csv_limits
 
 bench-small: setup
 	$(UV) run --frozen python -m bench.bench_serials --scale 0.05
@@ -45,6 +46,7 @@ bench-small: setup
 	$(UV) run --frozen python -m bench.bench_epcis --sgtins 50000 --reps 1 --stored 500000
 	$(UV) run --frozen python -m bench.bench_history --scale 0.001 --nights 8 --reps 1
 	$(UV) run --frozen python -m bench.bench_delivery --serials 100000 --reps 3
+	$(UV) run --frozen python -m bench.bench_csv_limits --mb 64
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
