@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 import pytest
 from helpers_serials import (
+    AS_OF,
     DEMO,
     PROD_A,
     PROD_B,
@@ -503,6 +504,22 @@ def test_two_exports_that_would_get_the_same_name_get_a_number() -> None:
         f"{stem}.csv",
         f"{stem}-2.csv",
         f"{stem}-3.csv",
+    ]
+
+
+def test_a_run_in_the_same_second_clashes_and_a_later_one_does_not() -> None:
+    # names hold the clock to the second: a run at AS_OF + 0.5 s writes the same name
+    # (numbered); one a second later does not clash with either
+    con = _assigned(3)
+    export(con, cmo_id="C1", product_code=DEMO, quantity="1")
+    half = make_ctx(as_of=AS_OF + dt.timedelta(microseconds=500_000), run_id="R2")
+    export(con, half, cmo_id="C1", product_code=DEMO, quantity="1")
+    later = make_ctx(as_of=AS_OF + dt.timedelta(seconds=1), run_id="R3")
+    export(con, later, cmo_id="C1", product_code=DEMO, quantity="1")
+    assert [f["file_name"] for f in _files(con)] == [
+        f"{DEMO}_Acme-Pharma_1_20240517143005.csv",
+        f"{DEMO}_Acme-Pharma_1_20240517143005-2.csv",
+        f"{DEMO}_Acme-Pharma_1_20240517143006.csv",
     ]
 
 

@@ -20,6 +20,7 @@ A serial the CMO reported used (§6) is never exported, served or returned again
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -778,6 +779,23 @@ def export_file_name(
     return f"{product_code}_{safe_cmo_name(cmo_name, cmo_id)}_{count}_{created:%Y%m%d%H%M%S}{suffix}.csv"
 
 
+def _names_taken(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> dict[str, set[str]]:
+    """The export file names each CMO has that a file of a run at `as_of` could clash with.
+
+    A name holds its run's clock to the second (`export_file_name`), so only files
+    created in that second can share it: a lookup by time (the files are stored in
+    the order they were recorded), not a read of every export file ever."""
+    second = as_of.replace(microsecond=0)
+    taken: dict[str, set[str]] = {}
+    for cmo_id, name in con.execute(
+        """SELECT cmo_id, file_name FROM outbox_files
+           WHERE kind = 'export' AND created >= ? AND created < ?""",
+        [second, second + dt.timedelta(seconds=1)],
+    ).fetchall():
+        taken.setdefault(str(cmo_id), set()).add(str(name))
+    return taken
+
+
 def _unique_name(name: str, taken: set[str]) -> str:
     if name not in taken:
         return name
@@ -925,12 +943,7 @@ def apply_exports(
         p["g"] = f"{p['row']['cmo_id']}|{pids.get(p['row']['product_code'], -1)}"
     pieces, patches = _export_pieces(runs, plan)
     pieces = pieces.with_columns((pl.col("k") + first_id).alias("file_id"))
-    taken_names = {
-        (r[0], r[1])
-        for r in con.execute(
-            "SELECT cmo_id, file_name FROM outbox_files WHERE kind = 'export'"
-        ).fetchall()
-    }
+    taken = _names_taken(con, ctx.as_of)
     files: list[dict[str, Any]] = []
     for p in plan:
         row, count = p["row"], p["new"] + p["again"]
@@ -938,8 +951,8 @@ def apply_exports(
         name = export_file_name(
             row["product_code"], names.get(cmo_id), cmo_id, count, ctx.as_of, p["again"] > 0
         )
-        name = _unique_name(name, {n for c, n in taken_names if c == cmo_id})
-        taken_names.add((cmo_id, name))
+        name = _unique_name(name, taken.setdefault(cmo_id, set()))
+        taken[cmo_id].add(name)
         files.append(
             {"file_id": p["file_id"], "kind": "export", "cmo_id": cmo_id, "product_code": row["product_code"],
              "rel_path": f"serials/{cmo_id}/{name}", "file_name": name, "count": count,
