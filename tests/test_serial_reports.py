@@ -222,6 +222,24 @@ def test_incremental_uniqueness_check_catches_a_new_serial_that_repeats_an_old_o
     assert serial_invariants(con, balance, pool_sizes(con))["serial_unique_per_product"] is True
 
 
+def test_incremental_uniqueness_check_catches_two_new_serials_that_repeat_each_other() -> None:
+    con = seed(products=["P", "Q"], pool={"P": ["A", "B"], "Q": ["A"]})
+    balance = serial_balance_report(con)
+    before = pool_sizes(con)
+    # two arrivals of one night repeat each other (none repeats an older serial); the
+    # same serial in another product is no repeat
+    insert_serials(
+        con, pl.DataFrame({"product_code": ["P", "P"], "serial": ["C", "C"]}), "pool", CTX
+    )
+    assert serial_invariants(con, balance, before)["serial_unique_per_product"] is False
+    con2 = seed(products=["P", "Q"], pool={"P": ["A", "B"], "Q": ["A"]})
+    before = pool_sizes(con2)
+    insert_serials(
+        con2, pl.DataFrame({"product_code": ["P", "Q"], "serial": ["C", "C"]}), "pool", CTX
+    )
+    assert serial_invariants(con2, balance, before)["serial_unique_per_product"] is True
+
+
 def test_invariants_detect_runs_that_do_not_cover_the_pool() -> None:
     con = seed(products=["P"], pool={"P": 3})
     balance = serial_balance_report(con)

@@ -116,27 +116,34 @@ def pool_sizes(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
 def _new_serials_unique(con: duckdb.DuckDBPyConnection, since: dict[int, int]) -> bool:
     """Every serial that arrived since `since` (pid -> size then) is unique in its product.
 
-    Hash every (product, serial) of the products that grew to 64 bits and count the
-    distinct integers; only when two share a hash are the strings compared, so the
-    answer is exact and cheap.  Serials never change once stored, so products that
-    did not grow need no check.
+    The new serials (a product's arrival numbers from its size then on: stored
+    together, so DuckDB reads only their blocks) are checked against each other and
+    against the product's older serials, in DuckDB: the new ones are hashed, the older
+    ones of the products that grew only probe them.  Nothing of the product's history
+    is copied out or hashed into a table, so the check costs the night's serials plus
+    one read of the older serials of the products that grew.  Serials never change once
+    stored, so products that did not grow need no check.
     """
     sizes = pool_sizes(con)
-    grew = [pid for pid, size in sizes.items() if size > since.get(pid, 0)]
+    grew = {pid: since.get(pid, 0) for pid, size in sizes.items() if size > since.get(pid, 0)}
     if not grew:
         return True
-    where = "" if len(grew) == len(sizes) else "WHERE pid IN (SELECT unnest(?::INTEGER[]))"
-    hashes = con.execute(
-        f"SELECT xor(hash(serial), hash(pid)) AS h FROM pool {where}", [grew] if where else []
-    ).pl()
-    if hashes.to_series().unique().len() == hashes.height:  # (quicker than n_unique)
-        return True
-    dup = con.execute(
-        """SELECT count(*) FROM (SELECT pid, serial FROM pool
-           WHERE pid IN (SELECT unnest(?::INTEGER[])) GROUP BY ALL HAVING count(*) > 1)""",
-        [grew],
+    new = " UNION ALL ".join(
+        f"SELECT pid, serial FROM pool WHERE pid = {int(pid)} AND pseq >= {int(lo)}"
+        for pid, lo in grew.items()
+    )
+    old = " UNION ALL ".join(
+        f"SELECT pid, serial FROM pool WHERE pid = {int(pid)} AND pseq < {int(lo)}"
+        for pid, lo in grew.items()
+        if lo > 0
+    )
+    repeats = con.execute(
+        f"""WITH new AS MATERIALIZED ({new})
+            SELECT (SELECT count(*) FROM new)
+                   - (SELECT count(*) FROM (SELECT DISTINCT pid, serial FROM new))
+                   + {f"(SELECT count(*) FROM ({old}) o SEMI JOIN new n ON n.pid = o.pid AND n.serial = o.serial)" if old else "0"}"""
     ).fetchone()
-    return bool(dup and dup[0] == 0)
+    return bool(repeats and repeats[0] == 0)
 
 
 def _runs_partition_pool(con: duckdb.DuckDBPyConnection) -> bool:
