@@ -206,6 +206,19 @@ def _check_values(config: Config, source: str) -> None:
             f"{source}: [notify] on: unknown event {unknown[0]!r}; use any of "
             + ", ".join(f'"{e}"' for e in NOTIFY_EVENTS)
         )
+    if config.notify.urls:
+        _check_notify_urls(config, source)
+
+
+def _check_notify_urls(config: Config, source: str) -> None:
+    from connectors.notify import shown, unknown_urls
+
+    bad = unknown_urls(config.notify.urls)
+    if bad:
+        raise ConfigError(
+            f"{source}: [notify] urls: {shown(bad[0])} is not a URL Apprise can send to; see "
+            "https://github.com/caronc/apprise/wiki for the URL of each service"
+        )
 
 
 def load_config(path: Path | None, *, explicit: bool) -> Config:

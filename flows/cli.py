@@ -33,12 +33,17 @@ from flows.cli_common import (
     parse_as_of,
     path_of,
     print_error,
+    setup_log,
     use_prefect,
 )
 from flows.pipeline import RunPaths
 from transforms.context import Config
 
 __all__ = ["app", "execute_run", "main"]
+
+
+def print_warning(message: str) -> None:
+    typer.echo(f"cmi: warning: {message}", err=True)
 
 
 def execute_run(
@@ -51,9 +56,11 @@ def execute_run(
 ) -> dict[str, Any]:
     """Load configuration (unless `config` is given), then run the nightly stages
     (through Prefect or in-process)."""
+    given: Path | None = None  # the cmi.toml the run reads (None: the built-in settings)
     if config is None:
         config_file, explicit = config_path(config_flag)
         config = load_config(config_file, explicit=explicit)
+        given = config_file if (explicit or config_file.exists()) else None
     as_of = parse_as_of(as_of_text)
     if paths.state.exists() and paths.state.is_dir():
         raise ConfigError(
@@ -73,9 +80,9 @@ def execute_run(
         )
     paths.outbox.mkdir(parents=True, exist_ok=True)
     if use_prefect(prefect):
-        from flows.nightly import nightly
+        from flows.prefect_run import run_with_prefect
 
-        return nightly(paths, config, as_of)
+        return run_with_prefect(paths, config, given, as_of, setup_log(paths.state), print_warning)
     from flows.pipeline import run_local
 
     return run_local(paths, config, as_of)

@@ -144,7 +144,8 @@ def guarded(state: Path, action: Any, log_dir: Path | None = None) -> int:
         print_error("interrupted; run again to finish (nothing is applied twice)")
         return EXIT_UNEXPECTED
     except Exception as err:  # noqa: BLE001
-        logging.getLogger("cmi").exception("unexpected error")
+        if not getattr(err, "_cmi_logged", False):  # a Prefect flow run logged it already
+            logging.getLogger("cmi").exception("unexpected error")
         if log_failure is not None:  # the folder of the log and the store: say so
             print_error(f"{describe(log_failure, places)} (its log {log_path} cannot be opened)")
         elif isinstance(err, RunStopped):

@@ -1,7 +1,12 @@
-"""`cmi serve` (SPEC §1, §11): the nightly flow on a schedule with Prefect."""
+"""`cmi serve` and `cmi deploy` (SPEC §1, §11): the nightly flow on a schedule with Prefect.
+
+Both need a Prefect server that answers (PREFECT_API_URL): without one they exit 2 and
+say how to start one.  The Prefect side lives in `flows.prefect_deploy`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,39 +24,65 @@ from flows.cli_common import (
 )
 from flows.pipeline import RunPaths
 
+CronOpt = Annotated[
+    str, typer.Option("--cron", help="when the nightly run starts (cron: minute hour day month weekday)")
+]  # fmt: skip
+TimezoneOpt = Annotated[
+    str | None,
+    typer.Option("--timezone", help="IANA time zone of the cron [default: the machine's]"),
+]
+
 
 @app.command()
 def serve(
-    cron: Annotated[str, typer.Option("--cron", help="schedule (cron expression)")] = "0 2 * * *",
+    cron: CronOpt = "0 2 * * *", timezone: TimezoneOpt = None,
     inbox: InboxOpt = None, outbox: OutboxOpt = None, state: StateOpt = None, config: ConfigOpt = None,
 ) -> None:  # fmt: skip
     """Serve the nightly flow on a schedule with Prefect (needs a Prefect server: PREFECT_API_URL)."""
-    from flows.nightly import scheduled_nightly
-
     paths = RunPaths(path_of(inbox, "CMI_INBOX", "inbox"), path_of(outbox, "CMI_OUTBOX", "outbox"),
                      path_of(state, "CMI_STATE", "state/cmi.duckdb"))  # fmt: skip
     config_file, explicit = config_path(config)
 
     def action() -> None:
-        from prefect.schedules import Cron
+        from flows.tenants import check_cron, check_timezone, local_timezone
 
-        try:
-            schedule = Cron(cron)
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError(f"--cron '{cron}' is not a valid cron expression ({err})") from err
+        check_cron(cron, "--cron")
+        zone = check_timezone(timezone, "--timezone") if timezone else local_timezone()
         load_config(config_file, explicit=explicit)  # fail fast on a bad configuration
-        typer.echo(f"serving the nightly flow on '{cron}' (Ctrl-C to stop)")
-        scheduled_nightly.serve(
-            name="cmi-nightly",
-            schedule=schedule,
-            parameters={
-                "inbox": str(paths.inbox.resolve()),
-                "outbox": str(paths.outbox.resolve()),
-                "state": str(paths.state.resolve()),
-                "config": str(config_file.resolve())
-                if (explicit or config_file.exists())
-                else None,
-            },
-        )
+        if paths.state.is_dir():
+            raise ConfigError(f"state path {paths.state} is a folder: give a file such as state/cmi.duckdb")  # fmt: skip
+        from flows.prefect_deploy import require_server, serve_nightly
+
+        url = require_server()
+        parameters = {
+            "inbox": str(paths.inbox.resolve()),
+            "outbox": str(paths.outbox.resolve()),
+            "state": str(paths.state.resolve()),
+            "config": str(config_file.resolve()) if (explicit or config_file.exists()) else None,
+        }
+        typer.echo(f"serving nightly/cmi on '{cron}' in {zone} from {url} (Ctrl-C to stop)")
+        serve_nightly(parameters, cron, zone, name="cmi")
 
     raise typer.Exit(guarded(paths.state, action))
+
+
+@app.command()
+def deploy(
+    tenants: Annotated[Path, typer.Option("--tenants", help="the tenants file (TOML, SPEC §11)")],
+    pool: Annotated[str, typer.Option("--pool", help="Prefect process work pool (created when missing)")] = "cmi",
+) -> None:  # fmt: skip
+    """Register one scheduled deployment nightly/<tenant> per tenant in a Prefect work pool,
+    for `prefect worker start --pool NAME` to run (needs a Prefect server: PREFECT_API_URL)."""
+
+    def action() -> None:
+        from flows.tenants import load_tenants
+
+        listed = load_tenants(tenants)
+        from flows.prefect_deploy import deploy_tenants, require_server
+
+        url = require_server()
+        typer.echo(f"deploying {len(listed)} tenant(s) to {url}")
+        deploy_tenants(listed, pool, typer.echo)
+        typer.echo(f"start workers with: prefect worker start --pool {pool}")
+
+    raise typer.Exit(guarded(tenants.resolve(), action))  # its log: cmi.log beside the file

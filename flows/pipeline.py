@@ -21,13 +21,16 @@ import numpy.ma  # noqa: F401 - see below
 import pandera.backends.register_checks  # noqa: F401 - see below
 
 from connectors import inbox as inbox_io
+from connectors.config import ConfigError
 from connectors.faults import is_environmental, stopped
 from connectors.report_charts import ChartRenderer
-from connectors.store import Store, discard_torn_pool_rows, open_store
+from connectors.store import StateLocked, Store, discard_torn_pool_rows, open_store
 from flows.apply_files import apply_csv_file, apply_order_files, apply_shipping_file
 from flows.delivery_stage import deliver
+from flows.notifications import notify_failure
 from flows.outputs import await_outputs, raise_failed_outputs, write_unwritten_outputs
 from flows.reporting import settle_earlier_reports, summary, write_reports
+from flows.run_log import log_end, log_files
 from flows.run_state import FileRecord, Run, RunPaths, timed
 from transforms import delivery as delivery_rules
 from transforms import reports
@@ -210,9 +213,17 @@ Step = Callable[..., Any]
 
 
 def run_pipeline(
-    call: Callable[..., Any], paths: RunPaths, config: Config, as_of: dt.datetime
+    call: Callable[..., Any],
+    paths: RunPaths,
+    config: Config,
+    as_of: dt.datetime,
+    *,
+    orchestrator: str = "in-process",
+    tenant: str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The order of the stages.  `call(fn, *args)` runs a stage (directly, or as a Prefect task).
+    """The order of the stages.  `call(fn, *args)` runs a stage (directly, or as a Prefect
+    task); `orchestrator` and `notes` (warnings known before the run) go to the summary.
 
     A failure of the surroundings (a full disk, a read-only folder, an I/O error) stops
     the run as `RunStopped`, whose one line says what to fix (§8 stop, don't cascade):
@@ -221,12 +232,20 @@ def run_pipeline(
         run = call(prepare, paths, config, as_of)
     except Exception as err:
         if is_environmental(err):
-            raise stopped(err, paths.places(), "no file was touched") from err
+            failure = stopped(err, paths.places(), "no file was touched")
+            _notify_failure(config, tenant, None, None, failure)
+            raise failure from err
+        _notify_failure(config, tenant, None, None, err)
         raise
+    run.orchestrator, run.tenant = orchestrator, tenant
+    run.warnings[:0] = notes
+    logged = 0
     try:
         run = call(scan, run)
+        logged = log_files(run, logged)
         for stage, _ in STAGES:
             run = call(apply_stage, run, stage)
+            logged = log_files(run, logged)
         run = call(deliver, run)  # §8.1: after the exports, before the reports
         run = call(write_reports, run)
     except BaseException as err:
@@ -234,13 +253,25 @@ def run_pipeline(
         run.close_chart_renderer()
         run.store.close()
         if isinstance(err, Exception) and is_environmental(err):
-            raise stopped(
-                err, run.paths.places(), "the files not yet applied are in the inbox"
-            ) from err
+            failure = stopped(err, run.paths.places(), "the files not yet applied are in the inbox")
+            _notify_failure(config, tenant, run.run_id, run.report_dir, failure)
+            raise failure from err
+        _notify_failure(config, tenant, run.run_id, run.report_dir, err)
         raise
+    log_end(run)
     return call(finish, run)
 
 
-def run_local(paths: RunPaths, config: Config, as_of: dt.datetime) -> dict[str, Any]:
+def _notify_failure(
+    config: Config, tenant: str | None, run_id: str | None, report_dir: Any, err: BaseException
+) -> None:
+    """A run that stops with exit 1 (not a lock refusal, a configuration error or Ctrl-C)."""
+    if isinstance(err, Exception) and not isinstance(err, StateLocked | ConfigError):
+        notify_failure(config, tenant=tenant, run_id=run_id, report_dir=report_dir, error=err)
+
+
+def run_local(
+    paths: RunPaths, config: Config, as_of: dt.datetime, *, notes: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The same stages as the Prefect flow, run in-process without an orchestrator."""
-    return run_pipeline(lambda fn, *args: fn(*args), paths, config, as_of)
+    return run_pipeline(lambda fn, *args: fn(*args), paths, config, as_of, notes=notes)

@@ -12,6 +12,7 @@ import polars as pl
 
 from connectors import outbox as outbox_io
 from connectors.store import transaction
+from flows.notifications import notify_run
 from flows.outputs import await_outputs
 from flows.people_reports import write_people_reports
 from flows.run_state import Run, timed
@@ -112,8 +113,10 @@ def write_reports(run: Run) -> Run:
     timed(run, "outputs", waiting)  # the part of their writing the run waited for
     finished = dt.datetime.now()
     con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished, run.run_id])
-    write_people_reports(run, folder, summary(run, invariants, finished))  # report.html, .xlsx
-    outbox_io.write_json(folder / "run_summary.json", summary(run, invariants, finished))
+    doc = summary(run, invariants, finished)
+    notify_run(run, doc, final)  # before the reports: a failed send is one of their warnings
+    write_people_reports(run, folder, doc)  # report.html, .xlsx
+    outbox_io.write_json(folder / "run_summary.json", doc)
     run.report_dir = outbox_io.publish_report_folder(folder, final)
     with transaction(con):
         run_rows.confirm_reported(con, run.run_id)
@@ -142,6 +145,7 @@ def summary(run: Run, invariants: dict[str, bool], finished: dt.datetime) -> dic
             "rows_rejected": sum(f.rows_rejected for f in counted),
         },
         "deliveries": deliveries.deliveries_summary(run.deliveries, run.deliveries_pending),
+        "orchestrator": run.orchestrator,
         "warnings": warnings,
         "invariants": invariants,
         "durations_s": dict(run.durations),

@@ -75,6 +75,8 @@ class Run:
     unexpected: list[str] = field(default_factory=list)
     report_dir: Path | None = None
     pool_sizes: dict[int, int] = field(default_factory=dict)  # pid -> serials at the start
+    orchestrator: str = "in-process"  # or "prefect" (run_summary.json, SPEC §11)
+    tenant: str | None = None  # the tenant of a deployment (§11 tenants), for notifications
     # export files / partner answers being written while the run goes on (file name, job)
     outputs: list[tuple[str, Future[list[int]]]] = field(default_factory=list)
     output_ids: set[int] = field(default_factory=set)  # recorded files handed to a job

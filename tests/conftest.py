@@ -25,7 +25,13 @@ setup_logging()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 # one module per real server the tests start (session-scoped fixtures)
-pytest_plugins = ["tests.servers.chromium", "tests.servers.sshd"]
+pytest_plugins = [
+    "tests.servers.chromium",
+    "tests.servers.notify_listener",
+    "tests.servers.postgres",
+    "tests.servers.prefect_server",
+    "tests.servers.sshd",
+]
 
 
 @pytest.fixture(scope="session")

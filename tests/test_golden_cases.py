@@ -7,14 +7,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from connectors.config import parse_config
 from flows.pipeline import RunPaths
 from tests.pipeline_helpers import drop
 
@@ -22,19 +20,29 @@ CASES = Path(__file__).parent / "cases"
 CASE_DIRS = sorted(p for p in CASES.iterdir() if (p / "inbox").is_dir()) if CASES.is_dir() else []
 
 
+def _case_config(case: Path, folder: Path) -> tuple[str, Path]:
+    """The case's `as_of` and a cmi.toml with the rest of case.toml, files settled at once."""
+    text = (case / "case.toml").read_text() if (case / "case.toml").exists() else ""
+    as_of = str(tomllib.loads(text).get("as_of", "2026-11-23T02:00:00"))
+    kept = [line for line in text.splitlines() if not line.startswith("as_of")]
+    config = folder / "cmi.toml"
+    config.write_text("\n".join(["[inbox]", "settle_seconds = 0", *kept]) + "\n")
+    return as_of, config
+
+
 @pytest.mark.parametrize("case", CASE_DIRS, ids=[p.name for p in CASE_DIRS])
 def test_golden_case(case: Path, tmp_path: Path, prefect_harness: None) -> None:
     from flows.nightly import nightly
 
-    spec = tomllib.loads((case / "case.toml").read_text()) if (case / "case.toml").exists() else {}
-    as_of = dt.datetime.fromisoformat(spec.pop("as_of", "2026-11-23T02:00:00"))
-    spec.setdefault("inbox", {})["settle_seconds"] = 0
-    config = parse_config(spec, str(case / "case.toml"))
+    as_of, config = _case_config(case, tmp_path)
     files = {p.name: p.read_bytes() for p in sorted((case / "inbox").iterdir()) if p.is_file()}
     paths = RunPaths(tmp_path / "inbox", tmp_path / "outbox", tmp_path / "state" / "cmi.duckdb")
     drop(paths.inbox, files)  # type: ignore[arg-type]
     paths.outbox.mkdir(parents=True)
-    outline = nightly(paths, config, as_of)
+    state = nightly(str(paths.inbox), str(paths.outbox), str(paths.state), str(config), as_of,
+                    return_state=True)  # fmt: skip
+    outline = state.result()
+    assert state.is_completed(), state.message
     reports = paths.outbox / "reports" / outline["run_id"]
     expected = case / "expected"
     checked = 0
