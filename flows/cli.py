@@ -82,7 +82,8 @@ def execute_run(
     if use_prefect(prefect):
         from flows.prefect_run import run_with_prefect
 
-        return run_with_prefect(paths, config, given, as_of, setup_log(paths.state), print_warning)
+        log_path = setup_log(paths.state)[0]
+        return run_with_prefect(paths, config, given, as_of, log_path, print_warning)
     from flows.pipeline import run_local
 
     return run_local(paths, config, as_of)

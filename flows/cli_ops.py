@@ -59,6 +59,7 @@ def serve(
             "outbox": str(paths.outbox.resolve()),
             "state": str(paths.state.resolve()),
             "config": str(config_file.resolve()) if (explicit or config_file.exists()) else None,
+            "timezone": zone,  # the run's clock reads the cron's zone, as a tenant's does
         }
         typer.echo(f"serving nightly/cmi on '{cron}' in {zone} from {url} (Ctrl-C to stop)")
         serve_nightly(parameters, cron, zone, name="cmi")

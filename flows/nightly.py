@@ -44,6 +44,7 @@ from prefect.logging.handlers import APILogHandler  # noqa: E402
 from prefect.states import Completed, Failed, State  # noqa: E402
 
 from connectors.config import ConfigError, load_config  # noqa: E402
+from connectors.faults import RunStopped  # noqa: E402
 from connectors.run_reports import read_summary, rejects_by_file_and_rule  # noqa: E402
 from connectors.store import StateLocked  # noqa: E402
 from flows import pipeline  # noqa: E402
@@ -252,8 +253,10 @@ def nightly(
             log.error("%s", err)
             return Failed(message=str(err), data=err)
         except Exception as err:
-            log.exception("unexpected error")
+            stop = isinstance(err, RunStopped)  # its one line says what to fix (§8)
+            log.exception("run stopped" if stop else "unexpected error")
             setattr(err, "_cmi_logged", True)  # noqa: B010 - the CLI does not log it again
-            return Failed(message=f"unexpected error: {type(err).__name__}: {err}", data=err)
+            message = str(err) if stop else f"unexpected error: {type(err).__name__}: {err}"
+            return Failed(message=message, data=err)
         summary = _publish_artifacts(outline, tenant)
         return final_state(outline, summary)

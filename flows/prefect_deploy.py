@@ -119,15 +119,34 @@ def zombie_automation() -> Any:
     )
 
 
+def _comparable(automation: Any) -> dict[str, Any]:
+    """What an automation does, without the ids the server gives its parts."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "id"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    data = automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger",
+                                                       "actions", "actions_on_trigger",
+                                                       "actions_on_resolve"})  # fmt: skip
+    return dict(strip(data))
+
+
 def ensure_zombie_automation(client: Any) -> None:
-    """Create the automation, or bring an earlier one up to date (idempotent)."""
+    """Create the automation, or bring an earlier one up to date — and leave an identical one
+    alone: an update gives its trigger a new id, which drops the heartbeats it is waiting on
+    (a night lost just before a `cmi deploy` would never be marked Crashed)."""
     wanted = zombie_automation()
     existing = client.read_automations_by_name(AUTOMATION)
     if not existing:
         client.create_automation(wanted)
         return
     first, *extra = existing
-    client.update_automation(first.id, wanted)
+    if _comparable(first) != _comparable(wanted):
+        client.update_automation(first.id, wanted)
     for other in extra:
         client.delete_automation(other.id)
 

@@ -74,7 +74,10 @@ def prefect_console_to_log(log_path: Path) -> None:
             internal.removeHandler(handler)
     target = str(log_path.resolve())
     if not any(getattr(h, "baseFilename", None) == target for h in root.handlers):
-        handler = logging.FileHandler(log_path, encoding="utf-8")
+        try:
+            handler = logging.FileHandler(log_path, encoding="utf-8")
+        except OSError:  # no log folder: Prefect's lines are lost, never on the console
+            return
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)

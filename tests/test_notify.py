@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from connectors.faults import RunStopped
 from flows.cli import app
 from flows.pipeline import run_local
 from tests.pipeline_helpers import csv, drop, paths_in
@@ -92,11 +93,12 @@ def test_a_failed_run_sends_its_error(tmp_path: Path, notify_listener: Listener)
     night(tmp_path)
     (tmp_path / "outbox").mkdir()
     (tmp_path / "outbox" / "reports").write_text("a file where the reports folder should be")
-    with pytest.raises(OSError):
+    with pytest.raises(RunStopped):
         run_local(paths_in(tmp_path), config(notify_listener.url), AS_OF)
     (message,) = notify_listener.wait_for(1)
     assert message["title"] == "cmi: Failed — run 20261123T020000"
-    assert "error: " in message["message"] and "verdict: Failed" in message["message"]
+    assert "verdict: Failed" in message["message"]
+    assert "error: RunStopped: run stopped: the outbox" in message["message"]
 
 
 def test_a_url_apprise_does_not_know_is_a_configuration_error(tmp_path: Path) -> None:
