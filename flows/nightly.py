@@ -17,11 +17,13 @@ paths cannot drift apart.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,29 @@ def run_clock(as_of: str | None, timezone: str | None) -> dt.datetime:
 def flow_run_name(run_id: str, tenant: str | None) -> str:
     """The flow run's name in the Prefect UI: the run id, after the tenant when there is one."""
     return f"{tenant}/{run_id}" if tenant else run_id
+
+
+_clocks: dict[tuple[str | None, str | None, str | None], dt.datetime] = {}
+
+
+def _clock_of(p: dict[str, Any]) -> dt.datetime:
+    """The run's clock, read once per flow run (its name and its body see the same)."""
+    key = (p.get("as_of"), p.get("timezone"), p.get("tenant"))
+    if key not in _clocks:
+        _clocks[key] = run_clock(p.get("as_of"), p.get("timezone"))
+    return _clocks[key]
+
+
+def _provisional_name() -> str:
+    """The name a flow run starts with: the run id of its clock, before `prepare` picks the
+    free run id (the same, or with -2, -3 …); a run refused by the lock keeps it."""
+    from prefect.runtime import flow_run
+
+    p = dict(flow_run.parameters)
+    try:
+        return flow_run_name(_clock_of(p).strftime("%Y%m%dT%H%M%S"), p.get("tenant"))
+    except Exception:  # noqa: BLE001 - a bad clock fails in the flow body, with its message
+        return flow_run_name("starting", p.get("tenant"))
 
 
 def _rename_flow_run(name: str) -> None:
@@ -184,15 +209,24 @@ def _publish_artifacts(outline: dict[str, Any], tenant: str | None) -> dict[str,
     summary = read_summary(folder)
     if summary is None:
         return None
-    report_html = folder / "report.html"
-    create_markdown_artifact(summary_markdown(summary, report_html),
-                             key=_artifact_key(tenant, "summary"),
-                             description=f"run {outline['run_id']}: totals, files, warnings, invariants")  # fmt: skip
-    create_table_artifact(rejects_by_file_and_rule(folder), key=_artifact_key(tenant, "rejects"),
-                          description=f"run {outline['run_id']}: rejected rows by file and rule")  # fmt: skip
-    create_link_artifact(report_html.as_uri(), link_text=str(report_html),
-                         key=_artifact_key(tenant, "report"),
-                         description=f"run {outline['run_id']}: the report a person reads")  # fmt: skip
+    report_html, run_id = folder / "report.html", outline["run_id"]
+    calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+        (create_markdown_artifact, (summary_markdown(summary, report_html),),
+         {"key": _artifact_key(tenant, "summary"),
+          "description": f"run {run_id}: totals, files, warnings, invariants"}),
+        (create_table_artifact, (rejects_by_file_and_rule(folder),),
+         {"key": _artifact_key(tenant, "rejects"),
+          "description": f"run {run_id}: rejected rows by file and rule"}),
+        (create_link_artifact, (report_html.as_uri(),),
+         {"link_text": str(report_html), "key": _artifact_key(tenant, "report"),
+          "description": f"run {run_id}: the report a person reads"}),
+    ]  # fmt: skip
+    # three requests at once (each sees this flow run's context)
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        done = [pool.submit(contextvars.copy_context().run, fn, *args, **kw)
+                for fn, args, kw in calls]  # fmt: skip
+        for future in done:
+            future.result()
     return summary
 
 
@@ -209,7 +243,7 @@ def final_state(outline: dict[str, Any], summary: dict[str, Any] | None) -> Stat
     return Completed(message=f"run {outline['run_id']}: nothing needs a person", data=outline)
 
 
-@flow(name="nightly", persist_result=False, log_prints=True)
+@flow(name="nightly", flow_run_name=_provisional_name, persist_result=False, log_prints=True)
 def nightly(
     inbox: str,
     outbox: str,
@@ -228,10 +262,7 @@ def nightly(
     setup_log(paths.state)
     with _logs_to_flow_run():
         try:
-            clock = run_clock(as_of, timezone)
-            # named by the run id its clock gives before `prepare` picks the free one (the
-            # same, or with -2 …): a run refused by the lock keeps this name
-            _rename_flow_run(flow_run_name(clock.strftime("%Y%m%dT%H%M%S"), tenant))
+            clock = _clocks.pop((as_of, timezone, tenant), None) or run_clock(as_of, timezone)
             cfg = load_config(Path(config), explicit=True) if config else Config()
             if not paths.inbox.is_dir():  # SPEC §1: a wrong folder must not pass for an empty night
                 raise ConfigError(
