@@ -39,6 +39,7 @@ bench: setup
 	$(UV) run --frozen python -m bench.bench_history
 	$(UV) run --frozen python -m bench.bench_delivery
 	$(UV) run --frozen python -m bench.bench_csv_limits
+	$(UV) run --frozen python -m bench.bench_tenants
 
 bench-small: setup
 	$(UV) run --frozen python -m bench.bench_serials --scale 0.05
@@ -47,6 +48,7 @@ bench-small: setup
 	$(UV) run --frozen python -m bench.bench_history --scale 0.001 --nights 8 --reps 1
 	$(UV) run --frozen python -m bench.bench_delivery --serials 100000 --reps 3
 	$(UV) run --frozen python -m bench.bench_csv_limits --mb 64
+	$(UV) run --frozen python -m bench.bench_tenants --scale 0.05 --overhead-reps 3
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
