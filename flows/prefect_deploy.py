@@ -6,6 +6,7 @@
   the pool whose tenant left the file is paused.
 - Crashed runs: every cmi flow run sends a heartbeat every 30 s
   (PREFECT_FLOWS_HEARTBEAT_FREQUENCY in the deployment's environment), and an automation
+  (Prefect's documented "crash zombie flows", also started by a run's Running state)
   marks a cmi flow run that stopped sending them (its worker and process killed, the
   machine lost) as Crashed after 90 s, which also frees the tenant's concurrency slot: the
   tenant's next run starts and recovers as SPEC §8 says.  The automation only watches flow
@@ -88,7 +89,9 @@ def zombie_automation() -> Any:
             "which frees its tenant's concurrency slot.  Made by `cmi deploy`."
         ),
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # a run's Running state too: a process lost before its first heartbeat reached
+            # the server (killed in its first seconds) is caught as well
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={
                 "prefect.flow-run.heartbeat",
                 "prefect.flow-run.Completed",
@@ -223,8 +226,9 @@ def serve_nightly(parameters: dict[str, Any], cron: str, timezone: str, name: st
 
     from flows.nightly import nightly
 
-    for key, value in RUN_ENV.items():
-        os.environ.setdefault(key, value)  # the served runs are child processes: they inherit
+    # the served runs are child processes: they inherit it (30 s: the automation's 90 s
+    # without a heartbeat must never catch a live run)
+    os.environ.update(RUN_ENV)
     with get_client(sync_client=True) as client:
         ensure_zombie_automation(client)
     nightly.serve(name=name, schedule=_schedule(cron, timezone), parameters=parameters,

@@ -235,7 +235,7 @@ def _kill_during_a_night(server: PrefectServer, k: KilledNight) -> None:
 @pytest.fixture(scope="module")
 def killed_night(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KilledNight]:  # fmt: skip
     root = tmp_path_factory.mktemp("crashy")
-    k = KilledNight(root, night(7, serials=900_000, pools=6))
+    k = KilledNight(root, night(7, serials=480_000, pools=6))
     drop(root / "inbox", k.files)  # type: ignore[arg-type]
 
     def work() -> None:
@@ -359,7 +359,7 @@ def test_tenants_nights_fire_on_schedule_on_two_workers(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
     roots = {name: tmp_path / name for name in ("acme", "beta.site_2", "served")}
-    nights = {"acme": night(2, serials=360_000), "beta.site_2": night(3, serials=360_000),
+    nights = {"acme": night(2, serials=120_000), "beta.site_2": night(3, serials=120_000),
               "served": night(4, serials=3_000, pools=1)}  # fmt: skip
     for name, root in roots.items():
         drop(root / "inbox", nights[name])  # type: ignore[arg-type]
@@ -415,6 +415,15 @@ def test_tenants_nights_fire_on_schedule_on_two_workers(
                and f"Aborted submission of flow run '{r.id}'" not in text} for r in (acme, beta)]  # fmt: skip
     assert len(picked[0]) == len(picked[1]) == 1 and picked[0] != picked[1], picked
 
+    with api(prefect_server) as c:  # at most one run at a time per tenant
+        for name in ("acme", "beta.site_2"):
+            limit = c.read_deployment_by_name(f"nightly/{name}").global_concurrency_limit
+            assert limit is not None and limit.limit == 1, name
+    run_id = acme.name.split("/")[-1]
+    assert (
+        f"run {run_id}: products_a.csv: applied"
+        in (roots["acme"] / "state" / "cmi.log").read_text()
+    )
     for name, run in (("acme", acme), ("beta.site_2", beta), ("served", served)):
         outbox = roots[name] / "outbox"
         summary = json.loads(
