@@ -396,11 +396,11 @@ def test_tenants_nights_fire_on_schedule_on_two_workers(
         assert run.auto_scheduled, run.name  # the schedule fired it, not a person
         assert run.state.is_completed(), (run.name, run.state, prefect_server.logs())
         late = (run.start_time - run.expected_start_time).total_seconds()
-        assert 0 <= late < 60, (run.name, late)  # within its minute
+        assert -5 < late < 60, (run.name, late)  # within its minute (serve may start ~0.5 s early)
         clock = dt.datetime.strptime(run.name.split("/")[-1][:15], "%Y%m%dT%H%M%S")
         expected = dt.datetime.fromtimestamp(run.expected_start_time.timestamp(), ZoneInfo(zone))
         expected = expected.replace(tzinfo=None)
-        assert 0 <= (clock - expected).total_seconds() < 120, (run.name, expected)
+        assert -5 < (clock - expected).total_seconds() < 120, (run.name, expected)
     assert acme.name.startswith("acme/") and beta.name.startswith("beta.site_2/")
     assert "/" not in served.name
     # two workers: each night went to its own worker and neither waited for the other —
