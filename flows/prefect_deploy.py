@@ -122,20 +122,24 @@ def zombie_automation() -> Any:
     )
 
 
+def canonical(value: Any) -> Any:
+    """An automation's JSON without the ids the server gives its parts, and with its sets of
+    names (a trigger's `after`, `expect`, `for_each`) in one order: a set's order in JSON
+    changes from one process to the next, and two equal automations must compare equal."""
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        items = [canonical(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
+
+
 def _comparable(automation: Any) -> dict[str, Any]:
-    """What an automation does, without the ids the server gives its parts."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "id"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
+    """What an automation does (`canonical`)."""
     data = automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger",
                                                        "actions", "actions_on_trigger",
                                                        "actions_on_resolve"})  # fmt: skip
-    return dict(strip(data))
+    return dict(canonical(data))
 
 
 def ensure_zombie_automation(client: Any) -> None:

@@ -132,3 +132,25 @@ def test_a_tenants_clock_is_its_own_time_zone() -> None:
         want = dt.datetime.now(ZoneInfo(zone)).replace(tzinfo=None)
         assert abs((run_clock(None, zone) - want).total_seconds()) < 5
     assert run_clock("2026-11-23T02:00:00", "Asia/Tokyo") == dt.datetime(2026, 11, 23, 2)
+
+
+def test_an_unchanged_crash_automation_compares_equal_whatever_its_sets_order() -> None:
+    """`cmi deploy` leaves an identical automation alone (an update drops the heartbeats its
+    trigger waits on: a night lost just before would never be marked Crashed).  The server
+    hands the trigger's sets back in its own order, which is not this process's."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    from flows.prefect_deploy import _comparable, canonical, zombie_automation
+
+    data = zombie_automation().model_dump(mode="json")
+    shuffled = {**data, "trigger": {**data["trigger"]}}
+    for key in ("after", "expect"):
+        shuffled["trigger"][key] = sorted(data["trigger"][key], reverse=True)
+    assert shuffled["trigger"]["expect"] != sorted(data["trigger"]["expect"])
+    assert canonical(shuffled) == canonical(data)
+    assert _comparable(AutomationCore.model_validate(shuffled)) == _comparable(zombie_automation())
+    changed = {**data, "trigger": {**data["trigger"], "within": 120.0}}
+    assert canonical(changed) != canonical(data)
+    assert canonical({"actions": [{"type": "a"}, {"type": "b"}]}) != canonical(
+        {"actions": [{"type": "b"}, {"type": "a"}]}
+    )  # a list of actions keeps its order
