@@ -12,6 +12,8 @@ operations team runs it (a subprocess).  What is proved here:
   on two workers at the same time, each tenant's outputs equal an in-process run's;
   `cmi serve`'s schedule fires too; a tenant removed from the file is paused; Prefect's
   own `flow-run ls`, `flow ls`, `deployment ls` answer;
+- a real server killed before a run: `cmi run` goes in-process with one warning line and
+  the outputs of a night without Prefect;
 - a worker killed with SIGKILL (with its flow run process) during a night leaves a Crashed
   flow run, and the tenant's next run ends exactly as an uninterrupted night.
 
@@ -42,9 +44,11 @@ import pytest
 from flows.pipeline import run_local
 from tests.pipeline_helpers import csv, drop, paths_in
 from tests.servers.common import stop_process
+from tests.servers.postgres import Postgres
 from tests.servers.prefect_server import (
     PrefectServer,
     Worker,
+    start_prefect_server,
     start_worker,
     wait_for_workers_online,
 )
@@ -227,7 +231,6 @@ def _kill_during_a_night(server: PrefectServer, k: KilledNight) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     worker.proc.wait(10)
-    server.workers.remove(worker)
     k.killed = victims
     assert not list(archived.glob("*/exports_a.csv")), "the night ended before the kill"
 
@@ -451,6 +454,47 @@ def test_tenants_nights_fire_on_schedule_on_two_workers(
                                 env=listing_env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert needle in listed.stdout, (cmd, listed.stdout)
+
+
+# --------------------------------------------------------------------------- server down
+
+
+def test_a_server_killed_before_a_run_means_an_in_process_night(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """A real Prefect server that answered, killed (SIGKILL to its process group, by PID)
+    before the night: `cmi run` with PREFECT_API_URL still naming it runs in-process at
+    once, with one warning line, and ends exactly as a night run without Prefect."""
+    server = start_prefect_server(postgres, database_url=postgres.create_database("gone"))
+    try:
+        assert server.healthy()
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(30)
+    finally:
+        server.stop()
+    files = night(5, serials=3_000, pools=1, bad_file=True)
+    drop(tmp_path / "inbox", files)  # type: ignore[arg-type]
+    (tmp_path / "cmi.toml").write_text("[inbox]\nsettle_seconds = 0\n")
+    args = ["run", "--inbox", "inbox", "--outbox", "outbox", "--state", "state/cmi.duckdb",
+            "--config", "cmi.toml", "--as-of", AS_OF]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=tmp_path,
+                          env=server.env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    warning = (f"cmi: warning: the Prefect API at {server.api_url} refused the connection "
+               "(is the server running?): the run went in-process (orchestrator: in-process)\n")  # fmt: skip
+    assert done.stderr == warning  # one line, no traceback
+    assert done.stdout.startswith("run 20261123T020000: 8 file(s)"), done.stdout
+    assert took < 30 + 120, took  # a refused connection is not waited for (loaded machine)
+    report = tmp_path / "outbox" / "reports" / "20261123T020000"
+    summary = json.loads((report / "run_summary.json").read_text())
+    assert summary["orchestrator"] == "in-process"
+    note = warning.removeprefix("cmi: warning: ").rstrip("\n")
+    assert summary["warnings"][0] == note
+    assert note in (tmp_path / "state" / "cmi.log").read_text()
+    want = reference(tmp_path / "ref", files, dt.datetime.fromisoformat(AS_OF))
+    assert outputs(tmp_path / "outbox") == want  # the same night as without Prefect
 
 
 # --------------------------------------------------------------------------- crash

@@ -30,6 +30,13 @@ class Postgres:
     url: str
     log: Path
 
+    def create_database(self, name: str) -> str:
+        """One more database owned by `prefect` (a second server's); its SQLAlchemy URL."""
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                        "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name} OWNER prefect"],
+                       check=True, capture_output=True, text=True, timeout=120)  # fmt: skip
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def stop(self) -> None:
         _as_owner(["pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"],
                   check=False)  # fmt: skip

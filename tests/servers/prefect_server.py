@@ -87,13 +87,16 @@ class Worker:
         stop_process(self.proc, timeout=10)
 
 
-def start_prefect_server(pg: Postgres, timeout: float = 180) -> PrefectServer:
-    """`prefect server start` on `pg`, answering /api/health before this returns."""
+def start_prefect_server(
+    pg: Postgres, timeout: float = 180, database_url: str | None = None
+) -> PrefectServer:
+    """`prefect server start` on `pg` (its `prefect` database, or `database_url`), answering
+    /api/health before this returns."""
     home = Path(tempfile.mkdtemp(prefix="cmi-prefect-server-"))
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     log = home / "server.log"
-    env = prefect_env(None, home, PREFECT_API_DATABASE_CONNECTION_URL=pg.url,
+    env = prefect_env(None, home, PREFECT_API_DATABASE_CONNECTION_URL=database_url or pg.url,
                       PREFECT_UI_ENABLED="false", PREFECT_SERVER_API_HOST="127.0.0.1",
                       PREFECT_SERVER_API_PORT=str(port))  # fmt: skip
     with log.open("wb") as out:
