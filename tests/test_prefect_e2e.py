@@ -58,7 +58,8 @@ from transforms.context import Config, InboxConfig
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 STAGES = ["prepare", "scan", "apply_master_data", "apply_serials", "apply_contracts",
-          "apply_partner_requests", "apply_shipping", "apply_exports", "write_reports", "finish"]  # fmt: skip
+          "apply_partner_requests", "apply_shipping", "apply_exports", "deliver", "write_reports",
+          "finish"]  # fmt: skip
 AS_OF = "2026-11-23T02:00:00"
 SETTLED = Config(inbox=InboxConfig(settle_seconds=0))
 
