@@ -51,6 +51,7 @@ from pathlib import Path
 import duckdb
 from lxml import etree
 
+from connectors.csv_limits import MAX_FILE_BYTES
 from connectors.epcis_stage import (
     ACTION,
     BIZ_LOCATION,
@@ -387,6 +388,12 @@ def stage_document(
     Raises `EpcisRejected` when the document must be quarantined (the reason says
     why); the staged rows are then incomplete and must not be used.
     """
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:  # §8: a larger file is quarantined before it is read
+        raise EpcisRejected(
+            f"the document is {size:,} bytes, over the limit of 1 GB "
+            f"({MAX_FILE_BYTES:,} bytes) for one file: split it into documents of at most 1 GB"
+        )
     if path.suffix.lower() in JSONLD_SUFFIXES:
         from connectors.epcis_jsonld import stage_jsonld
 

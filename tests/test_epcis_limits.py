@@ -46,6 +46,26 @@ def xml_file(tmp_path: Path, body: str | bytes, name: str = "shipping_x.xml") ->
     return path
 
 
+@pytest.mark.parametrize("name", ["shipping_big.xml", "shipping_big.json", "shipping_big.jsonld"])
+def test_a_document_over_1_gb_is_refused_before_it_is_read(tmp_path: Path, name: str) -> None:
+    """§8: a file over 1 GB is quarantined with a reason saying to split it, before it is
+    read (a sparse file: its first byte would already not be a document)."""
+    path = tmp_path / name
+    with path.open("wb") as fh:
+        fh.truncate(1_000_000_001)
+    text = reason(path)
+    assert "1,000,000,001 bytes" in text and "over the limit of 1 GB" in text
+    assert "split it" in text
+
+
+def test_a_document_of_exactly_1_gb_is_read(tmp_path: Path) -> None:
+    """The limit itself is allowed: the sparse file is read, and refused for what it holds."""
+    path = tmp_path / "shipping_edge.xml"
+    with path.open("wb") as fh:
+        fh.truncate(1_000_000_000)
+    assert "over the limit of 1 GB" not in reason(path)
+
+
 # ----------------------------------------------------------------------------------- XML
 
 
