@@ -36,7 +36,7 @@ bench: setup
 	$(UV) run --frozen python -m bench.bench_serials
 	$(UV) run --frozen python -m bench.bench_allocation
 	$(UV) run --frozen python -m bench.bench_epcis --stored 10000000
-	$(UV) run --frozen python -m bench.bench_history
+	$(UV) run --frozen python -m bench.bench_history --crash
 	$(UV) run --frozen python -m bench.bench_delivery
 	$(UV) run --frozen python -m bench.bench_csv_limits
 	$(UV) run --frozen python -m bench.bench_tenants

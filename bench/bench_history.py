@@ -2,6 +2,7 @@
 
     python -m bench.bench_history               # 100M serials, 50M links (builds once, ~cached)
     python -m bench.bench_history --scale 0.1   # a tenth: a quick look
+    python -m bench.bench_history --crash       # also the crash test on the history store
 
 It builds (or takes from its cache under `bench/data/`, keyed by the scale, the
 number of nights, the store format `connectors.ddl.STORE_FORMAT` and the generator's
@@ -38,9 +39,11 @@ Targets: night on the history store <= 1.3x the fresh store; peak memory < 2 GB;
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +55,9 @@ GENERATOR_VERSION = 1  # bump when bench.history_gen plans another history
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
 LINK_TABLES = ("shipping_aggregation", "shipping_parents")
+STATE_REPORTS = (
+    "serial_balance.csv", "exported_files.csv", "contract_balance.csv", "lot_reconciliation.csv"
+)  # fmt: skip
 
 
 # ------------------------------------------------------------------ child side
@@ -86,8 +92,13 @@ def _config(people_reports: bool):  # type: ignore[no-untyped-def]
     )
 
 
-def _check_outcome(label: str, files: list[dict[str, Any]], unexpected: list[str]) -> None:
-    bad = [f for f in files if f["outcome"] != "applied" or f["rows_rejected"]]
+def _check_outcome(
+    label: str, files: list[dict[str, Any]], unexpected: list[str], rerun: bool = False
+) -> None:
+    # a night run again after a kill finds the files the killed run committed but had
+    # not yet archived: those are duplicates (§8), the rest applies whole
+    allowed = {"applied", "duplicate"} if rerun else {"applied"}
+    bad = [f for f in files if f["outcome"] not in allowed or f["rows_rejected"]]
     if bad or unexpected:
         raise SystemExit(f"{label}: a file was not applied whole: {bad} {unexpected}")
 
@@ -140,7 +151,7 @@ def child_build(root: Path, scale: float, nights: int, fresh: bool) -> dict[str,
     return {"build_s": round(time.perf_counter() - started, 1)}
 
 
-def child_night(root: Path, as_of: str) -> dict[str, Any]:
+def child_night(root: Path, as_of: str, rerun: bool = False) -> dict[str, Any]:
     """One measured night: `run_pipeline` with a call that times every stage."""
     import datetime as dt
 
@@ -160,7 +171,7 @@ def child_night(root: Path, as_of: str) -> dict[str, Any]:
     started = time.perf_counter()
     out = run_pipeline(call, paths, _config(True), dt.datetime.fromisoformat(as_of))
     wall = time.perf_counter() - started
-    _check_outcome("the night", out["files"], out["unexpected"])
+    _check_outcome("the night", out["files"], out["unexpected"], rerun)
     import resource
 
     summary = json.loads((Path(out["report_dir"]) / "run_summary.json").read_text())
@@ -251,12 +262,13 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--nights", type=int, default=24)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--as-of", default="")
+    parser.add_argument("--rerun", action="store_true")
     opts = parser.parse_args(argv)
     state = opts.root / "state" / "cmi.duckdb"
     if opts.what == "build":
         result = child_build(opts.root, opts.scale, opts.nights, opts.fresh)
     elif opts.what == "night":
-        result = child_night(opts.root, opts.as_of)
+        result = child_night(opts.root, opts.as_of, opts.rerun)
     elif opts.what == "check":
         result = child_check(state)
     else:
@@ -267,10 +279,18 @@ def child_main(argv: list[str]) -> None:
 # ------------------------------------------------------------------ parent side
 
 
+def _child_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.bench_history", "--child", *args]
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
 def child(*args: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _child_env()
     out = subprocess.run(
-        [sys.executable, "-m", "bench.bench_history", "--child", *args],
+        _child_cmd(*args),
         capture_output=True, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     if out.returncode:
@@ -330,6 +350,72 @@ def _copy_store(src: Path, work: Path) -> None:
             shutil.copyfile(f, work / "state" / f.name)
 
 
+def _night_outputs(root: Path) -> dict[str, str]:
+    """What a night leaves for the CMOs and for people, by SHA-256: every export file and
+    partner answer, and the state reports of its report folder."""
+    out = root / "outbox"
+    files = {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for sub in ("serials", "partners")
+        for p in sorted((out / sub).rglob("*.csv"))
+    }
+    latest = out / "reports" / (out / "reports" / "LATEST").read_text().strip()
+    for name in STATE_REPORTS:
+        files[name] = hashlib.sha256((latest / name).read_bytes()).hexdigest()
+    return files
+
+
+def _night_root(store: Path, inbox: Path, root: Path) -> Path:
+    _copy_store(store, root)
+    shutil.copytree(inbox, root / "inbox")
+    _settle(root / "inbox")
+    os.sync()
+    return root
+
+
+def crash_test(
+    store: Path, inbox: Path, as_of: str, work: Path, fractions: list[float]
+) -> list[dict[str, Any]]:
+    """The night on a copy of `store`, killed (SIGKILL) at each fraction of an
+    uninterrupted night's wall time, then run again: the rerun must leave the same
+    export files, partner answers and state reports as the uninterrupted night, every
+    inbox file processed, and §8's invariants holding (SPEC §8, issue 17)."""
+    ref = _night_root(store, inbox, work / "crash-ref")
+    wall = child("night", "--root", str(ref), "--as-of", as_of)["wall_s"]
+    expected = _night_outputs(ref)
+    shutil.rmtree(ref)
+    results = []
+    for fraction in fractions:
+        root = _night_root(store, inbox, work / "crash")
+        proc = subprocess.Popen(
+            _child_cmd("night", "--root", str(root), "--as-of", as_of),
+            env=_child_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(wall * fraction)
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        child("night", "--root", str(root), "--as-of", as_of, "--rerun")
+        got = _night_outputs(root)
+        left = [p.name for p in (root / "inbox").iterdir() if p.is_file()]
+        check = child("check", "--root", str(root))
+        same = got == expected
+        differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+        results.append(
+            {"at": fraction, "killed_running": killed, "same_outputs": same, "differ": differ[:5],
+             "inbox_left": left, "invariants_hold": all(check["invariants"].values())}
+        )  # fmt: skip
+        print(
+            f"  crash at {fraction:.0%} of {wall:.1f} s ({'killed' if killed else 'had ended'}): "
+            f"rerun {'equals' if same else 'DIFFERS from'} the uninterrupted night"
+            f"{'' if same else ' ' + str(differ[:5])}; inbox left {left}; invariants "
+            f"{'hold' if results[-1]['invariants_hold'] else 'FAIL'}",
+            flush=True,
+        )
+        shutil.rmtree(root)
+    return results
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child_main(sys.argv[2:])
@@ -342,6 +428,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="nights measured on each store")
     parser.add_argument("--rebuild", action="store_true", help="build the stores again")
     parser.add_argument("--work", type=Path, default=DATA / "work", help="scratch folder")
+    parser.add_argument(
+        "--crash",
+        action="store_true",
+        help="also kill the night on the history store at 20/50/80%% of its time and run it "
+        "again: the same outputs as an uninterrupted night, invariants holding",
+    )
     opts = parser.parse_args()
     load_start = os.getloadavg()
     stores = {
@@ -373,8 +465,16 @@ def main() -> None:
                 flush=True,
             )
     shutil.rmtree(work / "night", ignore_errors=True)
+    crashes = []
+    if opts.crash:
+        print("crash test on the history store:", flush=True)
+        crashes = crash_test(stores["history"][0], inboxes["history"], as_of, work, [0.2, 0.5, 0.8])
     load_end = os.getloadavg()
     report(opts, stores, results, checks, (load_start, load_end))
+    if any(
+        not (c["same_outputs"] and c["invariants_hold"] and not c["inbox_left"]) for c in crashes
+    ):
+        raise SystemExit("the crash test failed: a rerun after a kill differs (see above)")
 
 
 def _median(values: list[float]) -> float:
