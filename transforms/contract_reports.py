@@ -78,17 +78,25 @@ def _runs(run_ids: str | Sequence[str]) -> list[str]:
     return [run_ids] if isinstance(run_ids, str) else list(run_ids)
 
 
+def _of_runs(runs: list[str]) -> str:
+    """`run_id IN (?, …)`, one parameter a run: a filter DuckDB checks against each row
+    group's range of run ids (the rows are stored in run order), so a report reads the
+    rows of its runs, not every row of every night before."""
+    return f"run_id IN ({', '.join('?' * len(runs))})" if runs else "FALSE"
+
+
 def contract_log_report(
     con: duckdb.DuckDBPyConnection, run_ids: str | Sequence[str]
 ) -> pl.DataFrame:
     """`contract_log.csv`: the log events of the run (or of the runs, in that order), in the
     order they happened."""
+    runs = _runs(run_ids)
     frame = con.sql(
-        """SELECT strftime(logged_at, '%Y-%m-%dT%H:%M:%S') AS logged_at, contract_id, line_no,
+        f"""SELECT strftime(logged_at, '%Y-%m-%dT%H:%M:%S') AS logged_at, contract_id, line_no,
                   event, order_type, order_no, quantity, source_file
-           FROM contract_log WHERE list_contains(?::VARCHAR[], run_id)
+           FROM contract_log WHERE {_of_runs(runs)}
            ORDER BY list_position(?::VARCHAR[], run_id), seq""",
-        params=[_runs(run_ids), _runs(run_ids)],
+        params=[*runs, runs],
     ).pl()
     return frame.select(REPORT_COLUMNS["contract_log.csv"])
 
@@ -98,12 +106,13 @@ def allocations_report(
 ) -> pl.DataFrame:
     """`allocations.csv`: the run's order lines (or the runs', in that order) in processing
     order (`reason` blank when linked)."""
+    runs = _runs(run_ids)
     frame = con.sql(
         f"""SELECT order_no, order_line, {_day("order_date")} AS order_date, customer, item,
                    quantity, contract_id, line_no, reason, detail
-            FROM contract_allocations WHERE list_contains(?::VARCHAR[], run_id)
+            FROM contract_allocations WHERE {_of_runs(runs)}
             ORDER BY list_position(?::VARCHAR[], run_id), seq""",
-        params=[_runs(run_ids), _runs(run_ids)],
+        params=[*runs, runs],
     ).pl()
     return frame.select(REPORT_COLUMNS["allocations.csv"])
 
