@@ -175,7 +175,9 @@ def test_sigkill_during_a_delivering_night_then_a_rerun_equals_an_uninterrupted_
     for k in (1, 20, 35, 49):
         kills.append((f"{k} files in the share", lambda n, k=k: _count(n.share, k)))
     missed: list[str] = []  # instants the night had already finished by
-    for i, (label, when) in enumerate(kills):
+
+    def kill(i: int, label: str, when: Callable[[Night], Callable[[], bool]] | float) -> bool:
+        """Kill a night at the instant, check its rerun; whether the night still ran."""
         night = Night(tmp_path, sshd_server, f"kill{i}", before.root)
         proc = night.start()
         deadline = time.monotonic() + 10 * duration + 120
@@ -187,8 +189,7 @@ def test_sigkill_during_a_delivering_night_then_a_rerun_equals_an_uninterrupted_
             reached = when(night)
             while not reached() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
-        if proc.poll() is not None:
-            missed.append(label)
+        ran = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         again = night.run()
@@ -200,5 +201,14 @@ def test_sigkill_during_a_delivering_night_then_a_rerun_equals_an_uninterrupted_
         assert set(made) == set(expected["server"]) and set(made.values()) == {1}, (  # type: ignore[arg-type]
             f"kill at {label}: a file was made twice on the server: {made}"
         )
-    # the instants are real: (nearly) every kill found the night still running
+        return ran
+
+    for i, (label, when) in enumerate(kills):
+        if kill(i, label, when):
+            continue
+        # the machine got faster since the reference night was timed (its load fell):
+        # one more night, killed earlier (6/10 of the instant)
+        if isinstance(when, float) and kill(100 + i, f"{label} (again)", when * 0.6):
+            continue
+        missed.append(label)
     assert len(missed) <= 2, f"the night had finished before these kills: {missed}"
