@@ -27,8 +27,11 @@ lint: setup
 typecheck: setup
 	$(UV) run --frozen mypy
 
+# two test processes (pytest-xdist): the machines have two cores; a real server's tests share one
+PYTEST_WORKERS ?= 2
+
 pytest: setup
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -49,3 +49,22 @@ def prefect_harness() -> Iterator[None]:
         os.environ.pop("PREFECT_HOME", None)
     else:
         os.environ["PREFECT_HOME"] = old
+
+
+# `make test` runs the tests on two processes (pytest-xdist, --dist loadgroup): the tests
+# of one real server run in one process, so each server starts once per session.
+_SERVER_GROUPS = {
+    "test_prefect_e2e.py": "prefect-e2e",
+    "test_golden_cases.py": "prefect-harness",
+    "test_delivery_sftp.py": "sshd",
+    "test_crash_delivery.py": "sshd",
+    "test_redeliver.py": "sshd",
+    "test_report_browser.py": "chromium",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _SERVER_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
