@@ -162,3 +162,21 @@ def test_the_chart_helper_draws_what_the_process_itself_draws() -> None:
     dead.process.kill()
     dead.process.wait()
     assert dead.draw(request) == here and dead.process is None
+
+
+def test_a_night_without_chart_rows_does_not_wait_for_the_helper() -> None:
+    """An empty night has no chart to draw: the answer comes at once, without the helper's
+    JavaScript engine (it is still warming up: not ready, and never asked)."""
+    from connectors.report_charts import ChartRenderer
+
+    request = {
+        "allocations": {"rows": [], "linked": "linked"},
+        "serials": {"rows": [], "domain": ["exported"]},
+        "shipping": {"rows": [], "domain": ["OK"]},
+    }
+    helper = ChartRenderer()
+    try:
+        assert helper.draw(request) == {"allocations": None, "serials": None, "shipping": None}
+        assert not helper.warm  # it was not waited for
+    finally:
+        helper.close()
