@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -92,10 +93,30 @@ def flow_run_name(run_id: str, tenant: str | None) -> str:
 _clocks: dict[tuple[str | None, str | None, str | None], dt.datetime] = {}
 
 
+_EARLY_LIMIT_S = 60.0  # a run started earlier than this before its schedule is not held
+
+
+def _not_before_schedule() -> None:
+    """A worker may start a scheduled flow run a few seconds before its time (it fetches
+    runs ahead); the night's clock must not read earlier than the time it was scheduled
+    for (a night scheduled at 00:00 would be dated the day before), so it waits."""
+    try:
+        from prefect.runtime import flow_run
+
+        scheduled = flow_run.scheduled_start_time
+        ahead = (scheduled - dt.datetime.now(dt.UTC)).total_seconds() if scheduled else 0.0
+    except Exception:  # noqa: BLE001 - without the API's answer the run goes on at once
+        return
+    if 0 < ahead <= _EARLY_LIMIT_S:
+        time.sleep(ahead)
+
+
 def _clock_of(p: dict[str, Any]) -> dt.datetime:
     """The run's clock, read once per flow run (its name and its body see the same)."""
     key = (p.get("as_of"), p.get("timezone"), p.get("tenant"))
     if key not in _clocks:
+        if p.get("as_of") is None:
+            _not_before_schedule()
         _clocks[key] = run_clock(p.get("as_of"), p.get("timezone"))
     return _clocks[key]
 

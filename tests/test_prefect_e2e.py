@@ -404,7 +404,9 @@ def test_tenants_nights_fire_on_schedule_on_two_workers(
         clock = dt.datetime.strptime(run.name.split("/")[-1][:15], "%Y%m%dT%H%M%S")
         expected = dt.datetime.fromtimestamp(run.expected_start_time.timestamp(), ZoneInfo(zone))
         expected = expected.replace(tzinfo=None)
-        assert -5 < (clock - expected).total_seconds() < 120, (run.name, expected)
+        # the night's clock never reads before its schedule (a worker may start the run
+        # early: it fetches runs ahead, and the flow waits for its time)
+        assert 0 <= (clock - expected).total_seconds() < 120, (run.name, expected)
     assert acme.name.startswith("acme/") and beta.name.startswith("beta.site_2/")
     assert "/" not in served.name
     # two workers: each night went to its own worker and neither waited for the other —
