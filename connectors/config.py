@@ -232,10 +232,15 @@ def load_config(path: Path | None, *, explicit: bool) -> Config:
         return Config()
     if path.is_dir():
         raise ConfigError(f"configuration path {path} is a folder, not a file")
+    return parse_config(read_toml(path), str(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file (cmi.toml, the tenants file) as a dict; a file that is not UTF-8 TOML
+    is a ConfigError saying what to fix."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err}); fix the file") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from err
-    return parse_config(data, str(path))

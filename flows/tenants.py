@@ -18,12 +18,11 @@ Relative paths are read from the tenants file's folder.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.config import ConfigError, load_config
+from connectors.config import ConfigError, load_config, read_toml
 
 DEFAULT_CRON = "0 2 * * *"
 TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,35}")
@@ -169,10 +168,4 @@ def load_tenants(path: Path) -> list[Tenant]:
     """Read and check a tenants file."""
     if not path.is_file():
         raise ConfigError(f"tenants file {path} does not exist: give the file with --tenants")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err}); fix the file") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from err
-    return parse_tenants(data, str(path), path.resolve().parent)
+    return parse_tenants(read_toml(path), str(path), path.resolve().parent)
