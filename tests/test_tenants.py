@@ -154,3 +154,27 @@ def test_an_unchanged_crash_automation_compares_equal_whatever_its_sets_order() 
     assert canonical({"actions": [{"type": "a"}, {"type": "b"}]}) != canonical(
         {"actions": [{"type": "b"}, {"type": "a"}]}
     )  # a list of actions keeps its order
+
+
+def test_a_night_started_before_its_schedule_reads_its_clock_at_the_scheduled_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker may start a scheduled run early (it fetches runs ahead): the clock the run
+    id and as-of come from is never before the scheduled time. The scheduled time is given
+    through Prefect's runtime table (its own advice: this field cannot be set by an
+    environment variable); a real early start is in the e2e schedule test."""
+    import datetime as dt
+
+    from prefect.runtime import flow_run
+
+    from flows import nightly
+
+    scheduled = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    monkeypatch.setitem(flow_run.FIELDS, "scheduled_start_time", lambda: scheduled)
+    clock = nightly._clock_of({"as_of": None, "timezone": "UTC", "tenant": "early-test"})
+    nightly._clocks.clear()
+    assert clock >= scheduled.replace(tzinfo=None, microsecond=0), (clock, scheduled)
+    # a clock given (--as-of) is never held
+    given = nightly._clock_of({"as_of": "2026-11-23T02:00:00", "timezone": None, "tenant": "x"})
+    nightly._clocks.clear()
+    assert given == dt.datetime(2026, 11, 23, 2, 0)
