@@ -116,6 +116,7 @@ def write_reports(run: Run) -> Run:
     doc = summary(run, invariants, finished)
     notify_run(run, doc, final)  # before the reports: a failed send is one of their warnings
     write_people_reports(run, folder, doc)  # report.html, .xlsx
+    doc["durations_s"] = dict(run.durations)  # with the pages' own (they show no timing)
     outbox_io.write_json(folder / "run_summary.json", doc)
     run.report_dir = outbox_io.publish_report_folder(folder, final)
     with transaction(con):

@@ -128,6 +128,11 @@ def test_the_same_run_gives_the_same_bytes(tmp_path: Path) -> None:
     assert (a / "report.html").read_bytes().count(b"<svg") == 3  # the three charts
 
 
+def test_the_summary_times_the_pages_when_they_are_made(tmp_path: Path) -> None:
+    durations = summary(clean_day(tmp_path))["durations_s"]
+    assert durations["report_pages"] > 0 and durations["reports"] > 0
+
+
 def test_reports_can_be_turned_off(tmp_path: Path) -> None:
     from tests.pipeline_helpers import SETTLED
     from transforms.context import Config, ReportsConfig
