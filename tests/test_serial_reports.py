@@ -240,6 +240,24 @@ def test_incremental_uniqueness_check_catches_two_new_serials_that_repeat_each_o
     assert serial_invariants(con2, balance, before)["serial_unique_per_product"] is True
 
 
+def test_uniqueness_check_compares_the_strings_of_serials_whose_keys_collide() -> None:
+    """The night's serials are told apart by a 64-bit key first; two different serials
+    with one key (a collision, forced here by a constant key) are no repeat, and two
+    equal ones still are."""
+    from transforms.reports import _new_serials_unique
+
+    con = seed(products=["P", "Q"], pool={"P": ["A"], "Q": ["A"]})
+    before = pool_sizes(con)
+    insert_serials(
+        con, pl.DataFrame({"product_code": ["P", "P", "Q"], "serial": ["B", "C", "B"]}), "pool", CTX
+    )
+    assert _new_serials_unique(con, before, key="0::UBIGINT") is True
+    assert _new_serials_unique(con, {}, key="0::UBIGINT") is True
+    insert_serials(con, pl.DataFrame({"product_code": ["P"], "serial": ["C"]}), "pool", CTX)
+    assert _new_serials_unique(con, before, key="0::UBIGINT") is False
+    assert _new_serials_unique(con, before) is False
+
+
 def test_invariants_detect_runs_that_do_not_cover_the_pool() -> None:
     con = seed(products=["P"], pool={"P": 3})
     balance = serial_balance_report(con)
