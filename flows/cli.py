@@ -10,6 +10,7 @@ other than run and demo live in their own modules, imported here to register the
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -217,8 +218,12 @@ from flows import cli_delivery, cli_ops, cli_status, cli_validate  # noqa: E402,
 def main() -> None:
     try:
         app()
-    except SystemExit:
-        raise
+    finally:
+        # Everything is written and closed by now; what is left is the interpreter's
+        # teardown, whose garbage collections walk every object the imports made (Prefect's
+        # are many): 0.4-1 s of a `cmi run` through Prefect, 0.05 s once they are frozen.
+        # atexit handlers (log and Prefect queues) still run; only that walk is skipped.
+        gc.freeze()
     sys.exit(0)
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from flows.pipeline import run_local
@@ -150,6 +151,24 @@ def flow_runs(server: PrefectServer, **filters: Any) -> list[Any]:
         )
     with api(server) as c:
         return list(c.read_flow_runs(**kwargs))
+
+
+def run_events(
+    server: PrefectServer, flow_run_id: Any, until: str, timeout: float = 120
+) -> list[str]:
+    """The names of the events about a flow run, once `until` is among them (the server
+    stores events a moment after they are sent)."""
+    body = {"filter": {"resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                       "occurred": {"since": "2000-01-01T00:00:00Z"}}, "limit": 50}  # fmt: skip
+    deadline, names = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        answer = httpx.post(f"{server.api_url}/events/filter", json=body, timeout=30)
+        answer.raise_for_status()
+        names = [e["event"] for e in answer.json()["events"]]
+        if until in names:
+            return names
+        time.sleep(1)
+    raise AssertionError(f"no {until} event for flow run {flow_run_id} in {timeout} s: {names}")
 
 
 def wait_for_runs(server: PrefectServer, deployment: str, count: int, final: bool = True,
@@ -296,6 +315,10 @@ def test_cmi_run_through_prefect_is_a_readable_flow_run(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
     assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == sorted(STAGES)
+    # no heartbeat: nothing reads a `cmi run`'s (the Crashed automation watches deployments'
+    # runs) and Prefect's wait for its thread added 0-1 s to every night
+    events = run_events(prefect_server, run.id, until="prefect.flow-run.Attention")
+    assert "prefect.flow-run.Running" in events and "prefect.flow-run.heartbeat" not in events
     assert all(t.state.is_completed() for t in tasks)
     lines = [entry.message for entry in logs if entry.name == "cmi"]
     cmi_log = (tmp_path / "state" / "cmi.log").read_text()
@@ -408,6 +431,9 @@ def test_tenants_nights_fire_on_schedule_on_two_workers(
         # early: it fetches runs ahead, and the flow waits for its time)
         assert 0 <= (clock - expected).total_seconds() < 120, (run.name, expected)
     assert acme.name.startswith("acme/") and beta.name.startswith("beta.site_2/")
+    for run in (acme, beta, served):  # deployments' runs do send heartbeats (the automation)
+        events = run_events(prefect_server, run.id, until=f"prefect.flow-run.{run.state.name}")
+        assert "prefect.flow-run.heartbeat" in events, (run.name, events)
     assert "/" not in served.name
     # two workers: each night went to its own worker and neither waited for the other —
     # both flow run processes were at work at the same time (from the worker's hand-over,

@@ -112,3 +112,20 @@ def test_serve_rejects_a_bad_time_zone(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--timezone", "Mars/Olympus", "--state",
                                  str(tmp_path / "s.duckdb")])  # fmt: skip
     assert result.exit_code == 2 and "unknown time zone 'Mars/Olympus'" in result.output
+
+
+def test_a_cmi_run_flow_run_sends_heartbeats_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.settings import get_current_settings
+
+    from flows.prefect_run import _no_heartbeat_unless_asked
+
+    before = get_current_settings().flows.heartbeat_frequency
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    with _no_heartbeat_unless_asked():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == before
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "45")  # the user's choice stands
+    with _no_heartbeat_unless_asked():
+        assert get_current_settings().flows.heartbeat_frequency == before
