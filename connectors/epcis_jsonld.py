@@ -39,10 +39,12 @@ from connectors.epcis_jsonld_tokens import (
     CODES,
     DESTINATIONS,
     DROPPED_EPCS,
+    EVENT_KEYS,
     IGNORED,
     ILMD,
     PASSED,
     READ_POINT_,
+    READ_TYPES,
     SOURCES,
     STAGED_EPCS,
     STARTS,
@@ -63,6 +65,7 @@ from connectors.epcis_stage import (
     MAX_TEXT,
     READ_POINT,
     EpcisRejected,
+    Party,
     Stager,
     cbv_word,
     staging,
@@ -226,6 +229,161 @@ def _scalar(value: object) -> str | None:
 
 def _built_event(event: dict[str, object], stager: Stager) -> None:
     """One event built by the C backend, read as the token reader reads one."""
+    if not _plain_event(event, stager):
+        _any_event(event, stager)
+
+
+# The plain event (`_plain_event`): what each of its keys is, written unprefixed.
+(_P_SKIP, _P_TYPE, _P_ACTION, _P_STEP, _P_PARENT, _P_EPCS, _P_WHERE, _P_ILMD, _P_PARTY,
+ _P_NOTE, _P_SLOW) = range(11)  # fmt: skip
+_PLAIN_KEYS: dict[str, int] = {
+    "type": _P_TYPE,
+    "action": _P_ACTION,
+    "bizStep": _P_STEP,
+    "parentID": _P_PARENT,
+    "epcList": _P_EPCS,
+    "childEPCs": _P_EPCS,
+    "outputEPCList": _P_EPCS,
+    "readPoint": _P_WHERE,
+    "bizLocation": _P_WHERE,
+    "ilmd": _P_ILMD,
+    "sourceList": _P_PARTY,
+    "destinationList": _P_PARTY,
+    # containers read past (their nesting still counts)
+    "inputEPCList": _P_SKIP,
+    **{raw: _P_SKIP for raw, code in EVENT_KEYS.items() if code == PASSED and ":" not in raw},
+}
+_OTHER_KEYS: dict[str, int] = {}  # any other key: _P_NOTE if no rule reads it, else _P_SLOW
+
+
+def _plain_code(raw: str) -> int:
+    code = _OTHER_KEYS.get(raw)
+    if code is None:
+        code = _P_NOTE if key(raw)[1] == IGNORED else _P_SLOW
+        if len(_OTHER_KEYS) < 4096:  # a document cannot grow the cache without bound
+            _OTHER_KEYS[raw] = code
+    return code
+
+
+_CONTAINERS = frozenset({dict, list})
+_STR = frozenset({str})
+_CBV_WORDS: dict[str, str | None] = {}
+
+
+def _flat(values: object) -> bool:
+    """Whether no item of `values` (a dict's values or a list) is a container."""
+    return _CONTAINERS.isdisjoint(set(map(type, values)))  # type: ignore[call-overload]
+
+
+def _cbv_cached(text: str | None) -> str | None:
+    if text is None:
+        return None
+    word = _CBV_WORDS.get(text, "")
+    if word == "":
+        word = cbv_word(text)
+        if len(_CBV_WORDS) < 4096:  # a document cannot grow the cache without bound
+            _CBV_WORDS[text] = word
+    return word
+
+
+def _plain_event(event: dict[str, object], stager: Stager) -> bool:
+    """The usual event, read with no per-key detour: unprefixed keys of the known kinds, scalars
+    where the rules read scalars, containers at most two levels deep, lot and expiry only in
+    the ILMD.  Anything else (a prefixed key the rules read, a lot source outside the ILMD, a
+    scalar where a container is read or the reverse, deeper nesting) returns False before
+    anything is staged: `_any_event` reads that event, with the same result."""
+    kind: str | None = None
+    action = step = parent = lot = expiry = kind
+    where: dict[str, str | None] = {}
+    parties: list[Party] = []
+    lists: list[list[str]] = []
+    plain = _PLAIN_KEYS
+    for raw, value in event.items():
+        code = plain.get(raw)
+        if code is None:
+            code = _plain_code(raw)
+        vtype = type(value)
+        if code == _P_NOTE:  # a scalar no rule reads (a container is searched for lots)
+            if vtype is dict or vtype is list:
+                return False
+        elif code == _P_SLOW:
+            return False
+        elif code == _P_EPCS:
+            if vtype is not list or not set(map(type, value)) <= _STR:  # type: ignore[call-overload]
+                return False
+            lists.append(value)  # type: ignore[arg-type]
+        elif code < _P_EPCS:  # type, action, bizStep, parentID; or a container read past
+            if code == _P_SKIP:
+                if vtype is dict:
+                    if not _flat(value.values()):  # type: ignore[attr-defined]
+                        return False
+                elif vtype is list:
+                    for item in value:  # type: ignore[attr-defined]
+                        itype = type(item)
+                        if (itype is dict and not _flat(item.values())) or (
+                            itype is list and not _flat(item)
+                        ):
+                            return False
+                continue
+            if vtype is dict or vtype is list:
+                return False
+            text: str | None = value if vtype is str else _scalar(value)  # type: ignore[assignment]
+            if code == _P_TYPE:
+                kind = text
+            elif code == _P_ACTION:
+                action = clean(text)
+            elif code == _P_STEP:
+                step = _cbv_cached(text)
+            else:
+                parent = text
+        elif code == _P_WHERE:
+            if vtype is not dict:
+                return False
+            if len(value) == 1 and type(ident := value.get("id")) is str:  # type: ignore[arg-type,attr-defined]
+                where[raw] = ident.strip() or None  # the usual {"id": "urn:..."}
+                continue
+            if not _flat(value.values()):  # type: ignore[attr-defined]
+                return False
+            where[raw] = clean(_scalar(_local_get(value, "id")))  # type: ignore[arg-type]
+        elif code == _P_ILMD:
+            if vtype is not dict or not _flat(value.values()):  # type: ignore[attr-defined]
+                return False
+            for name, item in value.items():  # type: ignore[attr-defined]
+                if item is None or isinstance(item, bool):
+                    continue
+                local = key(name)[0]
+                if local == "lotNumber":
+                    lot = lot or clean(_scalar(item))
+                elif local == "itemExpirationDate":
+                    expiry = expiry or clean(_scalar(item))
+        else:  # sourceList, destinationList
+            if vtype is not list:
+                return False
+            role = "source" if raw == "sourceList" else "destination"
+            for item in value:  # type: ignore[attr-defined]
+                if type(item) is dict:
+                    if not _flat(item.values()):
+                        return False
+                    parties.append(
+                        (role, _cbv_cached(_scalar(_local_get(item, "type"))),
+                         clean(_scalar(_local_get(item, role))))
+                    )  # fmt: skip
+                elif type(item) is list and not _flat(item):
+                    return False
+    for epcs in lists:
+        stager.epc_text.extend(epcs)
+    kind = kind or "(no type)"
+    index = stager.end_event(kind)
+    if kind not in READ_TYPES or (kind == "TransformationEvent" and step != "commissioning"):
+        stager.skip()
+        return True
+    row = [action, step, parent, where.get("readPoint"), where.get("bizLocation"), lot, expiry]
+    stager.read(index, kind, row, parties)
+    return True
+
+
+def _any_event(event: dict[str, object], stager: Stager) -> None:
+    """Any event built by the C backend, key by key as the token reader reads one."""
     found = Found()
     codes = CODES
     for raw, value in event.items():

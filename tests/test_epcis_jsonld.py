@@ -291,3 +291,83 @@ def test_a_sender_after_the_events_is_found_by_the_fast_path_too(tmp_path: Path)
     }
     _, doc = _stage(_write(tmp_path, body))
     assert doc.sbdh_sender == "0614141.00009.0"
+
+
+# Events of every form the plain reader must read or hand on: plain ones, and ones with a
+# prefixed key the rules read, a lot outside the ILMD, a nested ILMD, a location with more
+# keys, a scalar where a container is read and the reverse, parties of every shape.
+_FORMS = [
+    *_EVENTS,
+    {"type": "ObjectEvent", "action": " ADD ", "bizStep": "cbv:BizStep-commissioning",
+     "eventTime": "2024-01-01T00:00:00Z", "disposition": "active", "x:note": 7,
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.A1", " urn:epc:id:sgtin:0614141.107346.A2 "],
+     "readPoint": {"id": " urn:epc:id:sgln:0614141.00001.0 "},
+     "ilmd": {"cbvmda:lotNumber": "L2", "lotNumber": "L3", "cbvmda:itemExpirationDate": 20270630,
+              "other": None, "flag": True},
+     "bizTransactionList": [{"type": "po", "bizTransaction": "urn:x:1"}]},
+    {"type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B1"], "gs1ushc:lotNumber": "L4"},
+    {"type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning", "lotNumber": "L5",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B2"], "ilmd": {"lotNumber": "L6"}},
+    {"@type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B3"]},
+    {"type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B4"],
+     "ilmd": {"ext": {"lotNumber": "L7"}, "itemExpirationDate": "2027-01-31"}},
+    {"type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B5"],
+     "SAPExtension": {"ObjAttributes": {"LOTNO": "L8", "DATEX": "20270101"}},
+     "readPoint": {"@id": "urn:epc:id:sgln:0614141.00002.0", "id": "urn:epc:id:sgln:0614141.00003.0"}},
+    {"type": "ObjectEvent", "action": "ADD", "bizStep": "commissioning",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B6", 5, None],
+     "extension": [{"name": "BATCH", "value": "L9"}, {"name": "EXPIRY", "value": "20270930"}]},
+    {"type": ["ObjectEvent"], "action": "ADD", "epcList": ["urn:epc:id:sgtin:0614141.107346.B7"]},
+    {"type": "ObjectEvent", "action": {"lotNumber": "L10"}, "bizStep": "commissioning",
+     "epcList": ["urn:epc:id:sgtin:0614141.107346.B8"]},
+    {"type": "ObjectEvent", "bizStep": "shipping", "epcList": {"x": 1}, "readPoint": "nowhere",
+     "bizLocation": {"id": 12, "name": "a"}, "ilmd": "none", "eventID": "e1",
+     "inputEPCList": ["urn:epc:id:sgtin:0614141.107346.C1"], "quantityList": [[1, 2], {"a": 1}],
+     "sourceList": [{"@type": "cbv:SDT-owning_party", "source": " urn:epc:id:sgln:0614141.00001.0 "},
+                    "x", [1], {"type": "location"}],
+     "destinationList": [{"type": "location", "destination": "urn:epc:id:sgln:0012345.11111.0",
+                          "extra": {"deep": 1}}]},
+    {"type": "ObjectEvent", "bizStep": "shipping", "sourceList": {"type": "location"},
+     "destinationList": [{"type": "location", "destination": "urn:epc:id:sgln:0012345.11111.0"}],
+     "epcList": ["urn:epc:id:sscc:0614141.1234567890"], "parentID": None, "eventTime": [1]},
+    {"type": "TransformationEvent", "bizStep": "commissioning",
+     "inputEPCList": ["urn:epc:id:sgtin:0614141.107346.C2"],
+     "outputEPCList": ["urn:epc:id:sgtin:0614141.107346.C3"], "ilmd": {"lotNumber": " "}},
+    {"type": "TransformationEvent", "bizStep": "repacking",
+     "outputEPCList": ["urn:epc:id:sgtin:0614141.107346.C4"]},
+    {"type": "AggregationEvent", "action": "DELETE", "parentID": " urn:epc:id:sscc:0614141.1234567890",
+     "childEPCs": [], "bizTransactionList": [{"type": "po", "x": [{"y": 1}]}]},
+    {"type": "QuantityEvent", "epcClass": "urn:epc:class:lgtin:0614141.107346.L1", "quantity": 5},
+    {"action": "OBSERVE", "epcList": ["urn:epc:id:sgtin:0614141.107346.C5"]},
+]  # fmt: skip
+
+
+def test_the_plain_event_reader_stages_what_the_key_by_key_reader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path reads the usual event without a per-key detour (`_plain_event`) and hands
+    every other one to `_any_event`: the staged rows are those of `_any_event` alone, for
+    events of every form and for the real JSON-LD documents."""
+    from connectors import epcis_jsonld
+
+    paths = [_write(tmp_path, _plain(_FORMS, sender="0614141.00001.0"))]
+    paths += [FIXTURES / name for name in _jsonld_fixtures()]
+    plain = epcis_jsonld._plain_event
+    taken: list[bool] = []
+    monkeypatch.setattr(
+        epcis_jsonld, "_plain_event", lambda *a: taken.append(plain(*a)) or taken[-1]
+    )
+    both = []
+    for path in paths:
+        con, doc = _stage(path)
+        both.append((doc, _staged(con)))
+    assert taken.count(True) >= 8 and taken.count(False) >= 10
+    monkeypatch.setattr(epcis_jsonld, "_plain_event", lambda *a: False)
+    for path, (doc, staged) in zip(paths, both, strict=True):
+        con, alone = _stage(path)
+        assert _staged(con) == staged, path.name
+        assert alone == doc, path.name
