@@ -414,14 +414,17 @@ _SHIPPED = f"""SELECT *, 0 AS depth, epc IN (SELECT DISTINCT parent FROM _ship_i
         WHERE kind IN {_EXPANDED_KINDS} AND epc_scheme <> 'malformed'
         GROUP BY event_index, epc_key)"""
 # what expanded units hold as of their shipping event (`{which}`: which units, which
-# of their children)
+# of their children).  The join is on the parent alone, the interval a filter: with the
+# interval in the join condition DuckDB built its hash table on the million links instead
+# of the units (the leaves of the 1M-SGTIN bench document: 0.36-0.45 s -> 0.21 s).
 _INSIDE = """INSERT INTO _ship_expanded
         SELECT x.event_index, x.kind, i.child AS epc, i.parent, i.child_scheme AS epc_scheme,
             i.row_id, i.child_text, x.depth + 1, i.child_is_parent AS is_parent
-        FROM _ship_expanded x JOIN _ship_intervals i
-          ON i.parent = x.epc AND i.from_idx < x.event_index
-         AND (i.to_idx IS NULL OR i.to_idx > x.event_index)
-        WHERE x.is_parent AND {which}"""
+        FROM _ship_intervals i
+        JOIN (SELECT * FROM _ship_expanded x WHERE x.is_parent AND {which}) x
+          ON i.parent = x.epc
+        WHERE {children} AND i.from_idx < x.event_index
+          AND (i.to_idx IS NULL OR i.to_idx > x.event_index)"""
 
 
 def _expand_shipments(con: duckdb.DuckDBPyConnection, simple: bool) -> bool:
@@ -451,8 +454,12 @@ def _expand_shipments(con: duckdb.DuckDBPyConnection, simple: bool) -> bool:
         ).fetchall()
         if not parents:
             break
-        _run(con, _INSIDE.format(which="x.depth = ? AND i.child_is_parent"), [depth])
-    _run(con, _INSIDE.format(which="x.depth < ? AND NOT i.child_is_parent"), [_MAX_DEPTH])
+        _run(con, _INSIDE.format(which="x.depth = ?", children="i.child_is_parent"), [depth])
+    _run(
+        con,
+        _INSIDE.format(which="x.depth < ?", children="NOT i.child_is_parent"),
+        [_MAX_DEPTH],
+    )
     ((events, stored_rows, root_inside),) = con.sql(
         """SELECT (SELECT count(DISTINCT event_index) FROM _ship_expanded WHERE depth = 0),
             (SELECT count(*) FROM _ship_expanded WHERE row_id IS NULL),
