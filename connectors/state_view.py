@@ -113,6 +113,8 @@ class StateView:
                         self.con.execute(
                             f"ALTER TABLE main.{table} ADD COLUMN {column} {types[(table, column)]}"
                         )
+                # the store's rows only (a fresh schema's migrations mark `meta`)
+                self.con.execute(f"DELETE FROM main.{table}")
                 self._copy(table, stored[table])
                 self.materialised.append(table)
             create_schema(self.con)
