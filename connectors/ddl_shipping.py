@@ -36,7 +36,7 @@ def _backfill_keys(column: str) -> str:
 SHIPPING_DDL = [
     """CREATE TABLE IF NOT EXISTS shipping_aggregation (
         cmo_id VARCHAR NOT NULL,       -- the document's sender
-        child VARCHAR NOT NULL,        -- EPC URI as written (trimmed)
+        child VARCHAR NOT NULL USING COMPRESSION fsst,  -- EPC URI as written (trimmed)
         child_key UHUGEINT, parent_key UHUGEINT)""",
     "ALTER TABLE shipping_aggregation ADD COLUMN IF NOT EXISTS child_key UHUGEINT",
     "ALTER TABLE shipping_aggregation ADD COLUMN IF NOT EXISTS parent_key UHUGEINT",
