@@ -142,7 +142,7 @@ def migrate_pool_compression(con: duckdb.DuckDBPyConnection) -> None:
     """After `SERIAL_DDL`: a store written before STORE_FORMAT 2 keeps its serials
     uncompressed (a column's compression is fixed when its table is created), 16 bytes
     each.  The pool is copied once, in arrival order, into a table made by `POOL_DDL`
-    (7.6 s for the 10M serials of bench_history's 0.1 store, load 3.5), then the copy
+    (2.0-7.6 s for the 10M serials of bench_history's 0.1 store, load 2.5-3.5), then the copy
     takes the pool's place in one small transaction that only changes names and marks
     the store.  A run stopped during the copy finds the pool as it was and copies
     again; the large write is never part of the transaction that drops the old pool.
