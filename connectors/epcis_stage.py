@@ -24,6 +24,7 @@ import contextlib
 import gc
 import queue
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -399,20 +400,33 @@ _EPC_INSERT = f"""INSERT INTO {STAGE_EPCS} BY NAME
 @contextlib.contextmanager
 def staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Around the reading of one document: fresh staging tables; DuckDB on one thread (the
-    reader has the other core); Python's cyclic garbage collector paused (restored after,
-    also after a rejection).
+    reader has the other core); Python's cyclic garbage collector paused and the
+    interpreter's thread switch interval shortened (both restored after, also after a
+    rejection).
 
     Reading a document makes millions of short-lived objects and row tuples, none of them
     in a reference cycle; each collection pass would walk the rows still buffered (3% of
     the parse).  Reference counting frees them as usual.
+
+    The writer thread takes the GIL back dozens of times per batch (each Polars or DuckDB
+    call releases it), and each time waits until the reader, which holds it while it runs
+    Python code (the JSON-LD reader nearly always), is asked to drop it: up to the switch
+    interval, 5 ms by default — hundreds of waits per document.  `_SWITCH_INTERVAL` makes
+    each wait short.
     """
     for ddl in STAGING_DDL:
         con.execute(ddl)
     enabled = gc.isenabled()
+    interval = sys.getswitchinterval()
     gc.disable()
+    sys.setswitchinterval(min(interval, _SWITCH_INTERVAL))
     try:
         with one_thread(con):
             yield
     finally:
+        sys.setswitchinterval(interval)
         if enabled:
             gc.enable()
+
+
+_SWITCH_INTERVAL = 0.0002  # seconds (see `staging`)

@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import resource
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from connectors import epcis
+from connectors import epcis, epcis_stage
 from connectors.epcis import EpcisRejected, stage_document
 from schemas.shipping import STAGE_EPCS, STAGE_EVENTS, STAGE_PARTIES, DocumentInfo, SourceParty
 from transforms.epc import parse_epc
@@ -646,18 +647,23 @@ def test_the_garbage_collector_is_paused_while_reading_and_restored(
 
     def spy(*args: object) -> None:
         seen.append(gc.isenabled())
+        intervals.append(sys.getswitchinterval())
         original(*args)  # type: ignore[arg-type]
 
-    was = gc.isenabled()
+    was, interval = gc.isenabled(), sys.getswitchinterval()
+    intervals: list[float] = []
     try:
         (gc.enable if enabled else gc.disable)()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(epcis, "_read_event", spy)
             stage_document(duckdb.connect(), good)
             assert seen == [False]
-            assert gc.isenabled() is enabled
+            # the thread switch interval too (the writer thread's waits for the GIL)
+            assert intervals == [pytest.approx(epcis_stage._SWITCH_INTERVAL)]
+            assert intervals[0] < interval
+            assert gc.isenabled() is enabled and sys.getswitchinterval() == interval
             with pytest.raises(EpcisRejected):
                 stage_document(duckdb.connect(), bad)
-            assert gc.isenabled() is enabled
+            assert gc.isenabled() is enabled and sys.getswitchinterval() == interval
     finally:
         (gc.enable if was else gc.disable)()
