@@ -88,17 +88,23 @@ def prefect_console_to_log(log_path: Path) -> None:
 
 @contextmanager
 def _no_heartbeat_unless_asked() -> Iterator[None]:
-    """A flow run of `cmi run` sends no heartbeat unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY
-    asks for one.  Its heartbeats have no reader: the automation that marks a silent run
-    Crashed watches the deployments' runs (tag `cmi`, `cmi deploy` / `cmi serve`, which set
-    the frequency in their runs' environment).  And Prefect ends a sync flow run by joining
-    its heartbeat thread, which sleeps in whole seconds: 0-1 s added to every night, 0.5 s
-    on average (measured by bench/bench_tenants.py's empty night)."""
-    if os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+    """A flow run of `cmi run` sends no heartbeat unless the user set a frequency (in the
+    environment — PREFECT_FLOWS_HEARTBEAT_FREQUENCY or its old name
+    PREFECT_RUNNER_HEARTBEAT_FREQUENCY — or in the Prefect profile).  Its heartbeats have no
+    reader: the automation that marks a silent run Crashed watches the deployments' runs
+    (tag `cmi`, `cmi deploy` / `cmi serve`, which set the frequency in their runs'
+    environment).  And Prefect ends a sync flow run by joining its heartbeat thread, which
+    sleeps in whole seconds: 0-1 s added to every night (0.33-0.69 s in profiles of an
+    empty night)."""
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
         yield
         return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
 

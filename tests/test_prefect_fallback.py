@@ -6,6 +6,7 @@ what answers nothing is a free port, or a listener that accepts and never replie
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -114,18 +115,36 @@ def test_serve_rejects_a_bad_time_zone(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown time zone 'Mars/Olympus'" in result.output
 
 
-def test_a_cmi_run_flow_run_sends_heartbeats_only_when_asked(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from prefect.settings import get_current_settings
+def test_a_cmi_run_flow_run_sends_heartbeats_only_when_asked(tmp_path: Path) -> None:
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
 
     from flows.prefect_run import _no_heartbeat_unless_asked
 
     before = get_current_settings().flows.heartbeat_frequency
-    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    assert before is not None  # Prefect's default sends them
     with _no_heartbeat_unless_asked():
         assert get_current_settings().flows.heartbeat_frequency is None
     assert get_current_settings().flows.heartbeat_frequency == before
-    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "45")  # the user's choice stands
-    with _no_heartbeat_unless_asked():
-        assert get_current_settings().flows.heartbeat_frequency == before
+    with (
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}),
+        _no_heartbeat_unless_asked(),  # the user's choice stands
+    ):
+        assert get_current_settings().flows.heartbeat_frequency == 45
+    # set by the old variable's name, or in the Prefect profile: it stands too
+    show = ("from prefect.settings import get_current_settings as s\n"
+            "from flows.prefect_run import _no_heartbeat_unless_asked as n\n"
+            "with n(): print(s().flows.heartbeat_frequency)")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    home = tmp_path / "prefect"
+    subprocess.run([str(Path(sys.executable).with_name("prefect")), "config", "set",
+                    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=90"], env={**env, "PREFECT_HOME": str(home)},
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    for extra, want in (({"PREFECT_RUNNER_HEARTBEAT_FREQUENCY": "60"}, "60"),
+                        ({"PREFECT_HOME": str(home)}, "90")):  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", show], env={**env, **extra},
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.stdout.strip().splitlines()[-1:] == [want], done.stdout + done.stderr
