@@ -129,9 +129,13 @@ def child_build(root: Path, scale: float, nights: int, fresh: bool) -> dict[str,
     shape = HistoryShape(scale=scale, nights=nights)
     paths = RunPaths(root / "inbox", root / "outbox", root / "state" / "cmi.duckdb")
     paths.outbox.mkdir(parents=True, exist_ok=True)
+    done = _finished_until(paths.state)
+    if done is not None:
+        print(f"  resuming a build whose nights up to {done:%Y-%m-%d} are in", file=sys.stderr)
+    resumed = done is not None
     started = time.perf_counter()
     last = started
-    for label, night in simulate(shape, fresh=fresh):
+    for label, night in simulate(shape, fresh=fresh, done=done):
         night.write(paths.inbox)
         _settle(paths.inbox)
         run = prepare(paths, _config(False), night.as_of)
@@ -140,7 +144,9 @@ def child_build(root: Path, scale: float, nights: int, fresh: bool) -> dict[str,
             run = apply_stage(run, stage)
         _close_night(run)
         out = finish(run)
-        _check_outcome(label, out["files"], out["unexpected"])
+        # a resumed night finds the files it applied before the interruption again
+        _check_outcome(label, out["files"], out["unexpected"], rerun=resumed)
+        resumed = False
         # the archive and the written export files leave (a transfer tool takes those)
         shutil.rmtree(paths.inbox / "archive", ignore_errors=True)
         shutil.rmtree(paths.outbox / "serials", ignore_errors=True)
@@ -149,6 +155,20 @@ def child_build(root: Path, scale: float, nights: int, fresh: bool) -> dict[str,
             print(f"  {label}: {now - started:.0f} s", file=sys.stderr, flush=True)
             last = now
     return {"build_s": round(time.perf_counter() - started, 1)}
+
+
+def _finished_until(state: Path) -> Any:
+    """The date of the last finished night in a store a killed build left (None: none)."""
+    if not state.exists():
+        return None
+    import duckdb
+
+    con = duckdb.connect(str(state))  # replays what the killed build left in the WAL
+    try:
+        row = con.execute("SELECT max(as_of) FROM runs WHERE finished_at IS NOT NULL").fetchone()
+    finally:
+        con.close()
+    return row[0] if row else None
 
 
 def child_night(root: Path, as_of: str, rerun: bool = False) -> dict[str, Any]:
@@ -317,9 +337,12 @@ def cached_store(
         return where, json.loads(manifest.read_text())
     shutil.rmtree(where, ignore_errors=True)
     building = DATA / (key + ".building")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
-    print(f"building the {kind} store ({key}) …", flush=True)
+    if rebuild or not (building / "state" / "cmi.duckdb").exists():
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        print(f"building the {kind} store ({key}) …", flush=True)
+    else:  # a build killed half-way goes on from its last finished night
+        print(f"resuming the build of the {kind} store ({key}) …", flush=True)
     args = ["build", "--root", str(building), "--scale", str(scale), "--nights", str(nights)]
     built = child(*args, *(["--fresh"] if kind == "fresh" else []))
     shutil.rmtree(building / "inbox", ignore_errors=True)

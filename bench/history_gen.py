@@ -432,12 +432,18 @@ def _requests(rows: list[tuple[int, int, int]]) -> pl.DataFrame:
     )
 
 
-def simulate(shape: HistoryShape, *, fresh: bool) -> Iterator[tuple[str, Night]]:
+def simulate(
+    shape: HistoryShape, *, fresh: bool, done: dt.datetime | None = None
+) -> Iterator[tuple[str, Night]]:
     """The nights that build a store, in order, each (label, night); the plan's state
     after the last one is what `night_files` needs.  `fresh`: only the master data and
-    the eve nights (the measured night's prerequisites); otherwise the year between."""
+    the eve nights (the measured night's prerequisites); otherwise the year between.
+    `done`: the nights up to this date are already in the store (a resumed build): they
+    are planned but yield no files, and are not yielded."""
     plan = Plan(shape)
-    yield from _nights(shape, plan, fresh)
+    for label, night in _nights(shape, plan, fresh, done=done):
+        if done is None or night.as_of > done:
+            yield label, night
 
 
 def final_plan(shape: HistoryShape, *, fresh: bool) -> Plan:
@@ -448,19 +454,29 @@ def final_plan(shape: HistoryShape, *, fresh: bool) -> Plan:
 
 
 def _nights(
-    shape: HistoryShape, plan: Plan, fresh: bool, *, files: bool = True
+    shape: HistoryShape,
+    plan: Plan,
+    fresh: bool,
+    *,
+    files: bool = True,
+    done: dt.datetime | None = None,
 ) -> Iterator[tuple[str, Night]]:
+    def wanted(as_of: dt.datetime) -> bool:
+        return files and (done is None or as_of > done)
+
     night0 = Night(DAY0)
-    if files:
+    if wanted(DAY0):
         night0.csvs.update(master_frames(shape))
         night0.csvs.update(contract_frames(shape))
     yield "master", night0
     year = 0 if fresh else shape.nights
     for n in range(1, year + 1):
-        yield f"night {n}", _history_night(shape, plan, n, files)
+        as_of = DAY0 + dt.timedelta(days=n)
+        yield f"night {n}", _history_night(shape, plan, n, wanted(as_of))
     base = shape.nights + 1
-    yield "eve 1", _eve_exports(shape, plan, DAY0 + dt.timedelta(days=base), files)
-    yield "eve 2", _eve_packing(shape, plan, DAY0 + dt.timedelta(days=base + 1), files)
+    for label, day, make in (("eve 1", base, _eve_exports), ("eve 2", base + 1, _eve_packing)):
+        as_of = DAY0 + dt.timedelta(days=day)
+        yield label, make(shape, plan, as_of, wanted(as_of))
 
 
 def night_as_of(shape: HistoryShape) -> dt.datetime:
