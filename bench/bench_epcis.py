@@ -106,6 +106,8 @@ def _child_bare_json(doc: Path) -> dict[str, object]:
 
 
 def _setup_state(db: Path, shape: Shape, stored: int = 0) -> object:
+    from transforms.codes import serial_num_sql, serial_txt_sql
+
     """The state store as the product opens it (memory limit, storage settings, all DDL);
     `stored` links of earlier documents of the sender (20 units per case, 50 cases per
     pallet), keyed as the product keys them."""
@@ -132,10 +134,11 @@ def _setup_state(db: Path, shape: Shape, stored: int = 0) -> object:
     )
     con.execute(
         f"""INSERT INTO pool
-        SELECT CASE WHEN i < {units} THEN 1 ELSE 2 END,
-            CASE WHEN i < {units} THEN i ELSE i - {units} END,
-            lpad(((i * {SERIAL_MULTIPLIER}) % 1000000000000)::VARCHAR, 12, '0')
-        FROM range({shape.total_sgtins}) t(i)"""
+        SELECT pid, pseq, {serial_num_sql("s")}, {serial_txt_sql("s")} FROM (
+            SELECT CASE WHEN i < {units} THEN 1 ELSE 2 END AS pid,
+                CASE WHEN i < {units} THEN i ELSE i - {units} END AS pseq,
+                lpad(((i * {SERIAL_MULTIPLIER}) % 1000000000000)::VARCHAR, 12, '0') AS s
+            FROM range({shape.total_sgtins}) t(i))"""
     )
     con.execute(
         f"""INSERT INTO serial_runs VALUES

@@ -226,6 +226,15 @@ def child_check(state: Path) -> dict[str, Any]:
     }
 
 
+def child_migrate(state: Path) -> dict[str, Any]:
+    """Open a store of an older format as a run does: the product migrates it."""
+    from connectors.store import open_store
+
+    t0 = time.perf_counter()
+    open_store(state).close()
+    return {"migrate_s": round(time.perf_counter() - t0, 1)}
+
+
 def child_facts(state: Path) -> dict[str, Any]:
     """Counts and sizes of a store."""
     import duckdb
@@ -276,7 +285,7 @@ def child_facts(state: Path) -> dict[str, Any]:
 
 def child_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["build", "night", "check", "facts"])
+    parser.add_argument("what", choices=["build", "night", "check", "facts", "migrate"])
     parser.add_argument("--root", type=Path)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--nights", type=int, default=24)
@@ -291,6 +300,8 @@ def child_main(argv: list[str]) -> None:
         result = child_night(opts.root, opts.as_of, opts.rerun)
     elif opts.what == "check":
         result = child_check(state)
+    elif opts.what == "migrate":
+        result = child_migrate(state)
     else:
         result = child_facts(state)
     print(json.dumps(result))
@@ -337,6 +348,20 @@ def cached_store(
         return where, json.loads(manifest.read_text())
     shutil.rmtree(where, ignore_errors=True)
     building = DATA / (key + ".building")
+    older = None if rebuild else _older_format(kind, scale, nights)
+    if older is not None:  # the store a customer has: migrated when the product opens it
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        print(f"migrating the {kind} store {older.name} to format {store_format()} …", flush=True)
+        shutil.copytree(older / "state", building / "state")
+        migrated = child("migrate", "--root", str(building))
+        facts = child("facts", "--root", str(building))
+        built = json.loads((older / "manifest.json").read_text())
+        info = {"key": key, "build_s": built.get("build_s"), **migrated, **facts}
+        (building / "manifest.json").write_text(json.dumps(info, indent=1))
+        building.rename(where)
+        print(f"  migrated in {migrated['migrate_s']} s: {json.dumps(facts)}", flush=True)
+        return where, info
     if rebuild or not (building / "state" / "cmi.duckdb").exists():
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir(parents=True)
@@ -353,6 +378,15 @@ def cached_store(
     building.rename(where)
     print(f"  built in {built['build_s']} s: {json.dumps(facts)}", flush=True)
     return where, info
+
+
+def _older_format(kind: str, scale: float, nights: int) -> Path | None:
+    """A built store of the same history in an older store format, the newest one."""
+    for fmt in range(store_format() - 1, 0, -1):
+        older = DATA / f"{kind}-s{scale:g}-n{nights}-f{fmt}-g{GENERATOR_VERSION}"
+        if (older / "manifest.json").exists():
+            return older
+    return None
 
 
 def _night_inbox(kind: str, scale: float, nights: int, into: Path) -> str:

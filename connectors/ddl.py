@@ -6,10 +6,14 @@ and `ddl_shipping.py`; `connectors.store` creates all of them.
 
 import duckdb
 
+from transforms.codes import serial_num_sql, serial_txt_sql
+
 # The layout of the state store's tables.  Raised whenever a change needs a store
 # written before it to be migrated when opened (`connectors.store.create_schema`); the
 # benchmarks key their cached stores by it.
-STORE_FORMAT = 2  # 2: the pool's serials compressed (`migrate_pool_compression`)
+# 2: the pool's serials compressed; 3: a serial stored as a number where it is one
+# (`migrate_pool`)
+STORE_FORMAT = 3
 
 # the marks of §8 / §8.1 on each recorded file (NULL: not yet); the times are the run's
 # clock.  `migrate_outbox_marks` adds them to a store written before they existed.
@@ -21,12 +25,15 @@ OUTBOX_MARK_COLUMNS = {
 }
 OUTBOX_MARKS = ", ".join(f"{name} {kind}" for name, kind in OUTBOX_MARK_COLUMNS.items())
 
+# The pool: every serial a product ever had, in arrival order (pseq), immutable.  A
+# serial is stored as a number (`num`) where it is the plain decimal form of one, else
+# as text (`txt`, FSST-compressed): see `transforms.codes.serial_num`.  Exactly one of
+# the two is set.
 POOL_DDL = """CREATE TABLE IF NOT EXISTS pool (
         pid INTEGER NOT NULL USING COMPRESSION rle,
         pseq BIGINT NOT NULL USING COMPRESSION bitpacking,
-        serial VARCHAR NOT NULL USING COMPRESSION fsst)"""
-# the `meta` key saying the pool was created (or rewritten) with POOL_DDL's compression
-POOL_COMPRESSED = "pool_compressed"
+        num BIGINT,
+        txt VARCHAR USING COMPRESSION fsst)"""
 
 SERIAL_DDL = [
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
@@ -82,7 +89,8 @@ SERIAL_DDL = [
     "ALTER TABLE serial_runs ADD COLUMN IF NOT EXISTS decommissioned BOOLEAN DEFAULT FALSE",
     # one row per serial, for people and ad-hoc queries (the product never reads it)
     """CREATE OR REPLACE VIEW serials AS
-        SELECT (p.pid::BIGINT << 40) | p.pseq AS sid, sp.product_code, p.serial, p.pid, p.pseq,
+        SELECT (p.pid::BIGINT << 40) | p.pseq AS sid, sp.product_code,
+               coalesce(p.txt, p.num::VARCHAR) AS serial, p.pid, p.pseq,
                r.cmo_id, r.assign_seq + (p.pseq - r.lo) AS assign_seq, r.export_count,
                r.last_export_id, r.request_id, r.commissioned, r.shipped, r.decommissioned, r.lot,
                r.expiry,
@@ -138,27 +146,36 @@ def migrate_outbox_marks(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("COMMIT")
 
 
-def migrate_pool_compression(con: duckdb.DuckDBPyConnection) -> None:
-    """After `SERIAL_DDL`: a store written before STORE_FORMAT 2 keeps its serials
-    uncompressed (a column's compression is fixed when its table is created), 16 bytes
-    each.  The pool is copied once, in arrival order, into a table made by `POOL_DDL`
-    (2.0-7.6 s for the 10M serials of bench_history's 0.1 store, load 2.5-3.5), then the copy
-    takes the pool's place in one small transaction that only changes names and marks
-    the store.  A run stopped during the copy finds the pool as it was and copies
+def migrate_pool(con: duckdb.DuckDBPyConnection) -> None:
+    """Before `SERIAL_DDL`: a store written before STORE_FORMAT 3 keeps each serial as a
+    string (`serial`; before STORE_FORMAT 2 uncompressed).  The pool is copied once, in
+    arrival order, into a table made by `POOL_DDL`, each serial split into its number or
+    its text, then the copy takes the pool's place in one small transaction that only
+    changes names.  A run stopped during the copy finds the pool as it was and copies
     again; the large write is never part of the transaction that drops the old pool.
-    A new store's empty pool is made again, at no cost."""
-    done = con.execute("SELECT 1 FROM meta WHERE key = ?", [POOL_COMPRESSED]).fetchone()
-    if done:
+    A new store's pool has the new columns and is left as it is."""
+    columns = {
+        str(r[0])
+        for r in con.execute(
+            """SELECT column_name FROM duckdb_columns()
+               WHERE database_name = current_database() AND schema_name = 'main'
+                 AND table_name = 'pool'"""
+        ).fetchall()
+    }
+    if "serial" not in columns:
         return
-    copy = "pool_compressed_copy"
+    copy = "pool_format_copy"
     con.execute(f"DROP TABLE IF EXISTS {copy}")
     con.execute(POOL_DDL.replace("pool (", f"{copy} (", 1))
-    con.execute(f"INSERT INTO {copy} SELECT pid, pseq, serial FROM pool")
+    con.execute(
+        f"""INSERT INTO {copy} SELECT pid, pseq, {serial_num_sql("serial")},
+            {serial_txt_sql("serial")} FROM pool"""
+    )
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DROP TABLE pool")
         con.execute(f"ALTER TABLE {copy} RENAME TO pool")
-        con.execute("INSERT INTO meta VALUES (?, '1')", [POOL_COMPRESSED])
+        con.execute("DROP TABLE IF EXISTS pool_compressed_copy")  # a format-2 leftover
     except BaseException:
         con.execute("ROLLBACK")
         raise

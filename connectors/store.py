@@ -23,7 +23,7 @@ import duckdb
 import pyarrow.dataset  # noqa: F401 - DuckDB imports it on the first frame it scans: pay it at start-up
 
 from connectors.config import ConfigError
-from connectors.ddl import SERIAL_DDL, migrate_outbox_marks, migrate_pool_compression
+from connectors.ddl import SERIAL_DDL, migrate_outbox_marks, migrate_pool
 from connectors.ddl_contracts import CONTRACT_DDL
 from connectors.ddl_reports import REPORT_DDL, migrate_reports
 from connectors.ddl_shipping import SHIPPING_DDL, migrate_shipping
@@ -59,10 +59,10 @@ def all_ddl() -> list[str]:
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    migrate_pool(con)  # first: the `serials` view of SERIAL_DDL reads the pool's new columns
     for statement in all_ddl():
         con.execute(statement)
     migrate_outbox_marks(con)
-    migrate_pool_compression(con)
     migrate_shipping(con)
     migrate_reports(con)
 

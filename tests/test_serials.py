@@ -1125,7 +1125,7 @@ def test_ranges_read_in_few_scans_give_each_range_its_serials_in_order(
         pid: [
             s
             for (s,) in con.execute(
-                "SELECT serial FROM pool WHERE pid = ? ORDER BY pseq", [pid]
+                "SELECT coalesce(txt, num::VARCHAR) FROM pool WHERE pid = ? ORDER BY pseq", [pid]
             ).fetchall()
         ]
         for pid in pids.values()
@@ -1139,9 +1139,9 @@ def test_serials_stored_out_of_arrival_order_are_still_read_in_arrival_order() -
     and is then not sorted; rows stored in another order are sorted."""
     con = seed(products=[_A], pool={_A: ["S0", "S1", "S2", "S3"]})
     pid = con.execute("SELECT pid FROM serial_products").fetchone()[0]  # type: ignore[index]
-    rows = con.execute("SELECT pid, pseq, serial FROM pool ORDER BY pseq DESC").fetchall()
+    rows = con.execute("SELECT pid, pseq, num, txt FROM pool ORDER BY pseq DESC").fetchall()
     con.execute("DELETE FROM pool")
-    con.executemany("INSERT INTO pool VALUES (?, ?, ?)", rows)  # stored last first
+    con.executemany("INSERT INTO pool VALUES (?, ?, ?, ?)", rows)  # stored last first
     ranges = pl.DataFrame(
         {"pid": [pid, pid], "lo": [2, 0], "hi": [4, 3]},
         schema={"pid": pl.Int32, "lo": pl.Int64, "hi": pl.Int64},
@@ -1161,7 +1161,7 @@ def test_a_store_written_before_decommissioned_existed_gets_the_column_when_open
     old.execute("ALTER TABLE serial_runs DROP COLUMN decommissioned")
     assert "decommissioned" not in [r[0] for r in old.execute("DESCRIBE serial_runs").fetchall()]
     old.execute("INSERT INTO serial_products VALUES (?, 1, 2)", [DEMO])
-    old.execute("INSERT INTO pool VALUES (1, 0, 'A1'), (1, 1, 'A2')")
+    old.execute("INSERT INTO pool VALUES (1, 0, NULL, 'A1'), (1, 1, NULL, 'A2')")
     old.execute("INSERT INTO pool_loads VALUES (1, 0, 2, 'pool', 'r0', 'p.csv')")
     old.execute(
         "INSERT INTO serial_runs VALUES (1, 0, 2, NULL, NULL, 0, NULL, NULL, FALSE, TRUE, 'L', NULL)"

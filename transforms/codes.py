@@ -163,3 +163,66 @@ def parse_datetime(value: str) -> dt.datetime:
 def is_positive_int_expr(col: pl.Expr) -> pl.Expr:
     """A positive whole number written in digits (no sign, no decimals, at most 18 digits)."""
     return col.str.contains(r"^[0-9]{1,18}$") & (col.cast(pl.Int64, strict=False) > 0)
+
+
+# --------------------------------------------------------------------------- stored serials
+# How the pool stores a serial (issue 17): a serial written as the decimal form of a
+# number — digits only, at most 18, no leading zero ('0' itself is one) — is stored as
+# that number (`num`, a BIGINT: a few bytes, compared and hashed as an integer); any
+# other serial as its text (`txt`).  The two forms never meet (a text serial is never
+# such a decimal form), so a serial is equal to another exactly when their (num, txt)
+# are, NULLs compared as values (`IS NOT DISTINCT FROM`), and it reads back as
+# `coalesce(txt, num::VARCHAR)`: the same string.
+SERIAL_NUM_DIGITS = 18
+_SERIAL_NUM_SQL_PATTERN = f"0|[1-9][0-9]{{0,{SERIAL_NUM_DIGITS - 1}}}"
+
+
+def serial_num(serial: pl.Expr) -> pl.Expr:
+    """The number a serial is stored as, or null when it is stored as text.
+
+    Polars' cast reads ASCII digits after an optional sign, nothing else (no space,
+    exponent, separator or other script; a property test holds it to the SQL form's
+    pattern): what it reads is the plain decimal form unless a sign or a leading zero
+    comes first."""
+    num = serial.cast(pl.Int64, strict=False)
+    size = serial.str.len_bytes()
+    plain = (
+        (size <= SERIAL_NUM_DIGITS)
+        & ~serial.str.starts_with("+")
+        & ~serial.str.starts_with("-")
+        & ((size == 1) | ~serial.str.starts_with("0"))
+    )
+    return pl.when(plain).then(num)
+
+
+def serial_parts(frame: pl.DataFrame, column: str = "serial") -> pl.DataFrame:
+    """`frame` with its serial replaced by the stored pair `num`, `txt` (same place)."""
+    num = serial_num(pl.col(column))
+    return frame.with_columns(
+        num.alias("num"), pl.when(num.is_null()).then(pl.col(column)).alias("txt")
+    ).select(*(c for c in frame.columns if c != column), "num", "txt")
+
+
+def serial_num_sql(serial: str) -> str:
+    """`serial_num` in DuckDB's SQL, of the SQL expression `serial`."""
+    return (
+        f"CASE WHEN regexp_full_match({serial}, '{_SERIAL_NUM_SQL_PATTERN}') "
+        f"THEN CAST({serial} AS BIGINT) END"
+    )
+
+
+def serial_txt_sql(serial: str) -> str:
+    """The text a serial is stored as (NULL when stored as a number), in SQL."""
+    return (
+        f"CASE WHEN NOT regexp_full_match({serial}, '{_SERIAL_NUM_SQL_PATTERN}') THEN {serial} END"
+    )
+
+
+def serial_sql(alias: str) -> str:
+    """The serial, as a string, of the pool row `alias` (SQL)."""
+    return f"coalesce({alias}.txt, CAST({alias}.num AS VARCHAR))"
+
+
+def same_serial_sql(pool: str, num: str, txt: str) -> str:
+    """The join condition: pool row `pool` holds the serial stored as (`num`, `txt`)."""
+    return f"{pool}.num IS NOT DISTINCT FROM {num} AND {pool}.txt IS NOT DISTINCT FROM {txt}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from transforms.codes import same_serial_sql
+
 CMOS_COLUMNS = [
     "cmo_id", "cmo_name", "street1", "street2", "street3", "city", "state", "zip_code",
     "country", "produceable_products", "collaboration_channel", "sgln", "partnership_status",
@@ -114,20 +116,20 @@ def pool_sizes(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
 
 
 def _new_serials_unique(
-    con: duckdb.DuckDBPyConnection, since: dict[int, int], key: str = "hash(serial)"
+    con: duckdb.DuckDBPyConnection, since: dict[int, int], key: str = "hash(pid, num, txt)"
 ) -> bool:
     """Every serial that arrived since `since` (pid -> size then) is unique in its product.
 
     The new serials (a product's arrival numbers from its size then on: stored
     together, so DuckDB reads only their blocks) are checked against each other by a
-    64-bit `key` of each (DuckDB's hash of the serial, xor the product's number):
-    distinct keys, distinct serials, counted in Polars on the integers alone (10M new
-    serials: 0.7 s, where a DISTINCT over the strings in DuckDB took 2.6 s).  Only keys that repeat have their strings
-    compared, so a hash collision is no repeat.  Then the product's older serials
-    probe the new ones, in DuckDB (the new ones are hashed, nothing of the history is
-    copied out or held), so the check costs the night's serials plus one read of the
-    older serials of the products that grew.  Serials never change once stored, so
-    products that did not grow need no check.
+    64-bit `key` of each (DuckDB's hash of the product and the stored serial: a number,
+    no string to read or hash, for a serial stored as one), distinct keys, distinct
+    serials, counted in Polars on the integers alone.  Only keys that repeat
+    have their serials compared, so a hash collision is no repeat.  Then the product's
+    older serials probe the new ones, in DuckDB (the new ones are hashed, nothing of the
+    history is copied out or held), so the check costs the night's serials plus one
+    read of the older serials of the products that grew.  Serials never change once
+    stored, so products that did not grow need no check.
     """
     sizes = pool_sizes(con)
     grew = {pid: since.get(pid, 0) for pid, size in sizes.items() if size > since.get(pid, 0)}
@@ -136,17 +138,17 @@ def _new_serials_unique(
     # one filtered scan per product (a conjunction on pid and pseq: DuckDB skips the
     # blocks outside it by their min/max)
     new = " UNION ALL ".join(
-        f"SELECT pid, serial FROM pool WHERE pid = {int(pid)} AND pseq >= {int(lo)}"
+        f"SELECT pid, num, txt FROM pool WHERE pid = {int(pid)} AND pseq >= {int(lo)}"
         for pid, lo in grew.items()
     )
-    keys = con.execute(f"SELECT xor({key}, pid::UBIGINT) AS k FROM ({new})").pl().to_series()
-    if keys.unique().len() != keys.len():  # only the repeated keys' strings are compared
+    keys = con.execute(f"SELECT {key} AS k FROM ({new})").pl().to_series()
+    if keys.n_unique() != keys.len():  # only the repeated keys' serials are compared
         con.register("_suspect_keys", pl.DataFrame({"k": keys.filter(keys.is_duplicated())}))
         try:
             ((repeats,),) = con.execute(
                 f"""SELECT count(*) FROM (
-                    SELECT pid, serial FROM ({new})
-                    WHERE xor({key}, pid::UBIGINT) IN (SELECT k FROM _suspect_keys)
+                    SELECT pid, num, txt FROM ({new})
+                    WHERE {key} IN (SELECT k FROM _suspect_keys)
                     GROUP BY ALL HAVING count(*) > 1)"""
             ).fetchall()
         finally:
@@ -154,14 +156,15 @@ def _new_serials_unique(
         if repeats:
             return False
     old = " UNION ALL ".join(
-        f"SELECT pid, serial FROM pool WHERE pid = {int(pid)} AND pseq < {int(lo)}"
+        f"SELECT pid, num, txt FROM pool WHERE pid = {int(pid)} AND pseq < {int(lo)}"
         for pid, lo in grew.items()
         if lo > 0
     )
     if not old:
         return True
     ((repeats,),) = con.execute(
-        f"SELECT count(*) FROM ({old}) o SEMI JOIN ({new}) n ON n.pid = o.pid AND n.serial = o.serial"
+        f"""SELECT count(*) FROM ({old}) o SEMI JOIN ({new}) n
+            ON n.pid = o.pid AND {same_serial_sql("o", "n.num", "n.txt")}"""
     ).fetchall()
     return repeats == 0
 

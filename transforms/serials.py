@@ -32,7 +32,13 @@ import numpy as np
 import polars as pl
 
 from transforms import serial_runs as sr
-from transforms.codes import bool_expr, distinct_by_runs
+from transforms.codes import (
+    bool_expr,
+    distinct_by_runs,
+    same_serial_sql,
+    serial_parts,
+    serial_sql,
+)
 from transforms.context import FileResult, RunContext
 from transforms.rejects import LINE, REJECT_SCHEMA, RejectCollector, concat_rejects, reject_where
 from transforms.state import register, take_counter
@@ -212,7 +218,7 @@ def pool_serials(con: duckdb.DuckDBPyConnection, ranges: pl.DataFrame) -> pl.Ser
     for start in range(0, len(bounds), _RANGES_PER_QUERY):
         chunk = bounds[start : start + _RANGES_PER_QUERY]
         union = " UNION ALL ".join(
-            f"SELECT {k}::INTEGER AS k, pseq, serial FROM pool "
+            f"SELECT {k}::INTEGER AS k, pseq, {serial_sql('pool')} AS serial FROM pool "
             f"WHERE pid = {pid} AND pseq >= {lo} AND pseq < {hi}"
             for k, (pid, lo, hi) in enumerate(chunk)
         )
@@ -285,9 +291,9 @@ def insert_serials(
             [sorted(touched.values())],
         ).fetchall()
     }
-    frame = _numbered(serials, touched, sizes)
+    frame = serial_parts(_numbered(serials, touched, sizes))
     view = register(con, frame, "new_serials", scan_only=True)
-    con.execute(f"INSERT INTO pool SELECT pid, pseq, serial FROM {view}")
+    con.execute(f"INSERT INTO pool SELECT pid, pseq, num, txt FROM {view}")
     con.unregister(view)
     added = frame.group_by("pid").agg(pl.len().alias("n"))
     ranges = added.select(
@@ -460,11 +466,11 @@ def _reject_existing(
     codes = set(rows.get_column("product_code").unique().to_list())
     if not filled & codes:
         return rows, pl.DataFrame(schema=REJECT_SCHEMA)
-    view = register(con, rows, "pool")
+    view = register(con, serial_parts(rows.select(LINE, "product_code", "serial")), "pool")
     existing = con.execute(
-        f"""SELECT r.{LINE} AS {LINE}, r.product_code, r.serial FROM {view} r
+        f"""SELECT r.{LINE} AS {LINE}, r.product_code, {serial_sql("r")} AS serial FROM {view} r
             JOIN serial_products sp ON sp.product_code = r.product_code
-            JOIN pool p ON p.pid = sp.pid AND p.serial = r.serial"""
+            JOIN pool p ON p.pid = sp.pid AND {same_serial_sql("p", "r.num", "r.txt")}"""
     ).pl()
     con.unregister(view)
     rejects = reject_where(
@@ -575,11 +581,11 @@ def _generate_unique(
             schema={"serial": pl.String},
         )
         draw = pl.concat([fresh, draw]).unique("serial", maintain_order=True)
-        view = register(con, draw, "draw")
+        view = register(con, serial_parts(draw), "draw")
         taken = con.execute(
-            f"""SELECT d.serial FROM {view} d
+            f"""SELECT {serial_sql("d")} AS serial FROM {view} d
                 JOIN serial_products sp ON sp.product_code = ?
-                JOIN pool p ON p.pid = sp.pid AND p.serial = d.serial""",
+                JOIN pool p ON p.pid = sp.pid AND {same_serial_sql("p", "d.num", "d.txt")}""",
             [product],
         ).pl()
         con.unregister(view)

@@ -33,6 +33,7 @@ from schemas.shipping import (
     STAGE_PARTIES,
     DocumentInfo,
 )
+from transforms.codes import same_serial_sql, serial_num_sql, serial_txt_sql
 from transforms.context import RunContext
 from transforms.epc import parse_epcs_sql, sgln_key, valid_gln
 from transforms.serial_runs import overlay, ranges_of
@@ -660,7 +661,8 @@ def _create_serials(
             SELECT r.*, p.pid, p.pseq
             FROM reported r
             LEFT JOIN serial_products sp ON sp.product_code = r.product_code
-            LEFT JOIN pool p ON p.pid = sp.pid AND p.serial = r.serial
+            LEFT JOIN pool p ON p.pid = sp.pid
+                AND {same_serial_sql("p", serial_num_sql("r.serial"), serial_txt_sql("r.serial"))}
         ),
         found AS (
             SELECT k.*, u.lo AS run_lo, u.cmo_id, u.commissioned, u.shipped, u.lot, u.expiry
