@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.store import open_store
-from transforms.codes import GS1_CHARSET_82, serial_num, serial_num_sql, serial_parts, serial_txt_sql
+from transforms.codes import (
+    GS1_CHARSET_82,
+    serial_num,
+    serial_num_sql,
+    serial_parts,
+    serial_txt_sql,
+)
 
 # the pool of STORE_FORMAT 1 (serials uncompressed) and 2 (FSST): one string column
 OLD_POOLS = {
