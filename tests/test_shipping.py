@@ -1001,3 +1001,40 @@ def test_tracelinks_gln_sender_applies_a_document_whose_events_name_an_invalid_s
     result = reconcile_document(con, doc, CTX.for_file(path.name))
     assert result.quarantine_reason is None and result.sender_cmo_id == "TL"
     assert result.reconciliation["commissioned"] == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(1, 3),  # pid
+            st.integers(0, 40),  # pseq
+            st.one_of(st.none(), st.integers(1, 3)),  # c_event
+            st.one_of(st.none(), st.just(True)),  # shipped
+        ),
+        max_size=60,
+    )
+)
+def test_patches_found_in_duckdb_are_the_ranges_of_the_serials(
+    rows: list[tuple[int, int, int | None, bool | None]],
+) -> None:
+    """`patches_of` (islands in SQL) gives the ranges `ranges_of` gives, serials listed
+    twice included (then it falls back to `ranges_of`, which keeps one of their rows)."""
+    from transforms.serial_runs import ranges_of
+
+    frame = pl.DataFrame(
+        rows,
+        schema={"pid": pl.Int32, "pseq": pl.Int64, "c_event": pl.Int32, "shipped": pl.Boolean},
+        orient="row",
+    )
+    con = duckdb.connect()
+    con.register("serials", frame.to_arrow())
+    by = ["c_event", "shipped"]
+    got = shipping.patches_of(con, "SELECT * FROM serials", by)
+    want = ranges_of(frame, by)
+    pseqs = frame.select("pid", "pseq").unique()
+    if pseqs.height == frame.height:  # no serial twice: exactly the ranges of `ranges_of`
+        assert got.sort("pid", "lo").rows() == want.sort("pid", "lo").rows()
+    # always: patches that do not overlap and cover each serial once
+    covered = sorted((p, q) for p, lo, hi, *_ in got.rows() for q in range(lo, hi))
+    assert covered == sorted(pseqs.rows())
