@@ -136,10 +136,12 @@ STAGING_DDL = [
         expiry_date DATE, kind VARCHAR, parent_scheme VARCHAR, parent_key UHUGEINT)""",
     # One row per <epc> of any event's EPC list (trimmed), parsed by
     # `transforms.epc.parse_epcs_frame` as it is staged, with its identity key
-    # (`transforms.epc.epc_key_sql`).
+    # (`transforms.epc.epc_key_sql`).  The scheme is a one-byte enum: a document's
+    # millions of rows sit in memory until the reconciliation is done.
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (
         event_index INTEGER, epc VARCHAR,
-        epc_scheme VARCHAR, product_code VARCHAR, serial VARCHAR, epc_key UHUGEINT)""",
+        epc_scheme ENUM('malformed', 'sgtin', 'sscc', 'sgln', 'other'),
+        product_code VARCHAR, serial VARCHAR, epc_key UHUGEINT)""",
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_PARTIES} (
         event_index INTEGER, role VARCHAR,  -- source | destination
         type VARCHAR, id VARCHAR)""",
