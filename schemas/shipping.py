@@ -121,6 +121,12 @@ STAGE_EVENTS = "stage_epcis_event"
 STAGE_EPCS = "stage_epcis_epc"
 STAGE_PARTIES = "stage_epcis_party"
 
+# One-byte enums instead of strings: a document's millions of staged and working rows
+# (the EPCs, their expansion, their outcomes) stay in DuckDB's memory until its
+# reconciliation is done, and the 2M-SGTIN bench document spilled to disk.
+EPC_SCHEME_TYPE = "ENUM('malformed', 'sgtin', 'sscc', 'sgln', 'other')"
+EVENT_KIND_TYPE = "ENUM('commissioning', 'shipping', 'decommissioning', 'aggregation')"
+
 STAGING_DDL = [
     # One row per ObjectEvent / AggregationEvent (other event types are only counted).
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_EVENTS} (
@@ -133,14 +139,13 @@ STAGING_DDL = [
         lot VARCHAR, expiry VARCHAR,
         -- derived as staged: the expiry as a date (NULL if it is none), the event's kind
         -- (`transforms.shipping.event_kind_sql`), the parent's scheme and identity key
-        expiry_date DATE, kind VARCHAR, parent_scheme VARCHAR, parent_key UHUGEINT)""",
+        expiry_date DATE, kind {EVENT_KIND_TYPE}, parent_scheme VARCHAR, parent_key UHUGEINT)""",
     # One row per <epc> of any event's EPC list (trimmed), parsed by
     # `transforms.epc.parse_epcs_frame` as it is staged, with its identity key
-    # (`transforms.epc.epc_key_sql`).  The scheme is a one-byte enum: a document's
-    # millions of rows sit in memory until the reconciliation is done.
+    # (`transforms.epc.epc_key_sql`).
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_EPCS} (
         event_index INTEGER, epc VARCHAR,
-        epc_scheme ENUM('malformed', 'sgtin', 'sscc', 'sgln', 'other'),
+        epc_scheme {EPC_SCHEME_TYPE},
         product_code VARCHAR, serial VARCHAR, epc_key UHUGEINT)""",
     f"""CREATE OR REPLACE TEMP TABLE {STAGE_PARTIES} (
         event_index INTEGER, role VARCHAR,  -- source | destination

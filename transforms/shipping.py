@@ -26,6 +26,7 @@ import duckdb
 import polars as pl
 
 from schemas.shipping import (
+    EPC_SCHEME_TYPE,
     SHIPPING_EXCEPTIONS_SCHEMA,
     SHIPPING_RECONCILIATION_COLUMNS,
     STAGE_EPCS,
@@ -336,7 +337,7 @@ def _build_hierarchy(con: duckdb.DuckDBPyConnection, sender: str) -> bool:
             FROM _ship_link_rows
         ),
         stored AS (
-            SELECT s.child_key AS child, s.parent_key AS parent, NULL::VARCHAR AS child_scheme,
+            SELECT s.child_key AS child, s.parent_key AS parent, NULL::{EPC_SCHEME_TYPE} AS child_scheme,
                 NULL::BIGINT AS row_id, s.child AS child_text, FALSE AS unpacks, 0 AS from_idx,
                 f.idx AS next_idx
             FROM _ship_stored_links s
@@ -555,6 +556,9 @@ _FEW_RUNS = 10_000
 # the serials with an exception (a million OK serials need none of these strings).
 _DETAILS = ("product_code", "serial", "lot", "expiry")
 _EXCEPTION = "(c_outcome <> 'OK' OR s_outcome <> 'OK' OR d_outcome <> 'OK')"
+# one byte per outcome, not a string (a million serials: two million outcomes)
+_OUTCOMES = ("c_outcome", "s_outcome", "d_outcome")
+_OUTCOME_TYPE = f"ENUM({', '.join(repr(o) for o in _SGTIN_OUTCOMES)})"
 # the text, product code and serial of an expanded EPC: its staged row, or its stored text
 _EXPANDED_TEXT = f"""(SELECT x.*, coalesce(c.epc, s.epc) AS text,
         coalesce(c.product_code, s.product_code) AS product_code,
@@ -693,7 +697,8 @@ def _create_serials(
                   ON cp.product_code = f.product_code
             ) f
         )
-        SELECT key, c_event, s_event, d_event, pid, pseq, c_outcome, s_outcome, d_outcome,
+        SELECT key, c_event, s_event, d_event, pid, pseq,
+            {", ".join(f"{c}::{_OUTCOME_TYPE} AS {c}" for c in _OUTCOMES)},
             {", ".join(f"CASE WHEN {_EXCEPTION} THEN {c} END AS {c}" for c in _DETAILS)}
         FROM judged""",
         [sender, sender],
