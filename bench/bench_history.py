@@ -270,11 +270,15 @@ def child_facts(state: Path) -> dict[str, Any]:
                 SELECT unnest(additional_block_ids) FROM pragma_storage_info('{table}'))"""
         )
         blocks[table] = int(ids)
+    free = int(one("SELECT free_blocks FROM pragma_database_size()") or 0)
     con.close()
-    size = state.stat().st_size
+    # the file less the blocks DuckDB holds free for later writes (a migrated store has
+    # the old pool's; a built one next to none): what the store takes
+    size = state.stat().st_size - free * block
     link_bytes = sum(blocks.get(t, 0) for t in LINK_TABLES) * block
     facts.update(
-        file_bytes=size,
+        file_bytes=state.stat().st_size,
+        free_bytes=free * block,
         link_bytes=link_bytes,
         table_mb={t: round(n * block / 2**20, 1) for t, n in sorted(blocks.items()) if n},
         bytes_per_serial=round((size - link_bytes) / max(1, facts["serials"]), 2),
@@ -554,6 +558,11 @@ def report(
         f"{hist['export_files']:,} export files, {hist['contract_lines']:,} contract lines, "
         f"{hist['order_lines']:,} order lines, {hist['nights']} nights; "
         f"{hist['file_bytes'] / 2**30:.2f} GiB"
+        + (
+            f" ({hist['free_bytes'] / 2**30:.2f} GiB of it free blocks)"
+            if hist.get("free_bytes")
+            else ""
+        )
     )
     print(f"  tables (MiB): {hist['table_mb']}")
     print(
