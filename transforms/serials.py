@@ -466,11 +466,20 @@ def _reject_existing(
     codes = set(rows.get_column("product_code").unique().to_list())
     if not filled & codes:
         return rows, pl.DataFrame(schema=REJECT_SCHEMA)
-    view = register(con, serial_parts(rows.select(LINE, "product_code", "serial")), "pool")
+    pids = {code: pid for code, pid in product_ids(con).items() if code in filled & codes}
+    asked = rows.select(
+        LINE,
+        "product_code",
+        pl.col("product_code")
+        .replace_strict(pids, default=None, return_dtype=pl.Int32)
+        .alias("pid"),
+        "serial",
+    ).filter(pl.col("pid").is_not_null())
+    view = register(con, serial_parts(asked), "pool")
     existing = con.execute(
         f"""SELECT r.{LINE} AS {LINE}, r.product_code, {serial_sql("r")} AS serial FROM {view} r
-            JOIN serial_products sp ON sp.product_code = r.product_code
-            JOIN pool p ON p.pid = sp.pid AND {same_serial_sql("p", "r.num", "r.txt")}"""
+            JOIN ({_pool_of(pids.values())}) p
+            ON p.pid = r.pid AND {same_serial_sql("p", "r.num", "r.txt")}"""
     ).pl()
     con.unregister(view)
     rejects = reject_where(
@@ -481,6 +490,14 @@ def _reject_existing(
     if existing.height:
         rows = rows.join(existing.select(LINE), on=LINE, how="anti", maintain_order="left")
     return rows, rejects
+
+
+def _pool_of(pids: Iterable[int]) -> str:
+    """SQL: the stored serials (pid, num, txt) of these products, one filtered scan each
+    (DuckDB skips the blocks of other products by their min/max: a product's serials
+    are a few of the store's, and a join on the whole pool would read every one)."""
+    scans = [f"SELECT pid, num, txt FROM pool WHERE pid = {int(pid)}" for pid in sorted(set(pids))]
+    return " UNION ALL ".join(scans) or "SELECT pid, num, txt FROM pool WHERE false"
 
 
 # --------------------------------------------------------------------------- generation §5.2
@@ -582,12 +599,15 @@ def _generate_unique(
         )
         draw = pl.concat([fresh, draw]).unique("serial", maintain_order=True)
         view = register(con, serial_parts(draw), "draw")
-        taken = con.execute(
-            f"""SELECT {serial_sql("d")} AS serial FROM {view} d
-                JOIN serial_products sp ON sp.product_code = ?
-                JOIN pool p ON p.pid = sp.pid AND {same_serial_sql("p", "d.num", "d.txt")}""",
-            [product],
-        ).pl()
+        pid = product_ids(con).get(product)
+        taken = (
+            con.execute(
+                f"""SELECT {serial_sql("d")} AS serial FROM {view} d
+                    JOIN ({_pool_of([pid])}) p ON {same_serial_sql("p", "d.num", "d.txt")}"""
+            ).pl()
+            if pid is not None
+            else draw.clear()
+        )
         con.unregister(view)
         fresh = draw.join(taken, on="serial", how="anti", maintain_order="left")
     insert_serials(
