@@ -197,7 +197,12 @@ def child_night(root: Path, as_of: str, rerun: bool = False) -> dict[str, Any]:
     summary = json.loads((Path(out["report_dir"]) / "run_summary.json").read_text())
     return {
         "wall_s": round(wall, 3),
-        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        # each stage's peak is reset when the next begins (ru_maxrss with it): the night's
+        # is the highest of them
+        "peak_mb": max(
+            [round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)]
+            + [stage["peak_mb"] for stage in stages.values()]
+        ),
         "stages": stages,
         "durations_s": summary["durations_s"],
         "invariants": summary["invariants"],

@@ -30,6 +30,7 @@ one sees):
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -705,12 +706,19 @@ def _settle_isolated_lines(
     """
     n = todo.height
     n_lines = ranked.height
-    o_arr = pairs.get_column("_o").to_numpy().astype(np.int64)
-    li_arr = pairs.get_column("_li").to_numpy().astype(np.int64)
+    o_all = pairs.get_column("_o").to_numpy()
+    li_all = pairs.get_column("_li").to_numpy()
     qty = todo.get_column("quantity").to_numpy()
     is_ref = todo.get_column("contract_id").is_not_null().to_numpy()
+    single = (counts == 1)[o_all]  # the pair is its order line's only candidate
     shared = np.zeros(n_lines, dtype=bool)  # some order line has other candidates too
-    shared[li_arr[counts[o_arr] != 1]] = True
+    shared[li_all[~single]] = True
+    # A line that is not shared has only pairs of single order lines, and a shared line is
+    # never settled here: everything below needs only the single pairs (a few, where many
+    # lines are open to everyone: no array as long as all the pairs is made)
+    o_arr = o_all[single].astype(np.int64)
+    li_arr = li_all[single].astype(np.int64)
+    del single
     not_all_ref = np.zeros(n_lines, dtype=bool)
     not_all_ref[li_arr[~is_ref[o_arr]]] = True
     demand = np.bincount(li_arr, weights=qty[o_arr], minlength=n_lines).astype(np.int64)
@@ -797,7 +805,9 @@ def allocate_order_lines(
     else:
         todo, ranked = _code_items_and_customers(todo, ranked)
         pairs = _candidate_pairs(todo, ranked)
-        cand = pairs.get_column("_li").to_list()
+        # the walk reads a few candidates of each order line: 4 bytes each, not a Python
+        # int in a list (tens of millions of pairs when many lines are open to everyone)
+        cand = array("I", pairs.get_column("_li").cast(pl.UInt32).to_numpy().tobytes())
         counts = np.bincount(pairs.get_column("_o").to_numpy(), minlength=n)
         offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     if reference:
