@@ -31,6 +31,7 @@ one sees):
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -801,7 +802,7 @@ def allocate_order_lines(
     todo_list: list[int] = list(range(n))
     if reference:
         offsets: list[int] = [0] * (n + 1)
-        cand: list[int] = []
+        cand: Sequence[int] = []
     else:
         todo, ranked = _code_items_and_customers(todo, ranked)
         pairs = _candidate_pairs(todo, ranked)
