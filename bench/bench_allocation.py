@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.orders, args.lines, args.items, args.child == "on")))
         return 0
     ok = True
+    figures: dict[str, dict[str, object]] = {}
     for mode in ("off", "on"):
         cmd = [sys.executable, "-m", "bench.bench_allocation", "--child", mode,
                "--orders", str(args.orders), "--lines", str(args.lines), "--items", str(args.items)]  # fmt: skip
@@ -125,9 +127,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{rep['peak_rss_mb']} MB after the ASOF floor"
         )
         print(f"  reasons: {rep['reasons']}")
+        figures[f"icfullqt_{mode}"] = {
+            k: rep[k]
+            for k in ("wall_s", "order_lines_per_s", "asof_join_s", "ratio_to_asof", "peak_rss_mb")
+        }
         if args.orders >= 1_000_000:
             ok &= rep["order_lines_per_s"] >= 200_000 and rep["peak_rss_mb"] < 2048
     print("targets (>= 200,000 order lines/s, < 2 GB):", "met" if ok else "NOT met")
+    print(
+        json.dumps(
+            {"bench": "allocation", "orders": args.orders, "contract_lines": args.lines,
+             "items": args.items, **figures, "load": round(os.getloadavg()[0], 2)}
+        )
+    )  # fmt: skip
     return 0
 
 
