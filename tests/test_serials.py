@@ -197,6 +197,24 @@ def test_a_serial_repeated_within_the_file_is_rejected_after_its_first_line() ->
     assert result.rows_applied == 2
 
 
+def test_numeric_serials_are_told_apart_by_their_text_not_their_value() -> None:
+    """The pool stores '123' as a number and '0123', '+123', '123 ' as text: a serial that
+    exists is rejected in either form, and a serial of the same value written otherwise
+    is another serial (SPEC §3.1: codes are strings)."""
+    con = seed(products=[DEMO, PROD_A], pool={DEMO: ["123", "0123", "999999999999999999"]})
+    result = pool(
+        con,
+        product_code=[DEMO, DEMO, DEMO, DEMO, DEMO, PROD_A, DEMO],
+        serial=["123", "0123", "00123", "+123", "999999999999999999", "123", "1234567890123456789"],
+    )
+    assert _rules(result) == [(2, "serial_exists"), (3, "serial_exists"), (6, "serial_exists")]
+    assert result.rows_applied == 4
+    assert _available(con) == [
+        "123", "0123", "999999999999999999", "00123", "+123", "1234567890123456789"
+    ]  # fmt: skip
+    assert count(con, "serial = '123'") == 2  # DEMO's and PROD_A's
+
+
 def test_serials_are_case_sensitive_and_keep_special_characters() -> None:
     con = seed(products=[DEMO])
     result = pool(con, product_code=DEMO, serial=["abc", "ABC", 'a,"b'])
@@ -261,6 +279,21 @@ def test_generated_serials_are_unique_against_every_serial_the_product_ever_had(
     assert result.rows_applied == 1
     assert count(con, "source = 'generated'") == 1
     assert count(con, "serial = '0002' AND product_code = ?", [DEMO]) == 1
+
+
+def test_generated_serials_are_unique_against_numeric_serials_of_the_product() -> None:
+    """The same with serials stored as numbers ('1000'); a serial of another product with
+    the value drawn does not matter, nor does '01001' (text) for the draw '1001'."""
+    con = seed(products=[DEMO, PROD_A], pool={DEMO: ["1000", "01001"], PROD_A: ["1001"]})
+    stream = iter([bytes([1, 0, 0, 0] + [0] * 16), bytes([1, 0, 0, 1] + [0] * 16)])
+    cfg = SerialsConfig(generated_length=4, min_randomness_factor=1)
+    result = apply_serial_generate(
+        con, valid_rows(SerialGenerateFile, rows(product_code=DEMO, quantity="1")),
+        make_ctx(serials=cfg), random_bytes=lambda n: next(stream),
+    )  # fmt: skip
+    assert result.rows_applied == 1
+    assert count(con, "serial = '1001' AND product_code = ?", [DEMO]) == 1
+    assert count(con, "serial = '1000'") == 1
 
 
 def test_random_serials_draw_uniformly_by_rejecting_biased_bytes() -> None:
