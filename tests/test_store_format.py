@@ -161,3 +161,29 @@ def test_a_serial_is_stored_as_a_number_exactly_when_it_is_the_plain_decimal_for
     con.register("p", parts)
     back = con.execute("SELECT coalesce(txt, num::VARCHAR) FROM p").fetchall()
     assert [r[0] for r in back] == serials
+
+
+def test_a_read_only_view_of_an_older_store_reads_its_serials_and_leaves_it_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """`cmi validate` / `cmi status` open the store read-only behind an in-memory overlay: an
+    older store's pool is split in the overlay, the file keeps its format until a run."""
+    from connectors.state_view import open_state_view
+
+    path = tmp_path / "cmi.duckdb"
+    _old_store(path, 2)
+    store, _view = open_state_view(path)
+    try:
+        assert store.con.execute(READ).fetchall() == duckdb.connect().execute(SERIALS).fetchall()
+        assert store.con.execute("SELECT count(num) > 0, count(txt) > 0 FROM pool").fetchone() == (
+            True,
+            True,
+        )
+    finally:
+        store.close()
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        columns = [r[0] for r in con.execute("DESCRIBE pool").fetchall()]
+    finally:
+        con.close()
+    assert columns == ["pid", "pseq", "serial"]
