@@ -119,18 +119,24 @@ SERIAL_DDL = [
 ]
 
 
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The columns of a table of the store (none when it does not exist yet)."""
+    return {
+        str(r[0])
+        for r in con.execute(
+            """SELECT column_name FROM duckdb_columns()
+               WHERE database_name = current_database() AND schema_name = 'main'
+                 AND table_name = ?""",
+            [table],
+        ).fetchall()
+    }
+
+
 def migrate_outbox_marks(con: duckdb.DuckDBPyConnection) -> None:
     """After `SERIAL_DDL`: a store written before the *written* and *delivered* marks gets
     their columns, and every file it recorded counts as written (it was, by the run that
     recorded it or the next).  One transaction: a run stopped in between redoes it all."""
-    have = {
-        str(r[0])
-        for r in con.execute(
-            """SELECT column_name FROM duckdb_columns()
-            WHERE database_name = current_database() AND schema_name = 'main'
-              AND table_name = 'outbox_files'"""
-        ).fetchall()
-    }
+    have = _columns(con, "outbox_files")
     missing = [name for name in OUTBOX_MARK_COLUMNS if name not in have]
     if not missing:
         return
@@ -154,14 +160,7 @@ def migrate_pool(con: duckdb.DuckDBPyConnection) -> None:
     changes names.  A run stopped during the copy finds the pool as it was and copies
     again; the large write is never part of the transaction that drops the old pool.
     A new store's pool has the new columns and is left as it is."""
-    columns = {
-        str(r[0])
-        for r in con.execute(
-            """SELECT column_name FROM duckdb_columns()
-               WHERE database_name = current_database() AND schema_name = 'main'
-                 AND table_name = 'pool'"""
-        ).fetchall()
-    }
+    columns = _columns(con, "pool")
     if "serial" not in columns:
         return
     copy = "pool_format_copy"

@@ -6,7 +6,7 @@ import datetime as dt
 import inspect
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,17 @@ def test_generation_uses_the_secure_random_generator_by_default() -> None:
     )
 
 
+def _generate_one_of_four_digits(
+    con: duckdb.DuckDBPyConnection, stream: Iterator[bytes]
+) -> FileResult:
+    """One DEMO serial of four digits, drawn from `stream` (each draw's random bytes)."""
+    cfg = SerialsConfig(generated_length=4, min_randomness_factor=1)
+    return apply_serial_generate(
+        con, valid_rows(SerialGenerateFile, rows(product_code=DEMO, quantity="1")),
+        make_ctx(serials=cfg), random_bytes=lambda n: next(stream),
+    )  # fmt: skip
+
+
 def test_generated_serials_are_unique_against_every_serial_the_product_ever_had() -> None:
     """A draw that hits an existing serial is redrawn; other products do not matter."""
     con = seed(products=[DEMO, PROD_A], cmos={"C1": [DEMO]}, pool={DEMO: ["0000", "0001"]})
@@ -271,11 +282,7 @@ def test_generated_serials_are_unique_against_every_serial_the_product_ever_had(
     # bytes 0,0,0,0 -> "0000" (taken), 0,0,0,1 -> "0001" (taken), then 0,0,0,2 -> "0002"
     stream = iter([bytes([0, 0, 0, 0] + [0] * 16), bytes([0, 0, 0, 1] + [0] * 16),
                    bytes([0, 0, 0, 2] + [0] * 16)])  # fmt: skip
-    cfg = SerialsConfig(generated_length=4, min_randomness_factor=1)
-    result = apply_serial_generate(
-        con, valid_rows(SerialGenerateFile, rows(product_code=DEMO, quantity="1")),
-        make_ctx(serials=cfg), random_bytes=lambda n: next(stream),
-    )  # fmt: skip
+    result = _generate_one_of_four_digits(con, stream)
     assert result.rows_applied == 1
     assert count(con, "source = 'generated'") == 1
     assert count(con, "serial = '0002' AND product_code = ?", [DEMO]) == 1
@@ -286,11 +293,7 @@ def test_generated_serials_are_unique_against_numeric_serials_of_the_product() -
     the value drawn does not matter, nor does '01001' (text) for the draw '1001'."""
     con = seed(products=[DEMO, PROD_A], pool={DEMO: ["1000", "01001"], PROD_A: ["1001"]})
     stream = iter([bytes([1, 0, 0, 0] + [0] * 16), bytes([1, 0, 0, 1] + [0] * 16)])
-    cfg = SerialsConfig(generated_length=4, min_randomness_factor=1)
-    result = apply_serial_generate(
-        con, valid_rows(SerialGenerateFile, rows(product_code=DEMO, quantity="1")),
-        make_ctx(serials=cfg), random_bytes=lambda n: next(stream),
-    )  # fmt: skip
+    result = _generate_one_of_four_digits(con, stream)
     assert result.rows_applied == 1
     assert count(con, "serial = '1001' AND product_code = ?", [DEMO]) == 1
     assert count(con, "serial = '1000'") == 1
