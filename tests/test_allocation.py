@@ -122,13 +122,36 @@ def test_line_no_without_contract_is_rejected() -> None:
     assert result.allocations.height == 0
 
 
-def test_unknown_contract_reference_and_unknown_chosen_line_are_rejected() -> None:
+def test_an_unknown_contract_reference_is_rejected() -> None:
+    result = run([order("A", 5, contract_id="K9")], [cand("K1")], off_contract={"K1": True})
+    assert result.rejects["rule"].to_list() == ["unknown_contract"]
+    assert result.allocations.height == 0
+
+
+@pytest.mark.parametrize(
+    ("off_contract", "reason", "rule"),
+    [(True, "OFF_CONTRACT_NORMAL_SOURCING", None), (False, None, "OFF_CONTRACT_NOT_ALLOWED")],
+)
+def test_a_chosen_line_the_contract_does_not_have_is_off_contract(
+    off_contract: bool, reason: str | None, rule: str | None
+) -> None:
+    """§7.5: the chosen line is the only candidate and step 1 keeps the lines of the item in
+    the referenced contract; a line the contract does not have leaves none, so the order
+    line is off-contract — normal sourcing, or rejected OFF_CONTRACT_NOT_ALLOWED — like a
+    chosen line of another item (only a repeat and a line_no without contract_id are
+    rejected rows besides)."""
     result = run(
-        [order("A", 5, contract_id="K9"), order("B", 5, contract_id="K1", line_no=7)],
+        [order("B", 5, contract_id="K1", line_no=7)],
         [cand("K1")],
-        off_contract={"K1": True},
+        off_contract={"K1": off_contract},
     )
-    assert result.rejects["rule"].to_list() == ["unknown_contract", "unknown_contract_line"]
+    assert result.rejects["rule"].to_list() == ([rule] if rule else [])
+    assert reasons(result) == ([reason] if reason else [])
+    where = "contract K1 has no line 7 for item"
+    if reason:
+        assert result.allocations["detail"][0].startswith(where)
+    else:
+        assert result.rejects["message"][0].startswith(where)
 
 
 # --- step 1: item and contract reference -----------------------------------------------------

@@ -352,4 +352,4 @@ def test_a_chosen_line_of_another_item_is_off_contract_whatever_else_the_run_ord
     allocations = allocations_report(con, ctx.run_id)
     assert allocations.get_column("reason").to_list() == ([reason] if reason else [])
     if reason:
-        assert "line 1 of contract K1 is not for item" in allocations.get_column("detail")[0]
+        assert "contract K1 has no line 1 for item" in allocations.get_column("detail")[0]

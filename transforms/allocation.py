@@ -211,15 +211,8 @@ def _static_rejects(
     chosen = with_ref.join(
         line_keys, on=["contract_id", "line_no"], how="left", maintain_order="left"
     )
-    out.append(
-        _reject_frame(
-            chosen,
-            s("line_no").is_not_null() & s("_known").is_not_null() & s("_line_item").is_null(),
-            "line_no",
-            "unknown_contract_line",
-            pl.format("contract {} has no line {}", s("contract_id"), s("line_no")),
-        )
-    )
+    # a chosen line the contract does not have is off-contract like one of another item
+    # (step 1: the chosen line is the only candidate); only the contract must exist
     has_item = lines.select("contract_id", "item").unique().with_columns(pl.lit(True).alias("_has"))
     off = chosen.join(has_item, on=["contract_id", "item"], how="left", maintain_order="left")
     no_line = (
@@ -227,7 +220,7 @@ def _static_rejects(
         & s("_known").is_not_null()
         & (
             (s("line_no").is_null() & s("_has").is_null())
-            | (s("_line_item").is_not_null() & (s("_line_item") != s("item")))
+            | (s("line_no").is_not_null() & (s("_line_item").fill_null("") != s("item")))
         )
     )
     out.append(
@@ -238,7 +231,7 @@ def _static_rejects(
             OFF_CONTRACT_NOT_ALLOWED,
             pl.when(s("line_no").is_null())
             .then(pl.format("contract {} has no line for item {} and does not allow off-contract sales", s("contract_id"), s("item")))
-            .otherwise(pl.format("line {} of contract {} is not for item {}, and the contract does not allow off-contract sales", s("line_no"), s("contract_id"), s("item"))),
+            .otherwise(pl.format("contract {} has no line {} for item {} and does not allow off-contract sales", s("contract_id"), s("line_no"), s("item"))),
         )
     )  # fmt: skip
     rejects = pl.concat(out, how="vertical").unique(
@@ -451,7 +444,7 @@ class _Evaluator:
             what = (
                 f"contract {ref} has no line for item {item}"
                 if chosen is None
-                else f"line {chosen} of contract {ref} is not for item {item}"
+                else f"contract {ref} has no line {chosen} for item {item}"
             )
             return OFF_CONTRACT_NORMAL_SOURCING, what + "; normal sourcing"
         if step == 2:
@@ -662,7 +655,7 @@ def _diagnose(
         .when((step == 1) & s("line_no").is_null())
         .then(pl.format("contract {} has no line for item {}; normal sourcing", s("contract_id"), s("item")))
         .when(step == 1)
-        .then(pl.format("line {} of contract {} is not for item {}; normal sourcing", s("line_no"), s("contract_id"), s("item")))
+        .then(pl.format("contract {} has no line {} for item {}; normal sourcing", s("contract_id"), s("line_no"), s("item")))
         .when((step == 2) & s("warehouse").is_not_null())
         .then(pl.format("no contract line for item {} in warehouse {}", s("item"), s("warehouse")))
         .when(step == 2)
