@@ -13,6 +13,7 @@ from connectors.config import ConfigError, load_config
 from flows.cli_common import (
     EXIT_OK,
     EXIT_UNEXPECTED,
+    EXIT_USAGE,
     AsOfOpt,
     ConfigOpt,
     InboxOpt,
@@ -50,6 +51,10 @@ def validate(
     inbox_path = path_of(inbox, "CMI_INBOX", "inbox")
     state_path = path_of(state, "CMI_STATE", "state/cmi.duckdb")
     outcome: dict[str, int] = {}
+    if report is not None and report.exists() and not report.is_dir():
+        # before the guard, whose log would go into that folder (§1: a usage error)
+        print_error(f"--report {report} is a file, not a folder: give a folder for the report")
+        raise typer.Exit(EXIT_USAGE)
     # the report folder first: the log goes there (nothing is written beside the store)
     report_dir = report if report is not None else Path(tempfile.mkdtemp(prefix="cmi-validate-"))
 

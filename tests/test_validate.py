@@ -186,6 +186,18 @@ def test_without_report_the_folder_is_new_and_printed(tmp_path: Path) -> None:
     assert folder.is_dir() and (folder / "rejects.csv").read_text().startswith("file,line,")
 
 
+def test_a_report_path_that_is_a_file_is_exit_2_naming_it(tmp_path: Path) -> None:
+    """§1: a usage error is exit 2 with a line that says what to fix; the file is left."""
+    (tmp_path / "inbox").mkdir()
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a folder")
+    result = _cli(tmp_path, "--report", str(taken))
+    assert result.exit_code == 2, result.output
+    assert f"--report {taken} is a file, not a folder" in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) <= 2
+    assert taken.read_text() == "not a folder"
+
+
 def test_a_missing_inbox_is_exit_2(tmp_path: Path) -> None:
     result = _cli(tmp_path)
     assert result.exit_code == 2 and "inbox" in result.output and "does not exist" in result.output
