@@ -35,6 +35,7 @@ from connectors.store import (
     create_schema,
     holder_note,
     lock_path,
+    not_a_store,
 )
 
 STATE = "state"  # the catalog name of the attached store
@@ -180,7 +181,10 @@ def open_state_view(path: Path, *, temp_dir: Path | None = None) -> tuple[Store,
         create_schema(con)
         view = StateView(con, attached=path.exists())
         if path.exists():
-            con.execute(f"ATTACH '{_sql_text(str(path))}' AS {STATE} (READ_ONLY)")
+            try:
+                con.execute(f"ATTACH '{_sql_text(str(path))}' AS {STATE} (READ_ONLY)")
+            except duckdb.IOException as err:
+                raise not_a_store(err, path) or err
             _check_format(con, path)
             view.show_store()
     except BaseException:

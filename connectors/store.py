@@ -147,6 +147,17 @@ def _check_format(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
 
 
+def not_a_store(err: duckdb.Error, path: Path) -> ConfigError | None:
+    """The usage error for a `--state` that names a file DuckDB cannot open as a database
+    (a typo, another file), or None for any other failure (§1: exit 2, saying what to do)."""
+    if "not a valid duckdb database file" not in str(err).lower():
+        return None
+    return ConfigError(
+        f"{path} is not a cmi state store (not a DuckDB database): check --state (or "
+        "CMI_STATE); a path where no file is yet starts a new store"
+    )
+
+
 def _locked(path: Path) -> StateLocked:
     return StateLocked(
         f"another run holds the lock of the state store {path} (or cmi validate or cmi "
@@ -179,7 +190,7 @@ def open_store(path: Path, *, read_only: bool = False) -> Store:
             # the duckdb shell): the store is in use all the same
             if "conflicting lock" in str(err).lower():
                 raise _locked(path) from err
-            raise
+            raise not_a_store(err, path) or err
         configure(con, path.parent / (path.name + ".tmp"))
         _check_format(con, path)
         if not read_only:

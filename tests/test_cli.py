@@ -156,6 +156,26 @@ def test_a_state_store_of_an_earlier_format_is_exit_2(tmp_path: Path) -> None:
     assert status.exit_code == 2 and "earlier version" in status.output
 
 
+@pytest.mark.parametrize("command", ["run", "status", "validate", "redeliver"])
+def test_a_state_file_that_is_no_duckdb_store_is_exit_2_and_left_as_it_is(
+    tmp_path: Path, command: str
+) -> None:
+    """§1: `--state` naming a file that is not a state store (a typo, the wrong file) is a
+    usage error, exit 2, saying so in a line; the file is not touched."""
+    state = tmp_path / "st" / "cmi.duckdb"
+    state.parent.mkdir(parents=True)
+    state.write_text("product_code,serial\n")
+    extra = {"run": args(tmp_path)[1:], "validate": ["--inbox", str(tmp_path / "in"),
+             "--report", str(tmp_path / "rep")], "redeliver": ["--outbox", str(tmp_path / "out"),
+             "a.csv"], "status": []}[command]  # fmt: skip
+    (tmp_path / "in").mkdir(exist_ok=True)
+    result = runner.invoke(app, [command, *extra, "--state", str(state)])
+    assert result.exit_code == 2, result.output
+    assert f"{state} is not a cmi state store" in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) <= 2
+    assert state.read_text() == "product_code,serial\n"
+
+
 def test_status_prints_the_serial_balance(tmp_path: Path) -> None:
     """Into a pipe or a file: each balance as CSV under a `# <report name>` line, nothing cut."""
     code = "11223344556675"
