@@ -34,6 +34,13 @@ KINDS: list[tuple[str, str, tuple[str, ...]]] = [
     ("exports", "exports_", ("csv",)),
 ]
 KIND_ORDER = {kind: i for i, (kind, _, _) in enumerate(KINDS)}
+# the reason beside a file whose name matches no kind (§3): the start the spec names, then
+# the fix, with the extensions the kinds take
+UNRECOGNISED_REASON = (
+    "unrecognised file kind: the name must start with a kind prefix such as products_, "
+    "cmos_, serial_pool_, assignments_, exports_ … (see SPEC §3) and end in .csv "
+    "(shipping_ files: .xml, .json or .jsonld)"
+)
 
 ARCHIVE = "archive"
 QUARANTINE = "quarantine"

@@ -137,10 +137,7 @@ def scan(run: Run) -> Run:
     found = inbox_io.scan_inbox(run.paths.inbox, run.config.inbox.settle_seconds)
     run.scan = found
     for f in found.unrecognised:
-        reason = (
-            "unrecognised file kind: the name must start with a kind prefix such as products_, "
-            "cmos_, serial_pool_, assignments_, exports_ … (see SPEC §3) and end in .csv or .xml"
-        )
+        reason = inbox_io.UNRECOGNISED_REASON
         sha = _sha256_or_none(f.path)  # taken before the move: what was quarantined (§10)
         run.quarantine(f.path, reason)
         run.files.append(FileRecord(f.name, None, sha, "quarantined", reason=reason))

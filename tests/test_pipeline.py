@@ -87,6 +87,18 @@ def test_empty_inbox_changes_nothing_and_reports_have_headers(tmp_path: Path) ->
     ]
 
 
+def test_the_reason_of_an_unrecognised_file_names_the_extensions_of_every_kind(
+    tmp_path: Path,
+) -> None:
+    """§3: the reason starts `unrecognised file kind` and tells the fix: the extensions the
+    kinds take, shipping's .xml, .json and .jsonld included (it named .csv and .xml)."""
+    out = run_day(tmp_path, "2026-11-23T02:00:00", {"shipping_a.txt": "hello"})
+    q = tmp_path / "inbox" / "quarantine" / out["run_id"]
+    reason = (q / "shipping_a.txt.reason.txt").read_text()
+    assert reason.startswith("unrecognised file kind")
+    assert all(ext in reason for ext in (".csv", ".xml", ".json", ".jsonld")), reason
+
+
 def test_unknown_column_quarantines_the_file_with_a_reason(tmp_path: Path) -> None:
     files = {
         "products_a.csv": csv("product_code,product_name,stok_unit", f"{P1},Demo,EA"),
