@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,15 +58,19 @@ def print_error(message: str) -> None:
     typer.echo(f"cmi: {message}", err=True)
 
 
+_AS_OF = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2})?", re.ASCII)
+
+
 def parse_as_of(value: str | None) -> dt.datetime:
     """`YYYY-MM-DD` (midnight) or `YYYY-MM-DDTHH:MM:SS`, local time as given; default now."""
     if value is None:
         return dt.datetime.now().replace(microsecond=0)
-    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"):
+    # the two forms exactly: strptime alone takes 2026-1-5 and T2:3:4 too
+    if _AS_OF.fullmatch(value):
         try:
-            return dt.datetime.strptime(value, fmt)
-        except ValueError:
-            continue
+            return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S" if "T" in value else "%Y-%m-%d")
+        except ValueError:  # not a calendar date or time of day
+            pass
     raise ConfigError(
         f"--as-of '{value}' is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM:SS)"
     )

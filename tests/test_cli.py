@@ -129,9 +129,26 @@ def test_paths_from_environment_variables(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "envstate" / "s.duckdb").exists()
 
 
-def test_bad_as_of_is_exit_2(tmp_path: Path) -> None:
-    result = runner.invoke(app, args(tmp_path, "--as-of", "23/11/2026"))
-    assert result.exit_code == 2 and "--as-of" in result.output
+@pytest.mark.parametrize(
+    "when",
+    ["23/11/2026", "2026-1-5", "2026-11-5", "2026-11-23T2:3:4", "2026-11-23T02:00",
+     "2026-11-23 02:00:00", "2026-11-23T02:00:00Z", "2026-02-30"],
+)  # fmt: skip
+def test_bad_as_of_is_exit_2(tmp_path: Path, when: str) -> None:
+    """§1: `--as-of` takes YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, nothing looser."""
+    result = runner.invoke(app, args(tmp_path, "--as-of", when))
+    assert result.exit_code == 2 and "--as-of" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("when", "run_id"),
+    [("2026-11-23", "20261123T000000"), ("2026-11-23T01:02:03", "20261123T010203")],
+)
+def test_as_of_takes_a_date_or_a_date_time(tmp_path: Path, when: str, run_id: str) -> None:
+    result = runner.invoke(app, args(tmp_path, "--as-of", when))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "reports" / run_id).is_dir()
 
 
 def test_locked_state_store_is_exit_3(tmp_path: Path) -> None:
