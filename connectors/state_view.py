@@ -184,7 +184,10 @@ def open_state_view(path: Path, *, temp_dir: Path | None = None) -> tuple[Store,
             try:
                 con.execute(f"ATTACH '{_sql_text(str(path))}' AS {STATE} (READ_ONLY)")
             except duckdb.IOException as err:
-                raise not_a_store(err, path) or err
+                usage = not_a_store(err, path)
+                if usage is not None:
+                    raise usage from err
+                raise
             _check_format(con, path)
             view.show_store()
     except BaseException:

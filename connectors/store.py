@@ -190,7 +190,10 @@ def open_store(path: Path, *, read_only: bool = False) -> Store:
             # the duckdb shell): the store is in use all the same
             if "conflicting lock" in str(err).lower():
                 raise _locked(path) from err
-            raise not_a_store(err, path) or err
+            usage = not_a_store(err, path)
+            if usage is not None:
+                raise usage from err
+            raise
         configure(con, path.parent / (path.name + ".tmp"))
         _check_format(con, path)
         if not read_only:
