@@ -169,7 +169,7 @@ class ContractLinesFile(pa.DataFrameModel):
         "line_no",
         "contract_quantity",
         "unit_factor",
-        error="positive_int|'{value}' is not a positive whole number",
+        error="positive_int|'{value}' is not a positive whole number (digits only, at most 18 digits)",
     )
     def _positive(cls, data):  # type: ignore[no-untyped-def]
         return _positive_int(data)
@@ -225,7 +225,11 @@ class ReceiptsFile(pa.DataFrameModel):
     def _codes(cls, data):  # type: ignore[no-untyped-def]
         return _code(data)
 
-    @pa.check("line_no", "quantity", error="positive_int|'{value}' is not a positive whole number")
+    @pa.check(
+        "line_no",
+        "quantity",
+        error="positive_int|'{value}' is not a positive whole number (digits only, at most 18 digits)",
+    )
     def _positive(cls, data):  # type: ignore[no-untyped-def]
         return _positive_int(data)
 
@@ -269,7 +273,7 @@ class OrdersFile(pa.DataFrameModel):
         "order_line",
         "quantity",
         "line_no",
-        error="positive_int|'{value}' is not a positive whole number",
+        error="positive_int|'{value}' is not a positive whole number (digits only, at most 18 digits)",
     )
     def _positive(cls, data):  # type: ignore[no-untyped-def]
         return _positive_int(data)

@@ -9,7 +9,10 @@ from schemas import checks
 from schemas.base import optional, required, valid_where, valid_where_distinct
 from schemas.master_data import CMO_ID_ERROR, GTIN_ERROR
 
-QUANTITY_ERROR = "quantity|quantity must be a positive whole number, not '{value}'"
+QUANTITY_ERROR = (
+    "quantity|quantity must be a positive whole number (digits only, at most 18 digits), "
+    "not '{value}'"
+)
 
 
 class SerialPoolFile(pa.DataFrameModel):
@@ -102,7 +105,9 @@ class SerialReturnsFile(pa.DataFrameModel):
         return valid_where_distinct(data, checks.gtin14(pl.col(data.key)))
 
     @pa.check(
-        "quantity", error="quantity|quantity must be a positive whole number or ALL, not '{value}'"
+        "quantity",
+        error="quantity|quantity must be ALL or a positive whole number (digits only, at most 18 "
+        "digits), not '{value}'",
     )
     def _quantity(cls, data):  # type: ignore[no-untyped-def]
         col = pl.col(data.key)

@@ -341,7 +341,7 @@ def test_a_chosen_line_of_another_item_is_off_contract_whatever_else_the_run_ord
     off_contract: str, reason: str | None, rule: str | None
 ) -> None:
     """§7.5 step 1: the order names line 1 of K1, which holds item B; the order is for A.
-    The line exists (never `unknown_contract_line`), even when no order of the run is for B."""
+    The line exists, and the order line is off-contract even when no order of the run is for B."""
     from transforms.contract_reports import allocations_report
 
     con = _store(header("K1", "WDS", active="Y", off_contract_sales=off_contract))

@@ -255,6 +255,34 @@ def test_quantity_must_be_a_positive_whole_number(model: Any, quantity: str) -> 
     assert reject["column"] == "quantity" and reject["value"] == quantity
 
 
+@pytest.mark.parametrize(
+    "model",
+    [SerialGenerateFile, AssignmentsFile, ExportsFile, PartnerRequestsFile, SerialReturnsFile],
+)
+def test_a_quantity_beyond_18_digits_is_rejected_saying_the_limit(model: Any) -> None:
+    """A 19-digit quantity is a whole number: the message must name the limit it breaks, not
+    call it 'not a positive whole number'."""
+    frame = rows(request_id="R1", cmo_id="C1", product_code=DEMO, quantity="9" * 19).select(
+        [*_required(model), "_line"]
+    )
+    (reject,) = _rejects(model, frame)
+    assert reject["column"] == "quantity" and "at most 18 digits" in reject["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "column"),
+    [("OrdersFile", "quantity"), ("ReceiptsFile", "quantity"), ("ContractLinesFile", "line_no")],
+)
+def test_a_contract_number_beyond_18_digits_is_rejected_saying_the_limit(
+    model: str, column: str
+) -> None:
+    import schemas.contracts as contracts
+
+    frame = pl.DataFrame({column: ["9" * 19], "_line": [2]})
+    (reject,) = [r for r in _rejects(getattr(contracts, model), frame) if r["column"] == column]
+    assert reject["rule"] == "positive_int" and "at most 18 digits" in reject["message"]
+
+
 @pytest.mark.parametrize("quantity", ["ALL", "all", "All", "5"])
 def test_returns_take_a_positive_quantity_or_all(quantity: str) -> None:
     assert (
