@@ -29,6 +29,7 @@ from flows.cli_common import (
     PrefectOpt,
     StateOpt,
     app,
+    check_run_paths,
     config_path,
     guarded,
     parse_as_of,
@@ -63,22 +64,7 @@ def execute_run(
         config = load_config(config_file, explicit=explicit)
         given = config_file if (explicit or config_file.exists()) else None
     as_of = parse_as_of(as_of_text)
-    if paths.state.exists() and paths.state.is_dir():
-        raise ConfigError(
-            f"state path {paths.state} is a folder: give a file such as state/cmi.duckdb"
-        )
-    for name, folder in (("inbox", paths.inbox), ("outbox", paths.outbox)):
-        if folder.exists() and not folder.is_dir():
-            raise ConfigError(
-                f"{name} {folder} is a file, not a folder: give a folder with --{name} "
-                f"(or CMI_{name.upper()})"
-            )
-    if not paths.inbox.exists():
-        # a run started in the wrong place must not pass for an empty night (§1)
-        raise ConfigError(
-            f"inbox {paths.inbox} does not exist: give the inbox folder with --inbox (or "
-            "CMI_INBOX), or create it"
-        )
+    check_run_paths(paths.inbox, paths.outbox, paths.state)
     paths.outbox.mkdir(parents=True, exist_ok=True)
     if use_prefect(prefect):
         from flows.prefect_run import run_with_prefect

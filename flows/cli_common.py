@@ -83,6 +83,25 @@ def path_of(flag: Path | None, env: str, default: str) -> Path:
     return Path(value) if value else Path(default)
 
 
+def check_run_paths(inbox: Path, outbox: Path, state: Path) -> None:
+    """The paths of a run, before anything is made (§1): the state a file, the inbox and
+    the outbox folders, the inbox there — a run started in the wrong place must not pass
+    for an empty night."""
+    if state.exists() and state.is_dir():
+        raise ConfigError(f"state path {state} is a folder: give a file such as state/cmi.duckdb")
+    for name, folder in (("inbox", inbox), ("outbox", outbox)):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"{name} {folder} is a file, not a folder: give a folder with --{name} "
+                f"(or CMI_{name.upper()})"
+            )
+    if not inbox.exists():
+        raise ConfigError(
+            f"inbox {inbox} does not exist: give the inbox folder with --inbox (or "
+            "CMI_INBOX), or create it"
+        )
+
+
 def config_path(flag: Path | None) -> tuple[Path, bool]:
     if flag is not None:
         return flag, True

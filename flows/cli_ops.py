@@ -11,13 +11,14 @@ from typing import Annotated
 
 import typer
 
-from connectors.config import ConfigError, load_config
+from connectors.config import load_config
 from flows.cli_common import (
     ConfigOpt,
     InboxOpt,
     OutboxOpt,
     StateOpt,
     app,
+    check_run_paths,
     config_path,
     guarded,
     path_of,
@@ -49,8 +50,7 @@ def serve(
         check_cron(cron, "--cron")
         zone = check_timezone(timezone, "--timezone") if timezone else local_timezone()
         load_config(config_file, explicit=explicit)  # fail fast on a bad configuration
-        if paths.state.is_dir():
-            raise ConfigError(f"state path {paths.state} is a folder: give a file such as state/cmi.duckdb")  # fmt: skip
+        check_run_paths(paths.inbox, paths.outbox, paths.state)  # and on the wrong folder
         from flows.prefect_deploy import require_server, serve_nightly
 
         url = require_server()

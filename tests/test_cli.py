@@ -282,6 +282,20 @@ def test_serve_rejects_a_bad_cron_expression(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cron" in result.output
 
 
+def test_serve_with_a_missing_inbox_is_exit_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§1: a missing inbox is a usage error that names the folder — for `serve` at once,
+    not every night at 02:00 (checked before the Prefect server is looked for)."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = runner.invoke(
+        app, ["serve", "--inbox", str(tmp_path / "in"), "--state", str(tmp_path / "s.duckdb")]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"inbox {tmp_path / 'in'} does not exist" in result.output
+    assert not (tmp_path / "in").exists()
+
+
 @pytest.mark.parametrize("spelling", ["folder_link", "file_link", "dotted"])
 def test_a_store_locked_under_another_path_is_exit_3(tmp_path: Path, spelling: str) -> None:
     """The lock is taken on the store's resolved path (§8): a symlinked --state, a symlink

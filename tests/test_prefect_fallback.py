@@ -89,7 +89,9 @@ def test_serve_and_deploy_without_a_server_are_exit_2(
     args = [str(tmp_path / "tenants.toml") if a == "TENANTS" else a for a in command]
     down = f"http://127.0.0.1:{free_port()}/api"
     monkeypatch.setenv("PREFECT_API_URL", down)
-    result = runner.invoke(app, [*args, *(["--state", str(tmp_path / "s.duckdb")]
+    (tmp_path / "in").mkdir()
+    result = runner.invoke(app, [*args, *(["--state", str(tmp_path / "s.duckdb"), "--inbox",
+                                           str(tmp_path / "in")]
                                           if command[0] == "serve" else [])])  # fmt: skip
     assert result.exit_code == 2, result.output
     assert f"the Prefect server at {down} refused the connection" in result.output
@@ -100,9 +102,10 @@ def test_serve_and_deploy_without_a_server_are_exit_2(
 def test_serve_without_any_server_configured_is_exit_2(tmp_path: Path) -> None:
     """No PREFECT_API_URL at all: Prefect's temporary server cannot schedule anything."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "p")}
+    (tmp_path / "in").mkdir()
     result = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--state",
-                             str(tmp_path / "s.duckdb")], env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+                             str(tmp_path / "s.duckdb"), "--inbox", str(tmp_path / "in")],
+                            env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     assert "no Prefect server is configured (PREFECT_API_URL is not set)" in result.stderr
     assert "prefect server start" in result.stderr and "Traceback" not in result.stderr
