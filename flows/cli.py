@@ -83,7 +83,7 @@ def _print_outline(outline: dict[str, Any]) -> None:
         by[f["outcome"]] = by.get(f["outcome"], 0) + 1
     typer.echo(
         f"run {outline['run_id']}: {len(files)} file(s) — "
-        + ", ".join(f"{n} {k}" for k, n in sorted(by.items()))
+        + (", ".join(f"{n} {k}" for k, n in sorted(by.items())) or "an empty inbox")
     )
     for f in files:
         if f["outcome"] == "applied":

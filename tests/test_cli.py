@@ -37,6 +37,14 @@ def test_run_exits_0_and_prints_a_summary(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "reports" / "20261123T000000" / "run_summary.json").exists()
 
 
+def test_an_empty_night_says_so_in_its_summary(tmp_path: Path) -> None:
+    """§1: the short summary of a run over an empty inbox says what it saw (as validate's
+    does), not a dangling dash."""
+    result = runner.invoke(app, args(tmp_path, "--as-of", "2026-11-23"))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "run 20261123T000000: 0 file(s) — an empty inbox"
+
+
 @pytest.mark.parametrize("which", ["in", "out"])
 def test_an_inbox_or_outbox_that_is_a_file_is_exit_2(tmp_path: Path, which: str) -> None:
     (tmp_path / which).write_text("not a folder")
