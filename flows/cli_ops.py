@@ -26,11 +26,13 @@ from flows.cli_common import (
 from flows.pipeline import RunPaths
 
 CronOpt = Annotated[
-    str, typer.Option("--cron", help="when the nightly run starts (cron: minute hour day month weekday)")
+    str, typer.Option("--cron", metavar="EXPR", help="when the nightly run starts (cron: minute hour day month weekday)")
 ]  # fmt: skip
 TimezoneOpt = Annotated[
     str | None,
-    typer.Option("--timezone", help="IANA time zone of the cron [default: the machine's]"),
+    typer.Option(
+        "--timezone", metavar="TZ", help="IANA time zone of the cron  [default: the machine's]"
+    ),
 ]
 
 
@@ -69,8 +71,8 @@ def serve(
 
 @app.command()
 def deploy(
-    tenants: Annotated[Path, typer.Option("--tenants", help="the tenants file (TOML, SPEC §11)")],
-    pool: Annotated[str, typer.Option("--pool", help="Prefect process work pool (created when missing)")] = "cmi",
+    tenants: Annotated[Path, typer.Option("--tenants", metavar="FILE", help="the tenants file (TOML, SPEC §11)")],
+    pool: Annotated[str, typer.Option("--pool", metavar="NAME", help="Prefect process work pool (created when missing)")] = "cmi",
 ) -> None:  # fmt: skip
     """Register one scheduled deployment nightly/<tenant> per tenant in a Prefect work pool,
     for `prefect worker start --pool NAME` to run (needs a Prefect server: PREFECT_API_URL)."""
