@@ -85,7 +85,7 @@ def test_version_prints_cmi_and_the_version() -> None:
     assert result.output == f"cmi {version('cmi')}\n"
 
 
-@pytest.mark.parametrize("command", ["run", "demo", "serve", "status"])
+@pytest.mark.parametrize("command", ["run", "demo", "serve", "status", "validate", "redeliver"])
 def test_help_shows_every_options_default_and_environment_variable(command: str) -> None:
     """§1: `--help` of every command shows each option's default and, where it has one,
     its environment variable (rich markup used to swallow `[env …]`)."""
