@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 from helpers_serials import DEMO, PROD_A, PROD_B, make_ctx, rows, seed, set_status, valid_rows
 
+from connectors.store import open_store
 from schemas.master_data import CmosFile
 from schemas.serials import AssignmentsFile, ExportsFile, PartnerRequestsFile
+from transforms.codes import gs1_check_digit
 from transforms.master_data import apply_cmos
 from transforms.reports import (
     SERIAL_BALANCE_COLUMNS,
@@ -256,6 +259,28 @@ def test_uniqueness_check_compares_the_strings_of_serials_whose_keys_collide() -
     insert_serials(con, pl.DataFrame({"product_code": ["P"], "serial": ["C"]}), "pool", CTX)
     assert _new_serials_unique(con, before, key="0::UBIGINT") is False
     assert _new_serials_unique(con, before) is False
+
+
+def test_uniqueness_check_of_a_night_that_grew_hundreds_of_products(tmp_path: Path) -> None:
+    """A pool file of 300 products: the check covers every product that grew (a repeat in
+    the last one is found) and runs in bounded memory — the check goes a few products at a time (test_pipeline's night of 300 products)."""
+    N = 300
+    codes = [(b := f"09{i:011d}") + gs1_check_digit(b) for i in range(N)]
+    path = tmp_path / "cmi.duckdb"
+    store = open_store(path)
+    seed(store.con, products=codes, pool={code: [str(n) for n in range(20)] for code in codes})
+    store.close()
+    store = open_store(path)  # a store file as a night opens it: its blocks on disk
+    con = store.con
+    balance = serial_balance_report(con)
+    before = pool_sizes(con)
+    grown = pl.DataFrame({"product_code": codes * 2, "serial": ["20"] * N + ["B"] * N})
+    insert_serials(con, grown, "pool", CTX)
+    assert serial_invariants(con, balance, before)["serial_unique_per_product"] is True
+    repeat = pl.DataFrame({"product_code": [codes[-1]], "serial": ["1"]})
+    insert_serials(con, repeat, "pool", CTX)  # behind the rules' back
+    assert serial_invariants(con, balance, before)["serial_unique_per_product"] is False
+    store.close()
 
 
 def test_invariants_detect_runs_that_do_not_cover_the_pool() -> None:

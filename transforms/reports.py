@@ -132,14 +132,29 @@ def _new_serials_unique(
     stored, so products that did not grow need no check.
     """
     sizes = pool_sizes(con)
-    grew = {pid: since.get(pid, 0) for pid, size in sizes.items() if size > since.get(pid, 0)}
-    if not grew:
-        return True
-    # one filtered scan per product (a conjunction on pid and pseq: DuckDB skips the
-    # blocks outside it by their min/max)
+    grew = sorted(
+        (pid, since.get(pid, 0)) for pid, size in sizes.items() if size > since.get(pid, 0)
+    )
+    # a few products at a time: each product is one filtered scan (a conjunction on pid
+    # and pseq: DuckDB skips the blocks outside it by their min/max), and a statement of
+    # hundreds of scans joined to hundreds more costs seconds to plan and runs out of
+    # memory (a pool file of 500 products); serials of different products never repeat
+    return all(
+        _grown_serials_unique(con, grew[at : at + _PRODUCTS_PER_CHECK], key)
+        for at in range(0, len(grew), _PRODUCTS_PER_CHECK)
+    )
+
+
+_PRODUCTS_PER_CHECK = 16
+
+
+def _grown_serials_unique(
+    con: duckdb.DuckDBPyConnection, grew: list[tuple[int, int]], key: str
+) -> bool:
+    """`_new_serials_unique` for a few products: (pid, its size at the run's start)."""
     new = " UNION ALL ".join(
         f"SELECT pid, num, txt FROM pool WHERE pid = {int(pid)} AND pseq >= {int(lo)}"
-        for pid, lo in grew.items()
+        for pid, lo in grew
     )
     keys = con.execute(f"SELECT {key} AS k FROM ({new})").pl().to_series()
     if keys.n_unique() != keys.len():  # only the repeated keys' serials are compared
@@ -157,7 +172,7 @@ def _new_serials_unique(
             return False
     old = " UNION ALL ".join(
         f"SELECT pid, num, txt FROM pool WHERE pid = {int(pid)} AND pseq < {int(lo)}"
-        for pid, lo in grew.items()
+        for pid, lo in grew
         if lo > 0
     )
     if not old:

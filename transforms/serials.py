@@ -493,11 +493,13 @@ def _reject_existing(
 
 
 def _pool_of(pids: Iterable[int]) -> str:
-    """SQL: the stored serials (pid, num, txt) of these products, one filtered scan each
-    (DuckDB skips the blocks of other products by their min/max: a product's serials
-    are a few of the store's, and a join on the whole pool would read every one)."""
-    scans = [f"SELECT pid, num, txt FROM pool WHERE pid = {int(pid)}" for pid in sorted(set(pids))]
-    return " UNION ALL ".join(scans) or "SELECT pid, num, txt FROM pool WHERE false"
+    """SQL: the stored serials (pid, num, txt) of these products, one scan filtered by an
+    IN list (DuckDB skips the blocks of other products by their min/max: a product's
+    serials are a few of the store's, and a join on the whole pool would read every one).
+    Not a UNION ALL of one scan per product: its planning grows with the products (1.9 s
+    for 100, 25 s for 2,000) where the IN list stays flat."""
+    listed = ", ".join(str(int(pid)) for pid in sorted(set(pids)))
+    return f"SELECT pid, num, txt FROM pool WHERE pid IN ({listed or 'NULL'})"
 
 
 # --------------------------------------------------------------------------- generation §5.2
