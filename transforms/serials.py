@@ -377,6 +377,11 @@ class HolderCounts:
     used: int = 0  # assigned and reported commissioned, shipped or decommissioned
 
 
+def _file_cmos(rows: pl.DataFrame) -> list[str]:
+    """The CMO ids a file's rows name (blank ones left out)."""
+    return [c for c in rows.get_column("cmo_id").unique().to_list() if c is not None]
+
+
 def holder_counts(
     con: duckdb.DuckDBPyConnection, cmo_ids: list[str]
 ) -> dict[tuple[str, str], HolderCounts]:
@@ -740,7 +745,9 @@ def apply_serial_returns(
     cmos = _cmo_states(con)
     products = _products(con)
     rejects = RejectCollector()
-    counts: dict[tuple[str, str], HolderCounts] = {}
+    # the counts of every CMO of the file, read once (a file returns from thousands of
+    # (CMO, product) pairs; rows of one pair build on each other below)
+    counts = holder_counts(con, _file_cmos(rows))
     plan: list[dict[str, Any]] = []
     warnings: list[str] = []
     for row in rows.iter_rows(named=True):
@@ -749,7 +756,7 @@ def apply_serial_returns(
         cmo_id, product = row["cmo_id"], row["product_code"]
         key = (cmo_id, product)
         if key not in counts:
-            counts[key] = holder_counts(con, [cmo_id]).get(key, HolderCounts())
+            counts[key] = HolderCounts()
         held = counts[key].assigned_not_exported
         quantity = held if row["quantity"].upper() == "ALL" else int(row["quantity"])
         if quantity > held:
@@ -1012,7 +1019,7 @@ def apply_partner_requests(
     }
     asked_again: list[int] = []  # first answers of requests repeated (§5.5)
     plan: list[dict[str, Any]] = []
-    counts: dict[tuple[str, str], HolderCounts] = {}
+    counts = holder_counts(con, _file_cmos(rows))
     for row in rows.iter_rows(named=True):
         line, request_id = row[LINE], row["request_id"]
         values = (row["cmo_id"], row["product_code"], int(row["quantity"]))
@@ -1043,7 +1050,7 @@ def apply_partner_requests(
             continue
         key = (row["cmo_id"], row["product_code"])
         if key not in counts:
-            counts[key] = holder_counts(con, [row["cmo_id"]]).get(key, HolderCounts())
+            counts[key] = HolderCounts()
         c = counts[key]
         if values[2] > c.assigned_not_exported:
             rejects.add(
