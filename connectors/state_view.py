@@ -37,6 +37,7 @@ from connectors.store import (
     lock_path,
     not_a_store,
 )
+from transforms.state import APPEND_ONLY
 
 STATE = "state"  # the catalog name of the attached store
 
@@ -154,8 +155,21 @@ class StateView:
             if table not in self.viewed:
                 continue
             self.con.execute(f"DROP VIEW main.{table}")
-            self.con.execute(self._ddl[table])
-            self._copy(table, self._columns[table])
+            if table in APPEND_ONLY:
+                # only appended to: the overlay holds the added rows, the view shows the
+                # store's and them (a year-five pool is 100M serials: no copy of it)
+                cols = ", ".join(self._columns[table])
+                self.con.execute(
+                    f"CREATE TABLE main.{table}_added AS "
+                    f"SELECT {cols} FROM {STATE}.main.{table} WHERE false"
+                )
+                self.con.execute(
+                    f"CREATE VIEW main.{table} AS SELECT {cols} FROM {STATE}.main.{table} "
+                    f"UNION ALL SELECT {cols} FROM main.{table}_added"
+                )
+            else:
+                self.con.execute(self._ddl[table])
+                self._copy(table, self._columns[table])
             self.viewed.discard(table)
             self.materialised.append(table)
 
@@ -199,7 +213,7 @@ def open_state_view(path: Path, *, temp_dir: Path | None = None) -> tuple[Store,
         if spill is not None:
             spill.cleanup()
         raise
-    store = Store(path, con, handle)
+    store = Store(path, con, handle, checkpoint=False)  # nothing of the overlay is kept
     if spill is not None:
         store.cleanups.append(spill.cleanup)
     return store, view

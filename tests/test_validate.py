@@ -271,6 +271,48 @@ def test_only_the_tables_a_kind_writes_are_copied_and_the_others_stay_views(
     assert sorted(found.materialised) == ["meta", "processed_files", "products", "report_rows"]
 
 
+def test_a_pool_file_is_judged_without_copying_the_stored_pool(tmp_path: Path) -> None:
+    """The pool is only appended to: the overlay holds the file's serials, and the rules
+    see the store's and them (a year-five pool is 100M serials: copying it took most of
+    validate's minute on such a store).  A stored serial is still found, a serial of the
+    file is seen by the files after it, and the store stays as it was."""
+    paths = paths_in(tmp_path)
+    first = {
+        "products_a.csv": csv("product_code,product_name", f"{P1},Demo"),
+        "cmos_a.csv": csv("cmo_id,cmo_name,city,country,produceable_products", f"C1,One,Basel,CH,{P1}"),
+        "serial_pool_a.csv": csv("product_code,serial", f"{P1},A1", f"{P1},7"),
+    }  # fmt: skip
+    drop(paths.inbox, first)  # type: ignore[arg-type]
+    paths.outbox.mkdir()
+    run_local(paths, SETTLED, DAY)
+    drop(paths.inbox, {
+        "serial_pool_b.csv": csv("product_code,serial", f"{P1},A1", f"{P1},7", f"{P1},B1", f"{P1},8"),
+        "assignments_b.csv": csv("cmo_id,product_code,quantity", f"C1,{P1},4", f"C1,{P1},1"),
+    })  # fmt: skip
+    before = fingerprint(paths.state.parent)
+    store, view = open_state_view(paths.state)
+    try:
+        view.materialise(["pool"])
+        con = store.con
+        assert con.execute("SELECT count(*) FROM pool_added").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM pool").fetchone() == (2,)
+    finally:
+        store.close()
+    found = validate_inbox(paths.inbox, paths.state, SETTLED, DAY, tmp_path / "v")
+    rejects = [
+        (r["file"], r["line"], r["rule"]) for r in _rejects(found.report_dir / "rejects.csv")
+    ]
+    # the stored serials are found; the file's two new ones and the two stored are
+    # assigned by the first row, so the second finds none left
+    assert rejects == [
+        ("serial_pool_b.csv", "2", "serial_exists"),
+        ("serial_pool_b.csv", "3", "serial_exists"),
+        ("assignments_b.csv", "3", "not_enough_available"),
+    ]
+    assert "pool" in found.materialised
+    assert fingerprint(paths.state.parent) == before
+
+
 def test_a_kind_writing_a_table_it_did_not_declare_fails_loudly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

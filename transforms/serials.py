@@ -41,7 +41,7 @@ from transforms.codes import (
 )
 from transforms.context import FileResult, RunContext
 from transforms.rejects import LINE, REJECT_SCHEMA, RejectCollector, concat_rejects, reject_where
-from transforms.state import register, take_counter
+from transforms.state import appended_to, register, take_counter
 
 CHARSETS = {"numeric": "0123456789", "alphanumeric": "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
 DUPLICATE_SUFFIX = "_CanContainDuplicateSerials"
@@ -293,7 +293,7 @@ def insert_serials(
     }
     frame = serial_parts(_numbered(serials, touched, sizes))
     view = register(con, frame, "new_serials", scan_only=True)
-    con.execute(f"INSERT INTO pool SELECT pid, pseq, num, txt FROM {view}")
+    con.execute(f"INSERT INTO {appended_to(con, 'pool')} SELECT pid, pseq, num, txt FROM {view}")
     con.unregister(view)
     added = frame.group_by("pid").agg(pl.len().alias("n"))
     ranges = added.select(

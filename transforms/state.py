@@ -13,6 +13,21 @@ import pyarrow as pa
 _names = itertools.count(1)
 
 
+APPEND_ONLY = ("pool",)  # tables the rules only ever append to (serials are immutable)
+
+
+def appended_to(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The table that rows appended to `table` go into: `<table>_added` in `cmi validate`'s
+    overlay (`connectors.state_view`: there `table` is a view of the store's rows and the
+    added ones, so that a year of serials is not copied to judge a night), else `table`."""
+    ((overlay,),) = con.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND table_name = ?",
+        [f"{table}_added"],
+    ).fetchall()
+    return f"{table}_added" if overlay else table
+
+
 def take_counter(con: duckdb.DuckDBPyConnection, key: str, n: int) -> int:
     """Reserve `n` consecutive numbers of counter `key`; return the first.
 
