@@ -30,7 +30,8 @@ child process (`run_pipeline` with the default reports: CSVs, report.html,
 report.xlsx).  It reports each stage's wall time and peak memory (VmHWM, reset per
 stage) on both stores and their ratio, the store's size on disk per serial and per
 stored link (DuckDB's blocks of the link tables are the links'; the rest the
-serials'), and the time to open the store and check the invariants of §8.
+serials'), and the time to open the store and check the invariants of §8; and `cmi validate`
+of the night's inbox on each store (a dry run over a read-only view of it) before the night.
 
 Targets: night on the history store <= 1.3x the fresh store; peak memory < 2 GB;
 <= 20 bytes per serial, <= 40 bytes per link; open + check <= 2 s.
@@ -231,6 +232,26 @@ def child_check(state: Path) -> dict[str, Any]:
     }
 
 
+def child_validate(root: Path, as_of: str) -> dict[str, Any]:
+    """`cmi validate` of the night's inbox against the store, as an operator runs it the
+    day before: a dry run over a read-only view of the store (nothing changes)."""
+    import datetime as dt
+    import resource
+
+    from flows.validate import validate_inbox
+
+    t0 = time.perf_counter()
+    found = validate_inbox(root / "inbox", root / "state" / "cmi.duckdb", _config(False),
+                           dt.datetime.fromisoformat(as_of), root / "validate")  # fmt: skip
+    wall = time.perf_counter() - t0
+    if found.unexpected or found.would_reject:
+        raise SystemExit(f"validate of the night: {found.unexpected or found.files}")
+    return {
+        "wall_s": round(wall, 3),
+        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
 def child_migrate(state: Path) -> dict[str, Any]:
     """Open a store of an older format as a run does: the product migrates it."""
     from connectors.store import open_store
@@ -294,7 +315,7 @@ def child_facts(state: Path) -> dict[str, Any]:
 
 def child_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["build", "night", "check", "facts", "migrate"])
+    parser.add_argument("what", choices=["build", "night", "check", "facts", "migrate", "validate"])
     parser.add_argument("--root", type=Path)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--nights", type=int, default=24)
@@ -309,6 +330,8 @@ def child_main(argv: list[str]) -> None:
         result = child_night(opts.root, opts.as_of, opts.rerun)
     elif opts.what == "check":
         result = child_check(state)
+    elif opts.what == "validate":
+        result = child_validate(opts.root, opts.as_of)
     elif opts.what == "migrate":
         result = child_migrate(state)
     else:
@@ -514,6 +537,7 @@ def main() -> None:
         inboxes[kind] = inbox
     results: dict[str, list[dict[str, Any]]] = {"history": [], "fresh": []}
     checks: dict[str, list[dict[str, Any]]] = {"history": [], "fresh": []}
+    validations: dict[str, list[dict[str, Any]]] = {"history": [], "fresh": []}
     for rep in range(opts.reps):
         order = ["history", "fresh"] if rep % 2 == 0 else ["fresh", "history"]
         for kind in order:
@@ -522,12 +546,15 @@ def main() -> None:
             checks[kind].append(child("check", "--root", str(root)))
             shutil.copytree(inboxes[kind], root / "inbox")
             _settle(root / "inbox")
+            validations[kind].append(child("validate", "--root", str(root), "--as-of", as_of))
             os.sync()
             result = child("night", "--root", str(root), "--as-of", as_of)
             results[kind].append(result)
             print(
                 f"  rep {rep + 1} {kind:<7}: night {result['wall_s']:.2f} s, peak "
-                f"{result['peak_mb']} MB; open+check {checks[kind][-1]['open_and_check_s']:.2f} s",
+                f"{result['peak_mb']} MB; open+check {checks[kind][-1]['open_and_check_s']:.2f} s; "
+                f"validate {validations[kind][-1]['wall_s']:.2f} s, "
+                f"{validations[kind][-1]['peak_mb']} MB",
                 flush=True,
             )
     shutil.rmtree(work / "night", ignore_errors=True)
@@ -536,7 +563,7 @@ def main() -> None:
         print("crash test on the history store:", flush=True)
         crashes = crash_test(stores["history"][0], inboxes["history"], as_of, work, [0.2, 0.5, 0.8])
     load_end = os.getloadavg()
-    report(opts, stores, results, checks, (load_start, load_end))
+    report(opts, stores, results, checks, validations, (load_start, load_end))
     if any(
         not (c["same_outputs"] and c["invariants_hold"] and not c["inbox_left"]) for c in crashes
     ):
@@ -552,6 +579,7 @@ def report(
     stores: dict[str, tuple[Path, dict[str, Any]]],
     results: dict[str, list[dict[str, Any]]],
     checks: dict[str, list[dict[str, Any]]],
+    validations: dict[str, list[dict[str, Any]]],
     loads: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> None:
     hist, fresh = stores["history"][1], stores["fresh"][1]
@@ -603,6 +631,12 @@ def report(
         f"open + check §8 invariants: history {oc:.2f} s (open "
         f"{_median([c['open_s'] for c in checks['history']]):.2f} s), fresh {oc_f:.2f} s"
     )
+    val_h = _median([v["wall_s"] for v in validations["history"]])
+    val_f = _median([v["wall_s"] for v in validations["fresh"]])
+    val_peak = max(v["peak_mb"] for k in validations for v in validations[k])
+    print(
+        f"cmi validate of the night: history {val_h:.2f} s, fresh {val_f:.2f} s; peak {val_peak} MB"
+    )
     failed = sorted(
         {k for r in [*results["history"], *results["fresh"]] for k, v in r["invariants"].items() if not v}
         | {k for c in [*checks["history"], *checks["fresh"]] for k, v in c["invariants"].items() if not v}
@@ -626,6 +660,9 @@ def report(
                 "bytes_per_serial": hist["bytes_per_serial"],
                 "bytes_per_link": hist["bytes_per_link"],
                 "open_and_check_s": round(oc, 3),
+                "validate_history_s": round(val_h, 3),
+                "validate_fresh_s": round(val_f, 3),
+                "validate_peak_mb": val_peak,
             }
         )
     )
