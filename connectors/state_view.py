@@ -7,8 +7,10 @@ each of its tables is shown in the in-memory database as a view of the store's t
 of that name, so the rules read the current state through the very names they use in
 a run.  A rule cannot write into a view: before a file is judged, `materialise` turns
 the tables its kind writes into in-memory tables holding a copy of the store's rows
-(only those tables: the serial pool, the biggest, only for a pool or generation
-file).  The effects of each file stay in memory, where the next file sees them, and
+(only those tables).  The serial pool, the biggest (100M serials in a store's fifth
+year), is only ever appended to: for a pool or generation file it becomes a view of the
+store's pool and an in-memory `pool_added`, into which `insert_serials` appends
+(`transforms.state.appended_to`).  The effects of each file stay in memory, where the next file sees them, and
 vanish when the view is closed: the store's bytes (its WAL too) never change.
 
 Readers share the store's lock (`flock` shared): a run cannot start while a view is
