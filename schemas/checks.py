@@ -39,8 +39,20 @@ def iso_currencies() -> list[str]:
 
 
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$"
-# hours 00-23, minutes 00-59, seconds 00-59 (a leap second 60 too), offsets up to 23:59
-DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9]|60)(\.[0-9]+)?)?(Z|[+\-]([01][0-9]|2[0-3]):?[0-5][0-9])?)?$"
+# ISO 8601 date-times (§3.1): a calendar date, then optionally a time of day (hh:mm, or
+# hh:mm:ss with a decimal fraction after `.` or `,`) and a UTC designator or offset (±hh,
+# ±hh:mm or ±hhmm), in the extended format (2024-05-01T07:00:00; a space for the T as RFC
+# 3339 allows) or the basic format (20240501T070000, 20240501T0700Z), each format
+# throughout: ISO 8601 does not mix them.  Hours 00-23, minutes 00-59, seconds 00-59 (a
+# leap second 60 too), offsets up to 23:59.
+_HOUR, _MINUTE, _SECOND = "([01][0-9]|2[0-3])", "[0-5][0-9]", "([0-5][0-9]|60)([.,][0-9]+)?"
+DATETIME_PATTERN = (
+    rf"^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([T ]{_HOUR}:{_MINUTE}(:{_SECOND})?"
+    rf"(Z|[+\-]{_HOUR}(:?{_MINUTE})?)?)?$"
+)
+DATETIME_BASIC_PATTERN = (
+    rf"^[0-9]{{8}}(T{_HOUR}{_MINUTE}({_SECOND})?(Z|[+\-]{_HOUR}({_MINUTE})?)?)?$"
+)
 
 
 def gtin14(col: pl.Expr) -> pl.Expr:
@@ -121,5 +133,13 @@ def sgln(col: pl.Expr) -> pl.Expr:
 
 
 def iso_datetime(col: pl.Expr) -> pl.Expr:
-    """ISO 8601: a real calendar date, then optionally a time of day and an offset."""
-    return col.str.contains(DATETIME_PATTERN) & is_date_expr(col.str.slice(0, 10))
+    """ISO 8601 (§3.1), extended or basic format: a real calendar date, then optionally a
+    time of day and an offset (`DATETIME_PATTERN`, `DATETIME_BASIC_PATTERN`)."""
+    basic = col.str.contains(DATETIME_BASIC_PATTERN)
+    date = (
+        pl.when(basic)
+        .then(pl.concat_str([col.str.slice(0, 4), col.str.slice(4, 2), col.str.slice(6, 2)],
+                            separator="-"))
+        .otherwise(col.str.slice(0, 10))
+    )  # fmt: skip
+    return (basic | col.str.contains(DATETIME_PATTERN)) & is_date_expr(date)

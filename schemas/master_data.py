@@ -113,7 +113,8 @@ class PartnershipsFile(pa.DataFrameModel):
 
     @pa.check(
         "event_time",
-        error="datetime|event_time '{value}' is not an ISO 8601 date-time (YYYY-MM-DDTHH:MM:SS)",
+        error="datetime|event_time '{value}' is not an ISO 8601 date-time "
+        "(YYYY-MM-DDTHH:MM:SS or YYYYMMDDTHHMMSS)",
     )
     def _event_time(cls, data):  # type: ignore[no-untyped-def]
         return valid_where(data, checks.iso_datetime(pl.col(data.key)))
