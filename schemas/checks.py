@@ -121,15 +121,13 @@ def email(col: pl.Expr) -> pl.Expr:
 
 
 def sgln(col: pl.Expr) -> pl.Expr:
-    """`<company prefix>.<location reference>.<extension or 0>`, prefix + reference = 12 digits."""
+    """`<company prefix>.<location reference>.<extension or 0>`: prefix and reference are
+    digits, together 12 (§4.2; the spec sets no other bound on the prefix, and the SGLNs
+    of shipping files are read by the same rule: `transforms.epc`)."""
     parts = col.str.extract_groups(SGLN_PATTERN)
     prefix = parts.struct.field("1")
     ref = parts.struct.field("2")
-    return (
-        col.str.contains(SGLN_PATTERN)
-        & ((prefix.str.len_chars() + ref.str.len_chars()) == 12)
-        & (prefix.str.len_chars() >= 6)
-    )
+    return col.str.contains(SGLN_PATTERN) & ((prefix.str.len_chars() + ref.str.len_chars()) == 12)
 
 
 def iso_datetime(col: pl.Expr) -> pl.Expr:

@@ -221,7 +221,6 @@ def test_valid_sglns(value: str) -> None:
         "1234567.00012.A B",  # not an AI(21) character
         "1234567.00012." + "X" * 21,  # extension too long
         "12345a7.00012.0",
-        "12345.6789012.0",  # company prefix shorter than 6 digits
         "..0",
     ],
 )

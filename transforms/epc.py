@@ -9,8 +9,9 @@ Rules (GS1 EPC Tag Data Standard, pure-identity URIs):
   GS1 character set 82.
 - `urn:epc:id:sscc:<company prefix>.<extension + serial reference>` — 17 digits
   in all; SSCC-18 = extension digit + company prefix + serial reference + check digit.
-- `urn:epc:id:sgln:<company prefix>.<location reference>.<extension>` — 12 digits
-  plus an extension; it is written `prefix.location.extension` (the form of
+- `urn:epc:id:sgln:<company prefix>.<location reference>.<extension>` — company
+  prefix and location reference are digits, together 12 (SPEC §4.2, §6 set no other
+  bound on the prefix: one of fewer than 6 digits counts too), plus an extension; it is written `prefix.location.extension` (the form of
   `cmos.sgln`), GLN-13 = the 12 digits + check digit.
 
 GS1 Digital Link URIs name the same objects (one object however written):
@@ -88,8 +89,12 @@ def _bad(uri: str, reason: str) -> Epc:
     return Epc(uri, "malformed", reason=reason)
 
 
-def _prefix_ok(cp: str, digits: int, rest: str) -> bool:
-    return 6 <= len(cp) <= 12 and len(cp) + len(rest) == digits
+def _prefix_ok(cp: str, digits: int, rest: str, shortest: int = 6) -> bool:
+    return shortest <= len(cp) <= 12 and len(cp) + len(rest) == digits
+
+
+# the shortest company prefix, by scheme number (1 SGTIN, 2 SSCC, 3 SGLN; module docstring)
+_SHORTEST_PREFIX = {1: 6, 2: 6, 3: 1}
 
 
 def parse_epc(uri: str) -> Epc:
@@ -117,9 +122,15 @@ def parse_epc(uri: str) -> Epc:
         return Epc(text, "sscc", sscc=body + gs1_check_digit(body))
     if text.startswith(SGLN_PREFIX):
         m = _SGLN_RE.fullmatch(text)
-        if not m or not _prefix_ok(m[1], 12, m[2]) or not re.fullmatch(_RAW_SERIAL, m[3]):
+        if (
+            not m
+            or not _prefix_ok(m[1], 12, m[2], _SHORTEST_PREFIX[3])
+            or not re.fullmatch(_RAW_SERIAL, m[3])
+        ):
             return _bad(
-                text, "an SGLN needs a 6-12 digit company prefix, 12 digits and an extension"
+                text,
+                "an SGLN needs a company prefix and a location reference of 12 digits "
+                "together, then an extension",
             )
         body = m[1] + m[2]
         return Epc(text, "sgln", sgln=text[len(SGLN_PREFIX) :], gln=body + gs1_check_digit(body))
@@ -224,7 +235,7 @@ def parse_epcs_sql(relation: str, column: str = "epc") -> str:
             CASE _s WHEN 1 THEN length(_cp) + length(_ir) = 13
                     WHEN 2 THEN length(_cp) + length(_ir) = 17
                     ELSE length(_cp) + length(_ir) = 12 END
-            AND length(_cp) BETWEEN 6 AND 12
+            AND length(_cp) BETWEEN CASE _s WHEN 3 THEN 1 ELSE 6 END AND 12
             AND translate(_cp || _ir, '0123456789', '') = '' AS _head_ok,
             substr(_ir, 1, 1) || _cp || substr(_ir, 2) AS _body
         FROM (SELECT DISTINCT _s, _cp, _ir FROM _parts WHERE _s BETWEEN 1 AND 3)
@@ -335,7 +346,7 @@ def _head_keys(heads: pl.DataFrame) -> pl.DataFrame:
     ok, keys = [], []
     for scheme, cp, ir in heads.iter_rows():
         good = (
-            6 <= len(cp) <= 12
+            _SHORTEST_PREFIX[scheme] <= len(cp) <= 12
             and len(cp) + len(ir) == _DIGITS[scheme]
             and (cp + ir).isdigit()
             and (cp + ir).isascii()
