@@ -44,19 +44,31 @@ from transforms.state import APPEND_ONLY
 STATE = "state"  # the catalog name of the attached store
 
 
+def _run_holds(path: Path) -> StateLocked:
+    return StateLocked(
+        f"a run is using the state store {path}; "
+        + holder_note(path)
+        + "; try again when the run has finished"
+    )
+
+
 def _lock_shared(path: Path) -> IO[str]:
-    if not path.exists():  # no store yet: nothing to share (and no lock file made)
+    """The store's lock, shared, taken without changing anything (§1: validate changes
+    nothing): the lock file is opened read-only, and never made.  A store without a lock
+    file (none yet: its first run made no lock, or it was copied without it) is held by
+    no run — a run makes the file before it locks it — and the run that would start
+    meanwhile meets DuckDB's own lock of the file (`open_state_view`, `open_store`)."""
+    if not path.exists():  # no store yet: nothing to share
         return open(os.devnull, "a+")  # noqa: SIM115 - closed by Store.close
-    handle = lock_path(path).open("a+")
+    try:
+        handle = lock_path(path).open("r")
+    except FileNotFoundError:
+        return open(os.devnull, "a+")  # noqa: SIM115 - closed by Store.close
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError as err:
         handle.close()
-        raise StateLocked(
-            f"a run is using the state store {path}; "
-            + holder_note(path)
-            + "; try again when the run has finished"
-        ) from err
+        raise _run_holds(path) from err
     return handle
 
 
@@ -200,6 +212,9 @@ def open_state_view(path: Path, *, temp_dir: Path | None = None) -> tuple[Store,
             try:
                 con.execute(f"ATTACH '{_sql_text(str(path))}' AS {STATE} (READ_ONLY)")
             except duckdb.IOException as err:
+                # a run opened the store between the look for its lock file and here
+                if "conflicting lock" in str(err).lower():
+                    raise _run_holds(path) from err
                 usage = not_a_store(err, path)
                 if usage is not None:
                     raise usage from err
