@@ -43,6 +43,7 @@ bench: setup
 	$(UV) run --frozen python -m bench.bench_delivery
 	$(UV) run --frozen python -m bench.bench_csv_limits
 	$(UV) run --frozen python -m bench.bench_tenants
+	$(UV) run --frozen python -m bench.bench_wide
 
 bench-small: setup
 	$(UV) run --frozen python -m bench.bench_serials --scale 0.05
@@ -52,6 +53,7 @@ bench-small: setup
 	$(UV) run --frozen python -m bench.bench_delivery --serials 100000 --reps 3
 	$(UV) run --frozen python -m bench.bench_csv_limits --mb 64
 	$(UV) run --frozen python -m bench.bench_tenants --scale 0.05 --overhead-reps 3
+	$(UV) run --frozen python -m bench.bench_wide --products 20 --cmos 10 --reps 1
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
