@@ -29,7 +29,10 @@ _VL_VERSION = (
 )
 _WIDTH = 520
 _STEP = 22
-_FONT = "Helvetica, Arial, sans-serif"
+# the labels are laid out with the first of these fonts the machine has: DejaVu Sans (the
+# sans-serif of Debian and most Linux desktops) is the widest, so a browser that draws
+# them with it, Helvetica or Arial never pushes a label past the chart's edge
+_FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 _HOLDING_COLORS = ["#4c78a8", "#72b7b2", "#b279a2"]
 _OUTCOME_COLORS = ["#2e7d32", "#c62828", "#ef6c00", "#8e24aa", "#6d4c41", "#1565c0"]
 LINKED_COLOR, OTHER_COLOR = "#2e7d32", "#ef6c00"
@@ -56,7 +59,7 @@ def _stacked(rows: Rows, y: str, color: str, domain: list[str], colors: list[str
         alt.Chart(alt.Data(values=ranked))
         .mark_bar()
         .encode(
-            y=alt.Y(f"{y}:N", sort=order, title=None, axis=alt.Axis(labelLimit=260)),
+            y=alt.Y(f"{y}:N", sort=order, title=None, axis=alt.Axis(labelLimit=0)),
             x=alt.X("sum(count):Q", title=x_title, axis=alt.Axis(format="d", tickMinStep=1)),
             color=alt.Color(
                 f"{color}:N",
@@ -87,7 +90,7 @@ def _reasons(rows: Rows, linked: str) -> Any:
                 "reason:N",
                 sort=[r["reason"] for r in rows],
                 title=None,
-                axis=alt.Axis(labelLimit=260),
+                axis=alt.Axis(labelLimit=0),
             ),  # fmt: skip
             x=alt.X("count:Q", title="order lines", axis=alt.Axis(format="d", tickMinStep=1)),
             color=alt.condition(
