@@ -35,6 +35,7 @@ from flows.cli_common import (
     parse_as_of,
     path_of,
     print_error,
+    set_log_clock,
     setup_log,
     use_prefect,
 )
@@ -64,6 +65,7 @@ def execute_run(
         config = load_config(config_file, explicit=explicit)
         given = config_file if (explicit or config_file.exists()) else None
     as_of = parse_as_of(as_of_text)
+    set_log_clock(as_of)  # §1: the run's clock is the log's too
     check_run_paths(paths.inbox, paths.outbox, paths.state)
     paths.outbox.mkdir(parents=True, exist_ok=True)
     if use_prefect(prefect):

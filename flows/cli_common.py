@@ -111,6 +111,32 @@ def config_path(flag: Path | None) -> tuple[Path, bool]:
     return Path("cmi.toml"), False
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_log_clock: dt.datetime | None = None  # the clock of the run being logged, once it is known
+
+
+def set_log_clock(clock: dt.datetime | None) -> None:
+    """Stamp the lines of `cmi.log` with `clock`, the run's clock, from now on (SPEC §1: the
+    run's clock — `--as-of`, else the run's start — is the clock of the log as it is of the
+    run ids and file names); None: the machine's clock, for a command without a run's
+    clock (status, redeliver) and before a run's clock is known."""
+    global _log_clock
+    _log_clock = clock
+
+
+class LogFormatter(logging.Formatter):
+    """The lines of `cmi.log`: `LOG_FORMAT`, the time the run's clock when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        clock = _log_clock
+        if clock is None:
+            return super().formatTime(record, datefmt)
+        return clock.strftime("%Y-%m-%d %H:%M:%S,000")  # the shape of logging's own stamp
+
+
 class _LogFile(logging.FileHandler):
     """`cmi.log`.  A line that cannot be written (the disk under the state store filled up
     during the run) is dropped: logging's default prints a traceback on the console."""
@@ -135,7 +161,7 @@ def setup_log(state: Path, log_dir: Path | None = None) -> tuple[Path, OSError |
             logger.addHandler(logging.NullHandler())
             logger.propagate = False
             return log_path, err
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(LogFormatter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -156,6 +182,16 @@ def guarded(state: Path, action: Any, log_dir: Path | None = None) -> int:
     to the log (beside the state store, or in `log_dir`) when the log can be written."""
     log_path, log_failure = setup_log(state, log_dir)
     places = [("the state store's folder", state.parent)]
+    set_log_clock(None)  # until the command knows its run's clock (never an earlier one's)
+    try:
+        return _guard(action, log_path, log_failure, places)
+    finally:
+        set_log_clock(None)
+
+
+def _guard(
+    action: Any, log_path: Path, log_failure: OSError | None, places: list[tuple[str, Path]]
+) -> int:
     try:
         action()
     except ConfigError as err:

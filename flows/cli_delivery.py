@@ -27,6 +27,7 @@ from flows.cli_common import (
     guarded,
     path_of,
     print_error,
+    set_log_clock,
 )
 
 
@@ -81,10 +82,10 @@ def redeliver(
                 f"a run is using the state store {path}; {_latest_reports(path, out)}; run "
                 "cmi redeliver again when it has finished"
             ) from err
+        when = dt.datetime.now().replace(microsecond=0)  # its clock: delivered_at, the log
+        set_log_clock(when)
         try:
-            done = redeliver_files(
-                store.con, out, cfg, file_names, dt.datetime.now().replace(microsecond=0)
-            )
+            done = redeliver_files(store.con, out, cfg, file_names, when)
         except UnknownFiles as err:
             raise ConfigError(str(err)) from err
         finally:

@@ -24,6 +24,7 @@ from flows.cli_common import (
     parse_as_of,
     path_of,
     print_error,
+    set_log_clock,
 )
 
 EXIT_WOULD_REJECT = 4
@@ -62,6 +63,7 @@ def validate(
         config_file, explicit = config_path(config)
         cfg = load_config(config_file, explicit=explicit)
         when = parse_as_of(as_of)
+        set_log_clock(when)  # §1: the run's clock is the log's too
         if not inbox_path.is_dir():
             raise ConfigError(
                 f"inbox {inbox_path} does not exist: give the inbox folder with --inbox "

@@ -51,7 +51,7 @@ from connectors.faults import RunStopped  # noqa: E402
 from connectors.run_reports import read_summary, rejects_by_file_and_rule  # noqa: E402
 from connectors.store import StateLocked  # noqa: E402
 from flows import pipeline  # noqa: E402
-from flows.cli_common import parse_as_of, setup_log  # noqa: E402
+from flows.cli_common import parse_as_of, set_log_clock, setup_log  # noqa: E402
 from flows.pipeline import RunPaths  # noqa: E402
 from transforms.context import Config  # noqa: E402
 from transforms.run_outcome import ATTENTION_STATE, attention_reasons  # noqa: E402
@@ -284,6 +284,7 @@ def nightly(
     with _logs_to_flow_run():
         try:
             clock = _clocks.pop((as_of, timezone, tenant), None) or run_clock(as_of, timezone)
+            set_log_clock(clock)  # §1: the run's clock is the log's too (a worker's runs as well)
             cfg = load_config(Path(config), explicit=True) if config else Config()
             if not paths.inbox.is_dir():  # SPEC §1: a wrong folder must not pass for an empty night
                 raise ConfigError(

@@ -81,7 +81,9 @@ def prefect_console_to_log(log_path: Path) -> None:
         except OSError:  # no log folder: Prefect's lines are lost, never on the console
             return
         handler.setLevel(logging.INFO)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        from flows.cli_common import LogFormatter
+
+        handler.setFormatter(LogFormatter())  # stamped with the run's clock, as cmi's lines
         root.addHandler(handler)
         internal.addHandler(handler)
 

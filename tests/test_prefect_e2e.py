@@ -322,6 +322,13 @@ def test_cmi_run_through_prefect_is_a_readable_flow_run(
     assert all(t.state.is_completed() for t in tasks)
     lines = [entry.message for entry in logs if entry.name == "cmi"]
     cmi_log = (tmp_path / "state" / "cmi.log").read_text()
+    # §1: the run's clock stamps the run's lines of cmi.log, Prefect's flow and task run
+    # lines in it too (a line Prefect may add at the process's exit is after the run)
+    run_lines = [line for line in cmi_log.splitlines()
+                 if any(f" {name}: " in line for name in ("cmi", "prefect.flow_runs",
+                                                          "prefect.task_runs"))]  # fmt: skip
+    assert len(run_lines) > 9 + len(STAGES)
+    assert all(line.startswith("2026-11-23 02:00:00,000 ") for line in run_lines), cmi_log
     for expected in ("run 20261123T020000: products_a.csv: applied, 3 row(s) applied, 0 rejected",
                      "run 20261123T020000: what_is_this.csv: quarantined — unrecognised file kind",
                      "run 20261123T020000 (prefect): 8 file(s), 7 applied, 1 quarantined"):  # fmt: skip
