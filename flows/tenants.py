@@ -127,7 +127,7 @@ def parse_tenants(data: dict[str, Any], source: str, base: Path) -> list[Tenant]
                 raise ConfigError(f"{where}: {key} {folder} is a file, not a folder")
         config = _path(spec["config"], base) if "config" in spec else None
         if config is not None:
-            load_config(config, explicit=True)  # the night must not fail on its cmi.toml
+            _check_config(config, where)  # the night must not fail on its cmi.toml
         if "timezone" in spec:
             zone = check_timezone(spec["timezone"], where)
         else:
@@ -136,6 +136,20 @@ def parse_tenants(data: dict[str, Any], source: str, base: Path) -> list[Tenant]
         tenants.append(Tenant(name, inbox, outbox, state, config, cron, zone))
     _check_shared(tenants, source)
     return tenants
+
+
+def _check_config(config: Path, where: str) -> None:
+    """A tenant's cmi.toml exists and is valid; an error names the tenant and the key."""
+    if not config.is_file():
+        what = "is a folder" if config.is_dir() else "does not exist"
+        raise ConfigError(
+            f"{where}: config {config} {what}: create the file (an empty one takes the "
+            "built-in settings), or remove the config key"
+        )
+    try:
+        load_config(config, explicit=True)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: config: {err}") from err
 
 
 def _path(value: str, base: Path) -> Path:
