@@ -84,7 +84,7 @@ class _Book:
             for c, width in enumerate(widths):
                 sheet.set_column(c, c, width)
             sheet.freeze_panes(1, 0)
-            sheet.autofilter(0, 0, max(rows.height, 1), max(frame.width - 1, 0))
+            sheet.autofilter(0, 0, rows.height, max(frame.width - 1, 0))  # header and rows
             writers = [self._writer(sheet, dtype, text_only) for dtype in frame.dtypes]
             for c, (write, column) in enumerate(zip(writers, rows.iter_columns(), strict=True)):
                 for r, value in enumerate(column, start=1):
