@@ -15,8 +15,10 @@ name is XML, read here:
   bizStep is commissioning (their outputEPCList; an inputEPCList is never staged).
   Other events (other TransformationEvents, QuantityEvent, TransactionEvent,
   AssociationEvent, also inside a 1.2 `<extension>` wrapper, and any other element
-  of such a wrapper) are counted and skipped; unknown extension elements of an
-  event are ignored.
+  of such a wrapper) are counted and skipped, each in its place (an event's index
+  counts every skipped event before it); unknown extension elements of an event are
+  ignored.  An EPC list is an event's only as the event's own child (the list of an
+  unknown element is no one's).
 - Lot and expiry of a commissioning: the ILMD's `lotNumber` / `itemExpirationDate`;
   else such an element anywhere else in the event; else SAP's
   `SAPExtension/ObjAttributes` `LOTNO` / `DATEX`; else Optel's `extension`
@@ -459,6 +461,35 @@ def _wrappers_in(events: etree._Element, keep_last: bool) -> int:
 
 _EVENT_LISTS = _names("EventList")
 _EXTENSIONS = _names("extension")
+_EXTENSION_TAGS = frozenset(t.removeprefix("{}") for t in _EXTENSIONS)
+
+
+def _unknown_before(event: etree._Element) -> int:
+    """The elements of extension wrappers that are no event type between the event that
+    starts (`event`) and the event before it: skipped events (§6), each in its place —
+    the event's index counts them.  They are taken out of the tree as they are counted
+    (`_prune` counts the others).  Usually the element before an event is an event (or
+    pruned): one lookup."""
+    n, node = 0, event
+    while True:
+        prev = node.getprevious()
+        if prev is not None and prev.tag in _EVENT_LOCAL:
+            return n
+        parent = node.getparent()
+        if parent is None:
+            return n
+        in_wrapper = parent.tag in _EXTENSION_TAGS
+        while prev is not None and prev.tag not in _EVENT_LOCAL:
+            if prev.tag in _EXTENSION_TAGS:
+                n += _unknown_in(prev)
+            elif in_wrapper and _local(prev.tag):
+                n += 1
+            before = prev.getprevious()
+            parent.remove(prev)
+            prev = before
+        if prev is not None or not in_wrapper:
+            return n
+        node = parent
 
 
 def _prune(root: etree._Element, final: bool) -> int:
@@ -536,14 +567,22 @@ def _stage(
                         continue
                     if action == "start":
                         if code in (_LIST, _DROP):
-                            open_list, open_dropped = el, code == _DROP
+                            # a list is an event's when it is a child of the event (one of
+                            # an unknown element of a wrapper or an event is no one's)
+                            holder = el.getparent()
+                            open_list = el
+                            open_dropped = code == _DROP or (
+                                holder is None or holder.tag not in _EVENT_LOCAL
+                            )
                         elif code == _ROOT:
                             root = el
+                        elif code != _IDENTIFIER and (before := _unknown_before(el)):
+                            stager.skip_unknown(before)  # before the event's own EPCs
                         continue
                     if code == _LIST:
                         open_list = None
-                        # the <epc> children not yet harvested, all complete now
-                        epc_text.extend(map(text_of, el))
+                        if not open_dropped:  # the <epc> children not yet harvested
+                            epc_text.extend(map(text_of, el))
                     elif code == _DROP:
                         open_list = None
                     elif code == _IDENTIFIER:
@@ -584,7 +623,7 @@ def _stage(
                     del open_list[:done]
                 if root is not None:
                     _check_depth(root, whole=not chunk)
-                    stager.unknown += _prune(root, final=not chunk)
+                    stager.skip_unknown(_prune(root, final=not chunk))
                 if not chunk:
                     break
                 stager.flush_if_full(batch_size)

@@ -202,7 +202,6 @@ class Stager:
         self.parties: list[tuple[object, ...]] = []  # rows in PARTY_COLUMNS order
         self.events_ended = 0
         self.skipped = 0  # events ended and not read
-        self.unknown = 0  # other elements of an extension wrapper (skipped events too)
         self.by_type: dict[str, int] = {}
         self.sources: dict[SourceParty, None] = {}  # each distinct source once, first occurrence
         self.locations: dict[str, None] = {}
@@ -213,6 +212,14 @@ class Stager:
         self.events_ended += 1
         self.epc_ends.append(len(self.epc_text))
         return self.events_ended
+
+    def skip_unknown(self, n: int) -> None:
+        """`n` elements of an extension wrapper that are no event type ended, before the
+        next event: skipped events (§6), each taking its place in the event indexes."""
+        for _ in range(n):
+            self.events_ended += 1
+            self.skipped += 1
+            self.epc_ends.append(len(self.epc_text))
 
     def skip(self) -> None:
         """The event just ended is not read (§6 *Events read*)."""
@@ -263,7 +270,7 @@ class Stager:
         self.flush()
         self.writer.close()
         info.events_read = self.events_ended - self.skipped
-        info.events_skipped = self.skipped + self.unknown
+        info.events_skipped = self.skipped
         info.events_by_type = dict(sorted(self.by_type.items()))
         info.epcs_staged = self.staged
         info.sources = list(self.sources)

@@ -1,0 +1,155 @@
+"""Shipping files checked against the letter of SPEC §6 and §10 through the nightly
+pipeline (without Prefect): cases a black-box audit found the product getting wrong."""
+
+from __future__ import annotations
+
+import csv as csvlib
+import io
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from connectors.epcis import stage_document
+from connectors.epcis_stage import STAGE_EPCS
+from tests.pipeline_helpers import csv, report, run_day
+
+P1 = "00614141123452"  # GTIN of urn:epc:id:sgtin:0614141.012345.*
+SGLN = "0614141.00001.0"
+LOC = f"urn:epc:id:sgln:{SGLN}"
+
+MASTER = {
+    "products_a.csv": csv("product_code,product_name", f"{P1},Demo"),
+    "cmos_a.csv": csv(
+        "cmo_id,cmo_name,city,country,produceable_products,sgln",
+        f"ACME,Acme Pharma,Mannheim,DE,{P1},{SGLN}",
+    ),
+    "serial_pool_a.csv": csv("product_code,serial", *[f"{P1},S{i}" for i in range(1, 7)]),
+    "assignments_a.csv": csv("cmo_id,product_code,quantity", f"ACME,{P1},6"),
+}
+
+
+def unit(serial: str) -> str:
+    return f"urn:epc:id:sgtin:0614141.012345.{serial}"
+
+
+def rows_of(text: str) -> list[dict[str, str]]:
+    return list(csvlib.DictReader(io.StringIO(text)))
+
+
+def _night(
+    tmp_path: Path, name: str, text: str | bytes
+) -> tuple[str, dict[str, list[dict[str, str]]]]:
+    files: dict[str, str | bytes] = dict(MASTER)
+    files[name] = text
+    run_id = run_day(tmp_path, "2026-11-23T02:00:00", files)["run_id"]
+    reports = {
+        r: rows_of(report(tmp_path, run_id, f"{r}.csv"))
+        for r in ("shipping_reconciliation", "shipping_exceptions", "serial_balance")
+    }
+    return run_id, reports
+
+
+def _object_event(serial: str, biz_step: str = "shipping") -> str:
+    return (
+        "<ObjectEvent><eventTime>2024-05-01T00:00:00Z</eventTime>"
+        "<eventTimeZoneOffset>+00:00</eventTimeZoneOffset>"
+        f"<epcList><epc>{unit(serial)}</epc></epcList><action>OBSERVE</action>"
+        f"<bizStep>urn:epcglobal:cbv:bizstep:{biz_step}</bizStep>"
+        f"<readPoint><id>{LOC}</id></readPoint></ObjectEvent>"
+    )
+
+
+def _xml12(*events: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<epcis:EPCISDocument xmlns:epcis="urn:epcglobal:epcis:xsd:1" schemaVersion="1.2">'
+        "<EPCISBody><EventList>" + "".join(events) + "</EventList></EPCISBody>"
+        "</epcis:EPCISDocument>\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [
+        # an element of no event type, with an EPC list of its own
+        "<extension><acmeCustomEvent><epcList><epc>{s2}</epc></epcList><action>ADD</action>"
+        "</acmeCustomEvent></extension>",
+        # the same inside a nested wrapper, beside a skipped AssociationEvent
+        "<extension><extension><acmeCustomEvent><epcList><epc>{s2}</epc></epcList>"
+        "</acmeCustomEvent></extension><AssociationEvent><parentID>"
+        "urn:epc:id:sscc:0614141.1234567890</parentID><childEPCs><epc>{s3}</epc></childEPCs>"
+        "<action>ADD</action></AssociationEvent></extension>",
+    ],
+)
+def test_an_unknown_element_of_a_1x_extension_wrapper_is_a_skipped_event_in_its_place(
+    tmp_path: Path, wrapper: str
+) -> None:
+    """§6: anything in an `extension` wrapper of a 1.x document that is not a read kind is
+    counted and skipped — it is an event of the document, so the events after it keep
+    their position (`event_index`, §10, as the JSON-LD reader counts an event of an
+    unknown type), and its EPCs are no one's: a shipping event after it ships S1 only."""
+    skipped = wrapper.count("acmeCustomEvent") // 2 + wrapper.count("AssociationEvent") // 2
+    doc = _xml12(wrapper.format(s2=unit("S2"), s3=unit("S3")), _object_event("S1"),
+                 _object_event("S9"))  # fmt: skip
+    _run_id, rep = _night(tmp_path, "shipping_wrapper.xml", doc)
+    rec = rep["shipping_reconciliation"][0]
+    assert (rec["events_read"], rec["events_skipped"]) == ("2", str(skipped))
+    assert (rec["shipped"], rec["ok"], rec["unknown_serial"]) == ("2", "1", "1")
+    assert [(r["event_index"], r["serial"], r["outcome"]) for r in rep["shipping_exceptions"]] == [
+        (str(skipped + 2), "S9", "UNKNOWN_SERIAL")
+    ]
+    assert rep["serial_balance"][0]["shipped"] == "1"  # S1; S2 and S3 were never shipped
+
+
+def test_unknown_wrapper_elements_keep_every_event_in_its_place_across_chunks(
+    tmp_path: Path,
+) -> None:
+    """The same over a document of several 1 MiB chunks, with the staging written in small
+    batches: wrappers holding unknown elements (with EPC lists), skipped events and
+    commissioning TransformationEvents, nested, between plain ObjectEvents — every staged
+    EPC carries the position of its own event, none an unknown element's."""
+    parts, expected, index = [], {}, 0
+    pad = "x" * 150
+    for n in range(6000):
+        if n % 5:
+            index += 1
+            parts.append(
+                _object_event(f"O{n}").replace("</ObjectEvent>", f"<p>{pad}</p></ObjectEvent>")
+            )
+            expected[f"O{n}"] = index
+            continue
+        inner = []
+        for k, kind in enumerate(
+            ("unknown", "transformation", "association", "nested")[: n % 4 + 1]
+        ):
+            name = f"{kind[0]}{n}x{k}"
+            if kind == "nested":
+                index += 1
+                inner.append(f"<extension><vendor{k}><epcList><epc>{unit(name)}</epc></epcList>"
+                             f"</vendor{k}><q>{pad}</q></extension>")  # fmt: skip
+                index += 1  # <q> is an unknown element too
+                continue
+            index += 1
+            if kind == "unknown":
+                inner.append(f"<acme><epcList><epc>{unit(name)}</epc></epcList></acme>")
+            elif kind == "transformation":
+                inner.append(f"<TransformationEvent><outputEPCList><epc>{unit(name)}</epc>"
+                             "</outputEPCList><bizStep>commissioning</bizStep></TransformationEvent>")  # fmt: skip
+                expected[name] = index
+            else:
+                inner.append(f"<AssociationEvent><childEPCs><epc>{unit(name)}</epc></childEPCs>"
+                             "<action>ADD</action></AssociationEvent>")  # fmt: skip
+                expected[name] = index
+        parts.append("<extension>" + "".join(inner) + "</extension>")
+    path = tmp_path / "shipping_big.xml"
+    path.write_text(_xml12(*parts), encoding="utf-8")
+    assert path.stat().st_size > 2 << 20
+    con = duckdb.connect()
+    info = stage_document(con, path, batch_size=300)
+    assert info.events_read + info.events_skipped == index
+    staged = {
+        epc.rsplit(".", 1)[1]: i
+        for i, epc in con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS}").fetchall()
+    }
+    assert staged == expected
