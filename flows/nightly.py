@@ -184,6 +184,13 @@ def _artifact_key(tenant: str | None, what: str) -> str:
     return f"cmi-{base}-{what}" if base else f"cmi-{what}"
 
 
+def report_page_of(folder: Path) -> Path:
+    """What the link artifact points at (§11): the run's report.html — or, when `[reports]
+    html` is off and there is none, its report folder (never a link to a missing file)."""
+    page = folder / "report.html"
+    return page if page.is_file() else folder
+
+
 def summary_markdown(summary: dict[str, Any], report_html: Path) -> str:
     """The markdown artifact (§11): totals, files and outcomes, warnings, invariants."""
     t = summary.get("totals", {})
@@ -230,7 +237,7 @@ def _publish_artifacts(outline: dict[str, Any], tenant: str | None) -> dict[str,
     summary = read_summary(folder)
     if summary is None:
         return None
-    report_html, run_id = folder / "report.html", outline["run_id"]
+    report_html, run_id = report_page_of(folder), outline["run_id"]
     calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
         (create_markdown_artifact, (summary_markdown(summary, report_html),),
          {"key": _artifact_key(tenant, "summary"),
