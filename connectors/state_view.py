@@ -10,7 +10,12 @@ the tables its kind writes into in-memory tables holding a copy of the store's r
 (only those tables).  The serial pool, the biggest (100M serials in a store's fifth
 year), is only ever appended to: for a pool or generation file it becomes a view of the
 store's pool and an in-memory `pool_added`, into which `insert_serials` appends
-(`transforms.state.appended_to`).  The effects of each file stay in memory, where the next file sees them, and
+(`transforms.state.appended_to`); so do the logs that only grow (`APPEND_ONLY`: the
+contract log, allocations, order lines seen, shipping exceptions).  The packaging
+hierarchy (`PER_CMO`: 50M links of hundreds of CMOs) is read and changed one CMO at a
+time: a shipping document's sender's stored rows are copied into `<table>_cmos` when a
+rule first asks for them (`transforms.state.cmo_rows`), and the view shows the other
+CMOs' stored rows and those.  The effects of each file stay in memory, where the next file sees them, and
 vanish when the view is closed: the store's bytes (its WAL too) never change.
 
 Readers share the store's lock (`flock` shared): a run cannot start while a view is
@@ -39,7 +44,7 @@ from connectors.store import (
     lock_path,
     not_a_store,
 )
-from transforms.state import APPEND_ONLY
+from transforms.state import APPEND_ONLY, PER_CMO
 
 STATE = "state"  # the catalog name of the attached store
 
@@ -169,23 +174,42 @@ class StateView:
             if table not in self.viewed:
                 continue
             self.con.execute(f"DROP VIEW main.{table}")
+            cols = ", ".join(self._columns[table])
             if table in APPEND_ONLY:
                 # only appended to: the overlay holds the added rows, the view shows the
                 # store's and them (a year-five pool is 100M serials: no copy of it)
-                cols = ", ".join(self._columns[table])
-                self.con.execute(
-                    f"CREATE TABLE main.{table}_added AS "
-                    f"SELECT {cols} FROM {STATE}.main.{table} WHERE false"
-                )
+                self.con.execute(self._renamed_ddl(table, f"{table}_added"))
                 self.con.execute(
                     f"CREATE VIEW main.{table} AS SELECT {cols} FROM {STATE}.main.{table} "
                     f"UNION ALL SELECT {cols} FROM main.{table}_added"
+                )
+            elif table in PER_CMO:
+                # changed one CMO at a time (`transforms.state.cmo_rows`): the rows of the
+                # CMOs a file changed are copied when it first does, the others stay the
+                # store's (a year-five store holds 50M links of hundreds of CMOs)
+                self.con.execute(self._renamed_ddl(table, f"{table}_cmos"))
+                self.con.execute(f"CREATE TABLE main.{table}_taken (cmo_id VARCHAR)")
+                self.con.execute(
+                    f"CREATE VIEW main.{table}_stored AS SELECT {cols} FROM {STATE}.main.{table}"
+                )
+                self.con.execute(
+                    f"CREATE VIEW main.{table} AS SELECT {cols} FROM main.{table}_stored "
+                    f"WHERE cmo_id NOT IN (SELECT cmo_id FROM main.{table}_taken) "
+                    f"UNION ALL SELECT {cols} FROM main.{table}_cmos"
                 )
             else:
                 self.con.execute(self._ddl[table])
                 self._copy(table, self._columns[table])
             self.viewed.discard(table)
             self.materialised.append(table)
+
+    def _renamed_ddl(self, table: str, name: str) -> str:
+        """The schema's CREATE TABLE of `table` (its constraints too), for a table `name`."""
+        ddl = self._ddl[table]
+        head = f"CREATE TABLE {table}("
+        if not ddl.startswith(head):
+            raise RuntimeError(f"unexpected DDL of {table}: {ddl[:80]}")
+        return f"CREATE TABLE main.{name}(" + ddl[len(head) :]
 
     def materialise_all(self) -> None:
         self.materialise(sorted(self.viewed))

@@ -9,7 +9,9 @@ only output is the report: `rejects.csv` and `run_summary.json` (outcome
 `would_apply` for a file the run would apply).
 
 Before a file kind is judged, the tables its rules write are copied from the store
-into the overlay (`WRITES`; the others stay views of the store).  A kind writing a
+into the overlay (`WRITES`; the others stay views of the store) — but for the tables
+that only grow (shown with an in-memory table of what is added) and the packaging
+hierarchy (copied one sender at a time): `connectors.state_view`.  A kind writing a
 table missing from its entry fails loudly (DuckDB refuses to write a view: the file
 gets an unexpected error, exit 1), never silently; the tests run every kind.
 """

@@ -48,6 +48,7 @@ from transforms.contracts import (
     write_log_frame,
 )
 from transforms.rejects import LINE, REJECT_SCHEMA
+from transforms.state import appended_to
 
 FILE = "_file"
 """Optional column of pooled order rows: the order file the row came from."""
@@ -1165,8 +1166,11 @@ def _write_back(
         con.register("_cmi_alloc", rows)
         con.register("_cmi_seen", seen)
         try:
-            con.execute("INSERT INTO contract_allocations SELECT * FROM _cmi_alloc")
-            con.execute("INSERT INTO contract_order_lines SELECT * FROM _cmi_seen")
+            allocations, seen_lines = (
+                appended_to(con, t) for t in ("contract_allocations", "contract_order_lines")
+            )
+            con.execute(f"INSERT INTO {allocations} SELECT * FROM _cmi_alloc")
+            con.execute(f"INSERT INTO {seen_lines} SELECT * FROM _cmi_seen")
         finally:
             con.unregister("_cmi_alloc")
             con.unregister("_cmi_seen")

@@ -25,6 +25,7 @@ import polars as pl
 from transforms.codes import parse_bool
 from transforms.context import FileResult, RunContext
 from transforms.rejects import REJECT_SCHEMA, empty_rejects
+from transforms.state import appended_to
 
 CUSTOMER_REQUIRED = frozenset({"CDS", "WCS", "CBS", "DIS"})
 CUSTOMER_OPTIONAL = frozenset({"SCS", "WDS", "WBS"})
@@ -363,7 +364,7 @@ def write_log_frame(
     )
     con.register("_cmi_log", out)
     try:
-        con.execute("INSERT INTO contract_log SELECT * FROM _cmi_log")
+        con.execute(f"INSERT INTO {appended_to(con, 'contract_log')} SELECT * FROM _cmi_log")
     finally:
         con.unregister("_cmi_log")
 

@@ -39,6 +39,7 @@ from transforms.context import RunContext
 from transforms.epc import parse_epcs_sql, sgln_key, valid_gln
 from transforms.serial_runs import overlay, ranges_of
 from transforms.serials import load_runs, save_runs
+from transforms.state import appended_to, cmo_rows
 
 _EXPANDED_KINDS = "('shipping', 'decommissioning')"  # events whose EPCs are expanded
 _SGTIN_OUTCOMES = {
@@ -364,15 +365,16 @@ def _reach_stored(con: duckdb.DuckDBPyConnection, sender: str) -> None:
     None when the document ships nothing or the sender has none.  Each level is one
     scan of the sender's stored keys, never a copy of its whole stored hierarchy.
     """
+    links = cmo_rows(con, "shipping_aggregation", sender)
     _run(con, "CREATE OR REPLACE TEMP TABLE _ship_reach (key UHUGEINT, depth INTEGER)")
     _run(
         con,
-        """CREATE OR REPLACE TEMP TABLE _ship_stored_links
-        AS SELECT child, child_key, parent_key FROM shipping_aggregation WHERE false""",
+        f"""CREATE OR REPLACE TEMP TABLE _ship_stored_links
+        AS SELECT child, child_key, parent_key FROM {links} WHERE false""",
     )
     ((needed,),) = con.execute(
         f"""SELECT EXISTS (SELECT 1 FROM _ship_listed WHERE kind IN {_EXPANDED_KINDS})
-            AND EXISTS (SELECT 1 FROM shipping_aggregation WHERE cmo_id = ?)""",
+            AND EXISTS (SELECT 1 FROM {links} WHERE cmo_id = ?)""",
         [sender],
     ).fetchall()
     if not needed:
@@ -389,7 +391,7 @@ def _reach_stored(con: duckdb.DuckDBPyConnection, sender: str) -> None:
         frontier = f"(SELECT key FROM _ship_reach WHERE depth = {depth})"
         ((found,),) = con.execute(
             f"""INSERT INTO _ship_stored_links
-            SELECT a.child, a.child_key, a.parent_key FROM shipping_aggregation a
+            SELECT a.child, a.child_key, a.parent_key FROM {links} a
             SEMI JOIN {frontier} f ON f.key = a.parent_key
             WHERE a.cmo_id = ?""",
             [sender],
@@ -488,13 +490,15 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
     case (every child packed once, nothing unpacked) that is every link of the document,
     written straight from the staged rows; otherwise the links still open at the end.
     The working tables of the hierarchy are dropped: the rest does not need them."""
+    links = cmo_rows(con, "shipping_aggregation", sender)
+    parents = cmo_rows(con, "shipping_parents", sender)
     ((stored,),) = con.execute(
-        "SELECT EXISTS (SELECT 1 FROM shipping_aggregation WHERE cmo_id = ?)", [sender]
+        f"SELECT EXISTS (SELECT 1 FROM {links} WHERE cmo_id = ?)", [sender]
     ).fetchall()
     unlinked = 0  # the sender's links that the document replaces or takes away
     if stored:
         ((unlinked,),) = con.execute(
-            """DELETE FROM shipping_aggregation WHERE cmo_id = ?
+            f"""DELETE FROM {links} WHERE cmo_id = ?
                AND (child_key IN (SELECT child FROM _ship_link_rows)
                     OR parent_key IN (SELECT parent FROM _ship_delete_all))""",
             [sender],
@@ -511,7 +515,7 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
     # key as well cost 0.4 s of the 1M-SGTIN bench document's 0.8 s insert)
     _run(
         con,
-        f"""INSERT INTO shipping_aggregation (cmo_id, child, child_key, parent_key)
+        f"""INSERT INTO {links} (cmo_id, child, child_key, parent_key)
         SELECT ?, child_text, child, parent FROM {final} ORDER BY row_id""",
         [sender],
     )
@@ -527,16 +531,16 @@ def _store_hierarchy(con: duckdb.DuckDBPyConnection, sender: str, simple: bool) 
     )
     _run(
         con,
-        """DELETE FROM shipping_parents WHERE cmo_id = ?
+        f"""DELETE FROM {parents} WHERE cmo_id = ?
         AND parent_key IN (SELECT parent_key FROM _ship_parent_texts)""",
         [sender],
     )
-    _run(con, "INSERT INTO shipping_parents SELECT ?, * FROM _ship_parent_texts", [sender])
+    _run(con, f"INSERT INTO {parents} SELECT ?, * FROM _ship_parent_texts", [sender])
     if unlinked:
         _run(
             con,
-            """DELETE FROM shipping_parents p WHERE cmo_id = ? AND NOT EXISTS (
-                SELECT 1 FROM shipping_aggregation a
+            f"""DELETE FROM {parents} p WHERE cmo_id = ? AND NOT EXISTS (
+                SELECT 1 FROM {links} a
                 WHERE a.cmo_id = p.cmo_id AND a.parent_key = p.parent_key)""",
             [sender],
         )
@@ -777,7 +781,7 @@ def _apply(con: duckdb.DuckDBPyConnection, sender: str, ctx: RunContext, file: s
         save_runs(con, pids, overlay(load_runs(con, pids), patches, changed, unless_null=changed))
     _run(
         con,
-        """INSERT INTO shipping_exception_log
+        f"""INSERT INTO {appended_to(con, "shipping_exception_log")}
             (run_id, file, cmo_id, event_index, event_kind, product_code, serial, epc, outcome, lot, expiry)
         SELECT ?, file, ?, event_index, event_kind, product_code, serial, epc, outcome, lot, expiry
         FROM _ship_exceptions""",

@@ -13,19 +13,55 @@ import pyarrow as pa
 _names = itertools.count(1)
 
 
-APPEND_ONLY = ("pool",)  # tables the rules only ever append to (serials are immutable)
+# tables the rules only ever append to: the serial pool (serials are immutable) and the
+# logs of what runs did
+APPEND_ONLY = (
+    "pool",
+    "contract_log",
+    "contract_allocations",
+    "contract_order_lines",
+    "shipping_exception_log",
+)
+# tables whose rows the rules read and change one CMO at a time (`cmo_rows`): the
+# packaging hierarchy a CMO's shipping documents build
+PER_CMO = ("shipping_aggregation", "shipping_parents")
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    ((found,),) = con.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND table_name = ?",
+        [name],
+    ).fetchall()
+    return bool(found)
 
 
 def appended_to(con: duckdb.DuckDBPyConnection, table: str) -> str:
     """The table that rows appended to `table` go into: `<table>_added` in `cmi validate`'s
     overlay (`connectors.state_view`: there `table` is a view of the store's rows and the
     added ones, so that a year of serials is not copied to judge a night), else `table`."""
-    ((overlay,),) = con.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE database_name = current_database() AND table_name = ?",
-        [f"{table}_added"],
+    return f"{table}_added" if _has_table(con, f"{table}_added") else table
+
+
+def cmo_rows(con: duckdb.DuckDBPyConnection, table: str, cmo_id: str) -> str:
+    """The table to read and change the rows of `cmo_id` in (`table` is one of `PER_CMO`;
+    every statement on it names the CMO): `table` itself, or in `cmi validate`'s overlay
+    `<table>_cmos`, which holds the rows of the CMOs a file changed so far — this CMO's
+    stored rows are copied into it the first time (a fifth year's store holds 50M links of
+    hundreds of CMOs; a night's documents come from a few).  There `table` is a view of
+    the other CMOs' stored rows and of `<table>_cmos`."""
+    overlay = f"{table}_cmos"
+    if not _has_table(con, overlay):
+        return table
+    ((taken,),) = con.execute(
+        f"SELECT count(*) FROM {table}_taken WHERE cmo_id = ?", [cmo_id]
     ).fetchall()
-    return f"{table}_added" if overlay else table
+    if not taken:
+        con.execute(
+            f"INSERT INTO {overlay} SELECT * FROM {table}_stored WHERE cmo_id = ?", [cmo_id]
+        )
+        con.execute(f"INSERT INTO {table}_taken VALUES (?)", [cmo_id])
+    return overlay
 
 
 def take_counter(con: duckdb.DuckDBPyConnection, key: str, n: int) -> int:
