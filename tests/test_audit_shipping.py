@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from epcis_docs import Doc, Ev, to_jsonld, to_xml
 
 from connectors.epcis import stage_document
 from connectors.epcis_stage import STAGE_EPCS
@@ -153,3 +154,26 @@ def test_unknown_wrapper_elements_keep_every_event_in_its_place_across_chunks(
         for i, epc in con.sql(f"SELECT event_index, epc FROM {STAGE_EPCS}").fetchall()
     }
     assert staged == expected
+
+
+@pytest.mark.parametrize("syntax", ["xml", "jsonld"])
+@pytest.mark.parametrize("where", ["read_point", "biz_location"])
+def test_a_bare_sgln_location_names_the_sender_and_is_no_malformed_epc(
+    tmp_path: Path, syntax: str, where: str
+) -> None:
+    """§6 *Sender*: 'An SGLN counts written as urn:epc:id:sgln:1234567.00012.0 or bare
+    1234567.00012.0' — a bare SGLN readPoint or bizLocation is an SGLN, not a malformed
+    identifier; a location that is neither URI nor SGLN still is."""
+    events = [
+        Ev(action="OBSERVE", biz_step="shipping", epcs=[unit("S1")], **{where: SGLN}),
+        Ev(action="OBSERVE", biz_step="receiving", epcs=[unit("S2")], **{where: "dock 7"}),
+        Ev(action="OBSERVE", biz_step="shipping", epcs=[unit("S3")], **{where: "dock 7"}),
+    ]
+    doc = Doc(events)  # type: ignore[arg-type]
+    text = to_xml(doc) if syntax == "xml" else to_jsonld(doc)
+    _run_id, rep = _night(tmp_path, f"shipping_bare.{syntax}", text)
+    rec = rep["shipping_reconciliation"][0]
+    assert (rec["sender_cmo_id"], rec["ok"], rec["malformed_epc"]) == ("ACME", "2", "1")
+    assert [(r["event_index"], r["epc"], r["outcome"]) for r in rep["shipping_exceptions"]] == [
+        ("3", "dock 7", "MALFORMED_EPC")
+    ]

@@ -36,7 +36,7 @@ from schemas.shipping import (
 )
 from transforms.codes import same_serial_sql, serial_num_sql, serial_txt_sql
 from transforms.context import RunContext
-from transforms.epc import parse_epcs_sql, sgln_key, valid_gln
+from transforms.epc import SGLN_PREFIX, parse_epcs_sql, sgln_key, valid_gln
 from transforms.serial_runs import overlay, ranges_of
 from transforms.serials import load_runs, save_runs
 from transforms.state import appended_to, cmo_rows
@@ -250,7 +250,9 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
         FROM {STAGE_PARTIES} q JOIN _ship_events e USING (event_index)
         WHERE e.kind IS NOT NULL AND starts_with(q.id, 'urn:epc:id:sgln:')
     )"""
-    distinct = f"(SELECT DISTINCT epc FROM {locations})"
+    # a location written as a bare SGLN (`1234567.00012.0`, §6 *Sender*) is parsed as one
+    distinct = f"""(SELECT epc, CASE WHEN contains(epc, ':') THEN epc
+        ELSE '{SGLN_PREFIX}' || epc END AS uri FROM (SELECT DISTINCT epc FROM {locations}))"""
     _run(
         con,
         f"""CREATE OR REPLACE TEMP VIEW _ship_listed AS
@@ -268,7 +270,7 @@ def _stage_rows(con: duckdb.DuckDBPyConnection) -> None:
         WHERE kind = 'aggregation' AND parent_id IS NOT NULL AND parent_scheme = 'malformed'
         UNION ALL
         SELECT o.event_index, o.kind, o.epc FROM {locations} o
-        SEMI JOIN ({parse_epcs_sql(distinct)}) p ON p.epc = o.epc AND p.epc_scheme = 'malformed'""",
+        SEMI JOIN ({parse_epcs_sql(distinct, "uri")}) p ON p.epc = o.epc AND p.epc_scheme = 'malformed'""",
     )
 
 
