@@ -1,5 +1,6 @@
 """report.html usable at 1280 px and on a phone (SPEC §10.1), in Debian's chromium:
 
+- a date is never broken over two lines (2026-\n11-03), at either width;
 - at 1280 px the page uses the width it has: the demo day's files, serial balance, export
   files, allocation and lot tables fit without scrolling sideways, and the contract
   balance's expired flag is in view without scrolling (the widest tables, contract balance
@@ -23,6 +24,12 @@ _OVERFLOW = """Object.fromEntries([...document.querySelectorAll('.scroll')].map(
     (s) => [s.querySelector('table').dataset.report, s.scrollWidth - s.clientWidth]))"""
 _SCALES = """[...document.querySelectorAll('.chart svg')].map(
     (s) => s.getBoundingClientRect().width / s.width.baseVal.value)"""
+_WRAPPED_DATES = """[...document.querySelectorAll(['reception_date', 'start_date', 'end_date',
+    'expiry', 'delivered_at'].map((c) => `td[data-col="${c}"]`).join(','))].filter((td) => {
+    const range = document.createRange();
+    range.selectNodeContents(td);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1;
+}).map((td) => td.dataset.col + ' ' + td.textContent)"""
 _EXPIRED_IN_VIEW = """(() => {
     const box = document.querySelector('[data-report="contract_balance.csv"]').parentElement
         .getBoundingClientRect();
@@ -66,5 +73,17 @@ def test_on_a_phone_the_charts_stay_readable_and_the_page_does_not_scroll_sidewa
         assert len(scales) == 3 and min(scales) >= 0.9, scales
         assert tab.evaluate("document.documentElement.scrollWidth") <= 390
         assert tab.errors == []
+    finally:
+        tab.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_no_date_is_broken_over_two_lines(
+    chromium: Chromium, days: dict[str, Path], width: int
+) -> None:
+    tab = chromium.open((days["trouble"] / "report.html").as_uri(), width)
+    try:
+        assert tab.evaluate("document.querySelectorAll('td[data-col=end_date]').length") > 0
+        assert tab.evaluate(_WRAPPED_DATES) == []
     finally:
         tab.close()
