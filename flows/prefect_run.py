@@ -111,6 +111,27 @@ def _no_heartbeat_unless_asked() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def temporary_server_waits(seconds: float = API_TIMEOUT_S) -> Iterator[None]:
+    """Prefect's temporary server (`--prefect` without PREFECT_API_URL) is waited for
+    `seconds` (SPEC §11: 30 s) before the night goes in-process — Prefect's own default is
+    20 s, too short for its first start on a busy machine (its database is created then) —
+    unless the user set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS."""
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if "startup_timeout_seconds" in get_current_settings().server.ephemeral.model_fields_set:
+        yield
+        return
+    with temporary_settings(
+        updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: int(seconds)}
+    ):
+        yield
+
+
 def _flow_parameters(
     paths: RunPaths, config_file: Path | None, as_of: dt.datetime
 ) -> dict[str, Any]:
@@ -147,7 +168,7 @@ def run_with_prefect(
 
     started = nightly_module.bodies_started
     try:
-        with _no_heartbeat_unless_asked():
+        with _no_heartbeat_unless_asked(), temporary_server_waits():
             state: Any = nightly_module.nightly(**_flow_parameters(paths, config_file, as_of),
                                                 return_state=True)  # fmt: skip
     except Exception as err:
