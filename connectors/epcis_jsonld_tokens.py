@@ -319,10 +319,18 @@ def read_tokens(source: Source, stager: Stager, info: DocumentInfo, batch_size: 
     except DepthExceeded:
         raise depth_rejected(locate(source, deeper=True)) from None
     except ijson.JSONError as err:
-        message = str(err).strip().splitlines()
+        # yajl's C backend says it in bytes: shown as text, its first line only
+        said = err.args[0] if err.args else ""
+        text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+        message = text.strip().splitlines()
         first_line = message[0] if message else type(err).__name__
         line = locate(source, deeper=False)
         at = f" at line {line}" if line else ""
+        if "invalid bytes in utf8" in first_line.lower():  # §8: not text in its encoding
+            raise EpcisRejected(
+                f"the file is not text in its encoding (UTF-8): invalid UTF-8 bytes{at}; "
+                "ask the sender for the document as UTF-8 text"
+            ) from err
         raise EpcisRejected(
             f"not JSON{at}: {first_line}; ask the sender to correct the document"
         ) from err

@@ -13,7 +13,7 @@ from epcis_docs import Doc, Ev, to_jsonld, to_xml
 
 from connectors.epcis import stage_document
 from connectors.epcis_stage import STAGE_EPCS
-from tests.pipeline_helpers import csv, report, run_day
+from tests.pipeline_helpers import csv, report, run_day, summary
 
 P1 = "00614141123452"  # GTIN of urn:epc:id:sgtin:0614141.012345.*
 SGLN = "0614141.00001.0"
@@ -177,3 +177,26 @@ def test_a_bare_sgln_location_names_the_sender_and_is_no_malformed_epc(
     assert [(r["event_index"], r["epc"], r["outcome"]) for r in rep["shipping_exceptions"]] == [
         ("3", "dock 7", "MALFORMED_EPC")
     ]
+
+
+@pytest.mark.parametrize("where", ["key", "value"])
+def test_a_json_ld_document_not_in_utf8_is_quarantined_naming_the_encoding_and_line(
+    tmp_path: Path, where: str
+) -> None:
+    """§8 *Bounded input*: a file that is not text in its declared encoding is quarantined
+    with a reason that names the line — for JSON (UTF-8 by RFC 8259) as for XML, in one
+    plain sentence (before: "not JSON at line 1: b'lexical error: ...\\n ... (right here)
+    ------^\\n'", the parser's bytes shown as a Python literal)."""
+    doc = to_jsonld(Doc([Ev(action="OBSERVE", biz_step="shipping", epcs=[unit("S1")])], LOC))
+    lines = doc.encode().split(b"\n")
+    n = next(i for i, line in enumerate(lines) if b'"bizStep"' in line)
+    lines[n] = lines[n].replace(b"bizStep", b"biz\xffStep" if where == "key" else b"bizStep")
+    if where == "value":
+        lines[n] = lines[n].replace(b'shipping"', b'ship\xe9ping"')
+    run_id, _rep = _night(tmp_path, "shipping_latin1.json", b"\n".join(lines))
+    entry = next(f for f in summary(tmp_path, run_id)["files"] if f["kind"] == "shipping")
+    assert entry["outcome"] == "quarantined"
+    assert entry["reason"] == (
+        f"the file is not text in its encoding (UTF-8): invalid UTF-8 bytes at line {n + 1}; "
+        "ask the sender for the document as UTF-8 text"
+    )
