@@ -1,11 +1,12 @@
 """report.html usable at 1280 px and on a phone (SPEC §10.1), in Debian's chromium:
 
-- a date is never broken over two lines (2026-\n11-03), at either width;
+- a date is never broken over two lines ("2026-" above "11-03"), at either width;
 - at 1280 px the page uses the width it has: the demo day's files, serial balance, export
   files, allocation and lot tables fit without scrolling sideways, and the contract
   balance's expired flag is in view without scrolling (the widest tables, contract balance
   and shipping, scroll inside their box);
-- on a phone (390 px) the charts keep a readable size — drawn at their own scale inside a
+- on a phone (390 px) each file of the night is a short block with why it was quarantined
+  in view, the charts keep a readable size — drawn at their own scale inside a
   box that scrolls sideways, not shrunk to half (5 px labels) — and the page itself never
   scrolls sideways."""
 
@@ -85,5 +86,30 @@ def test_no_date_is_broken_over_two_lines(
     try:
         assert tab.evaluate("document.querySelectorAll('td[data-col=end_date]').length") > 0
         assert tab.evaluate(_WRAPPED_DATES) == []
+    finally:
+        tab.close()
+
+
+_REASONS_OUT_OF_VIEW = """[...document.querySelectorAll(
+    '[data-report="run_summary.json#files"] [data-col="reason"]')].filter((td) => td.textContent)
+    .map((td) => [td.textContent.slice(0, 40), td.getBoundingClientRect().left,
+                  td.getBoundingClientRect().right])
+    .filter(([, left, right]) => left < 0 || right > window.innerWidth)"""
+
+
+def test_on_a_phone_why_a_file_was_quarantined_is_in_view(
+    chromium: Chromium, days: dict[str, Path]
+) -> None:
+    """The reason of a quarantined (or duplicate) file is what a person acts on: on a phone
+    it is shown under the file, not in a column past the screen's edge."""
+    tab = chromium.open((days["trouble"] / "report.html").as_uri(), 390)
+    try:
+        reasons = tab.evaluate(
+            '[...document.querySelectorAll(\'[data-report="run_summary.json#files"] '
+            '[data-col="reason"]\')].filter((td) => td.textContent).length'
+        )
+        assert reasons == 3  # two quarantined files and a duplicate
+        assert tab.evaluate(_REASONS_OUT_OF_VIEW) == []
+        assert tab.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         tab.close()
