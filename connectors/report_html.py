@@ -45,9 +45,12 @@ def chart_request(page: Page) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def render_page(page: Page, version: str, renderer: ChartRenderer | None = None) -> bytes:
+def render_page(
+    page: Page, version: str, renderer: ChartRenderer | None = None, *, workbook: bool = True
+) -> bytes:
     """The page's bytes: the template filled with the page and its charts (drawn by
-    `renderer`'s helper process when given, else in-process)."""
+    `renderer`'s helper process when given, else in-process); `workbook`: whether a
+    report.xlsx is written beside it (the page says so only then)."""
     request = chart_request(page)
     charts = renderer.draw(request) if renderer is not None else draw(request)
     shipping_columns = list(page.shipping[0]) if page.shipping else []
@@ -58,6 +61,6 @@ def render_page(page: Page, version: str, renderer: ChartRenderer | None = None)
         _environment()
         .get_template("report.html.j2")
         .render(page=page, charts=charts, version=version, shipping_columns=shipping_columns,
-                lot_columns=lot_columns)
+                lot_columns=lot_columns, workbook=workbook)
     )  # fmt: skip
     return str(html).encode("utf-8")

@@ -45,7 +45,9 @@ def write_people_reports(run: Run, folder: Path, outline: dict[str, Any]) -> Non
         reports = report_files.read_run_reports(folder)
         if wanted.html:
             page = report_page.build_page(reports, outline, run.as_of)
-            html = report_html.render_page(page, _version(), run.chart_renderer)
+            html = report_html.render_page(
+                page, _version(), run.chart_renderer, workbook=wanted.xlsx
+            )
             outbox_io.write_atomic(folder / "report.html", html)
         if wanted.xlsx:
             outbox_io.write_atomic(
