@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +56,9 @@ def _check_type(source: str, section: str, key: str, value: Any, default: Any) -
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, not {value!r}{fix}")
         return float(value)
-    if isinstance(default, str) or default is None:  # (None: an optional text)
+    if default is MISSING:  # a text without a default (a delivery's url)
+        fix = f'; write it like {key} = "..."'
+    if isinstance(default, str) or default is None or default is MISSING:  # (None: optional)
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a text in quotes, not {value!r}{fix}")
         return value
