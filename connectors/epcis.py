@@ -333,7 +333,7 @@ def check_prolog(path: Path) -> tuple[str, str | None]:
     start tag are parsed (no DTD, no entities, no network): nothing the document
     refers to is ever read.
     """
-    guard = ByteGuard(path, b"<", "a text, comment or attribute value")
+    guard = ByteGuard(path, b"<", "a text, comment or attribute value", text_after=b">")
     etree.clear_error_log()  # the errors of earlier documents are in the thread's log too
     with path.open("rb") as fh:
         first = fh.read(_PROLOG_CHUNK)
@@ -523,7 +523,7 @@ def _stage(
     con: duckdb.DuckDBPyConnection, path: Path, info: DocumentInfo, batch_size: int
 ) -> DocumentInfo:
     stager = Stager(con)
-    guard = ByteGuard(path, b"<", "a text, comment or attribute value")
+    guard = ByteGuard(path, b"<", "a text, comment or attribute value", text_after=b">")
     etree.clear_error_log()
     codes = _CODES
     locals_ = _EVENT_LOCAL

@@ -106,16 +106,29 @@ class ByteGuard:
       a binary or sparse file).  Not checked after a UTF-16/32 byte-order mark.
     - More than `MAX_TEXT` bytes without `delimiter` (`<` in XML: a text node,
       comment or attribute value; `"` in JSON: a string, or a run of other values).
+      With `text_after` (`>` in XML) the markup after a delimiter (a tag with its
+      attribute values, a comment, a CDATA section: up to the first `text_after`) is
+      one run and the text after it another: a text node of exactly `MAX_TEXT` bytes
+      is not over the limit whatever its start tag.
 
     Chunks must be at most `MAX_TEXT` bytes: a run over the limit then always
     crosses a chunk boundary, so two `memchr` scans per chunk (`find`, `rfind`)
     see every run — the checks cost nothing measurable.
     """
 
-    def __init__(self, path: Path, delimiter: bytes, what: str, encoding: str = "UTF-8") -> None:
+    def __init__(
+        self,
+        path: Path,
+        delimiter: bytes,
+        what: str,
+        encoding: str = "UTF-8",
+        text_after: bytes | None = None,
+    ) -> None:
         self.path, self.delimiter, self.what, self.encoding = path, delimiter, what, encoding
+        self.text_after = text_after
         self.offset = 0  # bytes checked so far
         self.run_start = 0  # offset just after the last delimiter
+        self.text_start: int | None = 0  # where the run is counted from (None: not yet known)
         self.check_nul = True
 
     def check(self, chunk: bytes) -> None:
@@ -134,16 +147,32 @@ class ByteGuard:
             )
         first = chunk.find(self.delimiter)
         end = self.offset + len(chunk)
+        if self.text_start is None:  # the run's markup goes on in this chunk: up to its end
+            stop = first if first >= 0 else len(chunk)
+            found = chunk.find(self.text_after, 0, stop)  # type: ignore[arg-type]
+            if self.offset + (found if found >= 0 else stop) - self.run_start > MAX_TEXT:
+                self._too_long()
+            if found >= 0:
+                self.text_start = self.offset + found + 1
         if first < 0:
-            if end - self.run_start > MAX_TEXT:
+            if end - self._counted_from() > MAX_TEXT:
                 self._too_long()
         else:
-            if self.offset + first - self.run_start > MAX_TEXT:
+            if self.offset + first - self._counted_from() > MAX_TEXT:
                 self._too_long()
-            self.run_start = self.offset + chunk.rfind(self.delimiter) + 1
-            if end - self.run_start > MAX_TEXT:
+            last = chunk.rfind(self.delimiter)
+            self.run_start = self.offset + last + 1
+            self.text_start = self.run_start if self.text_after is None else None
+            if self.text_start is None:
+                found = chunk.find(self.text_after, last + 1)  # type: ignore[arg-type]
+                if found >= 0:
+                    self.text_start = self.offset + found + 1
+            if end - self._counted_from() > MAX_TEXT:
                 self._too_long()
         self.offset = end
+
+    def _counted_from(self) -> int:
+        return self.run_start if self.text_start is None else self.text_start
 
     def _too_long(self) -> None:
         line = line_at(self.path, self.run_start)

@@ -200,3 +200,55 @@ def test_a_json_ld_document_not_in_utf8_is_quarantined_naming_the_encoding_and_l
         f"the file is not text in its encoding (UTF-8): invalid UTF-8 bytes at line {n + 1}; "
         "ask the sender for the document as UTF-8 text"
     )
+
+
+@pytest.mark.parametrize(
+    ("size", "outcome"), [(1 << 20, "applied"), ((1 << 20) + 1, "quarantined")]
+)
+@pytest.mark.parametrize("element", ["gs1ushc:note", "a-rather-long-vendor-element-name"])
+def test_an_xml_text_node_over_1_mib_is_quarantined_and_one_of_1_mib_is_not(
+    tmp_path: Path, size: int, outcome: str, element: str
+) -> None:
+    """§8 *Bounded input*: 'an XML text node over 1 MiB ... quarantines the file with a
+    reason that names the line and the limit' — a text node of exactly 1 MiB is not over
+    it, whatever the length of its element's name (the tag before a text is no part of
+    it: before, a 1 MiB text was refused for the bytes of its start tag).  The text
+    crosses a 1 MiB chunk of the reader."""
+    text = "a" * size
+    extra = f'<{element} xmlns:gs1ushc="http://epcis.gs1us.org/hc/ns">{text}</{element}>'
+    doc = _xml12(_object_event("S1").replace("</ObjectEvent>", extra + "</ObjectEvent>"))
+    run_id, rep = _night(tmp_path, "shipping_text.xml", doc)
+    entry = next(f for f in summary(tmp_path, run_id)["files"] if f["kind"] == "shipping")
+    assert entry["outcome"] == outcome, entry["reason"]
+    if outcome == "applied":
+        assert rep["serial_balance"][0]["shipped"] == "1"
+    else:
+        assert entry["reason"].startswith("a text, comment or attribute value starting at line 2")
+        assert "longer than the limit of 1 MiB (1048576 bytes)" in entry["reason"]
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        '<gs1ushc:note xmlns:gs1ushc="http://epcis.gs1us.org/hc/ns" value="{}"/>',
+        "<!--{}-->",
+        "<note><![CDATA[{}]]></note>",
+        "<note>{}</note>",
+    ],
+)
+def test_an_attribute_comment_cdata_or_text_over_1_mib_is_quarantined(
+    tmp_path: Path, markup: str
+) -> None:
+    """§8 *Bounded input*: a value over 1 MiB in an attribute, a comment or a CDATA section
+    (markup up to its `>`), or a text holding `>`, quarantines the document like a text
+    node — each crossing a 1 MiB chunk of the reader."""
+    value = ("a" * 1000 + ">") * 1050 if markup.startswith("<note>") else "a" * ((1 << 20) + 1)
+    if not markup.startswith("<note>"):
+        value = value.replace(">", "")
+    doc = _xml12(
+        _object_event("S1").replace("</ObjectEvent>", markup.format(value) + "</ObjectEvent>")
+    )
+    run_id, _rep = _night(tmp_path, "shipping_markup.xml", doc)
+    entry = next(f for f in summary(tmp_path, run_id)["files"] if f["kind"] == "shipping")
+    assert entry["outcome"] == "quarantined"
+    assert "longer than the limit of 1 MiB (1048576 bytes)" in entry["reason"]
