@@ -73,6 +73,18 @@ def test_rejects_are_grouped_by_file_and_rule_with_their_sentences() -> None:
     assert [e["message"] for e in groups[0].examples] == ["m2", "m5"]
 
 
+def test_a_line_breaking_one_rule_twice_is_listed_once() -> None:
+    """Two sentences of one row under the same rule (two of its columns): both counted and
+    shown, its line named once."""
+    rejects = pl.DataFrame({
+        "file": ["a.csv"] * 3, "line": [5, 5, 7], "column": ["x", "y", "x"],
+        "value": ["1", "2", "3"], "rule": ["r1"] * 3, "message": ["m5x", "m5y", "m7"],
+    })  # fmt: skip
+    (group,) = report_page.reject_groups(rejects)
+    assert (group.count, group.lines) == (3, "5, 7")
+    assert [e["message"] for e in group.examples] == ["m5x", "m5y", "m7"]
+
+
 def test_charts_get_aggregates_never_one_point_per_serial_or_order_line() -> None:
     balance = pl.DataFrame({
         "cmo_id": ["A", "A", "B"], "cmo_name": ["a", "a", "b"], "product_code": ["1", "2", "1"],

@@ -128,7 +128,7 @@ def reject_groups(rejects: pl.DataFrame | None) -> list[RejectGroup]:
         .group_by("file", "rule", maintain_order=True)
         .agg(
             pl.len().alias("count"),
-            pl.col("line").alias("lines"),
+            pl.col("line").unique(maintain_order=True).alias("lines"),  # a line once
             pl.struct("line", "column", "value", "message").head(_EXAMPLES).alias("examples"),
         )
     )
