@@ -88,6 +88,17 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _measured(started: float, cpu: float, **counts: int) -> dict[str, object]:
+    """A bare child's figures: wall and CPU seconds since `started` / `cpu`, what it
+    counted, its peak RSS."""
+    return {
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+        **counts,
+        "peak_mb": _peak_mb(),
+    }
+
+
 def _child_bare(doc: Path) -> dict[str, object]:
     from lxml import etree
 
@@ -96,12 +107,7 @@ def _child_bare(doc: Path) -> dict[str, object]:
     for _, el in etree.iterparse(str(doc), events=("end",), tag=("epc", "parentID")):
         texts.append(el.text)
         el.clear()
-    return {
-        "wall_s": time.perf_counter() - started,
-        "cpu_s": time.process_time() - cpu,
-        "texts": len(texts),
-        "peak_mb": _peak_mb(),
-    }
+    return _measured(started, cpu, texts=len(texts))
 
 
 def _child_bare_json(doc: Path) -> dict[str, object]:
@@ -124,12 +130,7 @@ def _child_bare_json(doc: Path) -> dict[str, object]:
                 in_list = key in _EPC_KEYS
             elif token == "string" and key == "parentID":
                 keep(value)
-    return {
-        "wall_s": time.perf_counter() - started,
-        "cpu_s": time.process_time() - cpu,
-        "texts": len(texts),
-        "peak_mb": _peak_mb(),
-    }
+    return _measured(started, cpu, texts=len(texts))
 
 
 def _child_items_json(doc: Path) -> dict[str, object]:
@@ -140,21 +141,15 @@ def _child_items_json(doc: Path) -> dict[str, object]:
     with doc.open("rb") as fh:
         for _ in ijson.items(fh, "epcisBody.eventList.item", use_float=True, buf_size=1 << 20):
             events += 1
-    return {
-        "wall_s": time.perf_counter() - started,
-        "cpu_s": time.process_time() - cpu,
-        "events": events,
-        "peak_mb": _peak_mb(),
-    }
+    return _measured(started, cpu, events=events)
 
 
 def _setup_state(db: Path, shape: Shape, stored: int = 0) -> object:
-    from transforms.codes import serial_num_sql, serial_txt_sql
-
     """The state store as the product opens it (memory limit, storage settings, all DDL);
     `stored` links of earlier documents of the sender (20 units per case, 50 cases per
     pallet), keyed as the product keys them."""
     from connectors.store import open_store
+    from transforms.codes import serial_num_sql, serial_txt_sql
     from transforms.epc import parse_epc
 
     con = open_store(db).con
