@@ -13,25 +13,8 @@ from epcis_docs import Doc, Ev, to_jsonld, to_xml
 
 from connectors.epcis import stage_document
 from connectors.epcis_stage import STAGE_EPCS
-from tests.pipeline_helpers import csv, report, run_day, summary
-
-P1 = "00614141123452"  # GTIN of urn:epc:id:sgtin:0614141.012345.*
-SGLN = "0614141.00001.0"
-LOC = f"urn:epc:id:sgln:{SGLN}"
-
-MASTER = {
-    "products_a.csv": csv("product_code,product_name", f"{P1},Demo"),
-    "cmos_a.csv": csv(
-        "cmo_id,cmo_name,city,country,produceable_products,sgln",
-        f"ACME,Acme Pharma,Mannheim,DE,{P1},{SGLN}",
-    ),
-    "serial_pool_a.csv": csv("product_code,serial", *[f"{P1},S{i}" for i in range(1, 7)]),
-    "assignments_a.csv": csv("cmo_id,product_code,quantity", f"ACME,{P1},6"),
-}
-
-
-def unit(serial: str) -> str:
-    return f"urn:epc:id:sgtin:0614141.012345.{serial}"
+from tests.pipeline_helpers import report, run_day, summary
+from tests.test_shipping_pipeline import LOC, MASTER, SGLN, unit
 
 
 def rows_of(text: str) -> list[dict[str, str]]:
